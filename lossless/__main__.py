@@ -1,0 +1,5 @@
+"""`python -m lossless` is the same as the `lossless` console script."""
+
+from lossless.cli import main
+
+raise SystemExit(main())

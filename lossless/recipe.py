@@ -1,0 +1,168 @@
+"""The recipe as frozen data: what to train, apply, merge and evaluate, with no validation logic.
+
+`validate.py` checks a loaded YAML document and builds these; `graph.py` connects them into a DAG;
+the step functions in `steps/` receive them. Settings that only one step kind interprets (training
+hyperparameters, eval options) stay as plain mappings, already checked against the schema.
+
+Recipe layout (one YAML document, or several mergekit-multi style documents each with a `name`):
+    train:  {step_name: {...}}          # TrainStep
+    apply:  {step_name: {...}}          # ApplyStep
+    <mergekit keys>                     # one MergeStep per document (named `name`, default "merged")
+    eval:   {step_name: {...}}          # EvalStep
+    output: path/to/final/model         # optional; `lossless run RECIPE OUT` overrides it
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# A mergekit parameter value: a scalar, a gradient (list of numbers interpolated over the layers of
+# a slice), or a list of {filter, value} entries whose first matching filter wins.
+ParamValue = Any
+Params = Mapping[str, ParamValue]
+
+DEFAULT_MERGE_NAME = "merged"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A reference to a model as written in a recipe.
+
+    `name` is a hub id (`org/name`), a local path, or a step name; `revision` comes from
+    `org/name@rev`; `lora` from mergekit's `model+lora` syntax (an adapter applied on the fly).
+    """
+
+    name: str
+    revision: str | None = None
+    lora: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelRef:
+        base, plus, lora = text.partition("+")
+        name, at, revision = base.partition("@")
+        return cls(name=name, revision=revision if at else None, lora=lora if plus else None)
+
+    def __str__(self) -> str:
+        text = self.name
+        if self.revision:
+            text += f"@{self.revision}"
+        if self.lora:
+            text += f"+{self.lora}"
+        return text
+
+
+@dataclass(frozen=True)
+class InputModel:
+    """An entry of `models:` or of `slices[].sources`: a model with its parameters."""
+
+    model: ModelRef
+    parameters: Params = field(default_factory=dict)
+    layer_range: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One `slices:` entry: a run of output layers built from `sources` (mergekit semantics)."""
+
+    sources: tuple[InputModel, ...]
+    parameters: Params = field(default_factory=dict)
+    base_model: ModelRef | None = None
+    residual_weight: float | None = None
+
+
+@dataclass(frozen=True)
+class MergeStep:
+    """One merge stage: exactly the mergekit config keys, plus a name usable as a reference."""
+
+    name: str
+    merge_method: str
+    models: tuple[InputModel, ...] = ()
+    slices: tuple[Slice, ...] = ()
+    base_model: ModelRef | None = None
+    parameters: Params = field(default_factory=dict)
+    dtype: str | None = None
+    out_dtype: str | None = None
+    tokenizer_source: str | None = None  # "base" | "union" | a model reference
+    tokenizer: Mapping[str, Any] | None = None  # {source, tokens, pad_to_multiple_of}
+    chat_template: str | None = None  # built-in name, "auto", or a Jinja string
+    modules: Mapping[str, Any] | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)  # the stage's raw mergekit config
+
+    kind = "merge"
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """Train a LoRA / QLoRA / full fine-tune / PEFT adapter on `base` (see steps/train.py)."""
+
+    name: str
+    base: ModelRef | None  # None when the model starts from `init`
+    method: str = "lora"
+    init: Mapping[str, Any] | None = None  # {init: preset or config.json, tokenizer: {...}}
+    settings: Mapping[str, Any] = field(default_factory=dict)  # the whole block, as written
+
+    kind = "train"
+
+
+@dataclass(frozen=True)
+class AdapterUse:
+    adapter: ModelRef
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class ApplyStep:
+    """Apply one or more adapters onto `to` (lazily, inside a merge, unless `save` is set)."""
+
+    name: str
+    to: ModelRef
+    adapters: tuple[AdapterUse, ...]
+    save: bool = False
+
+    kind = "apply"
+
+
+@dataclass(frozen=True)
+class EvalStep:
+    """Measure each model on each held-out dataset; gates fail the run when breached."""
+
+    name: str
+    models: tuple[ModelRef, ...]
+    data: Mapping[str, Any]  # dataset name → path or {path, format, ...}
+    reference: ModelRef | None = None
+    gate: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    kind = "eval"
+
+
+Step = TrainStep | ApplyStep | MergeStep | EvalStep
+
+
+@dataclass(frozen=True)
+class Recipe:
+    path: str  # the file it was read from
+    steps: tuple[Step, ...]
+    output: str | None = None
+    documents: tuple[Mapping[str, Any], ...] = ()  # the YAML documents as data, for model cards
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    @property
+    def step_names(self) -> set[str]:
+        return {step.name for step in self.steps}
+
+    @property
+    def merges(self) -> tuple[MergeStep, ...]:
+        return tuple(s for s in self.steps if isinstance(s, MergeStep))
+
+    @property
+    def is_plain_mergekit(self) -> bool:
+        """True for a bare mergekit config (one merge, no train/apply/eval)."""
+        return len(self.steps) == 1 and isinstance(self.steps[0], MergeStep)

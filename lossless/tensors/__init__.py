@@ -1,0 +1,1 @@
+"""Reading and writing checkpoints tensor by tensor (safetensors memory maps, sharded output)."""
