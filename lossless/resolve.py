@@ -1,0 +1,199 @@
+"""From a recipe's model references to things that can be read: local dirs and TensorSources.
+
+A reference is one of: an earlier step (its output dir, or a lazy view for an apply step or a
+LoRA train step), a local directory, or a hub id (downloaded through huggingface_hub). mergekit's
+`model+lora` is the model with the adapter applied lazily, through the same code as `apply:`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lossless.errors import LosslessError
+from lossless.recipe import ApplyStep, MergeStep, ModelRef, Recipe, Step, TrainStep
+
+if TYPE_CHECKING:
+    from lossless.tensors.source import TensorSource
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def is_adapter_dir(path: Path) -> bool:
+    return (path / ADAPTER_CONFIG).is_file()
+
+
+@dataclass
+class Resolver:
+    """Answers "where are this reference's files" and "give me its tensors" during a run.
+
+    `step_dirs` maps the name of every step that has run (or is fresh) to its output directory;
+    the runner fills it in as it goes. `materialise` is the runner's callback that turns a lazy
+    apply step into real files when a consumer needs them (training on top, evaluation).
+    """
+
+    recipe: Recipe
+    step_dirs: dict[str, Path] = field(default_factory=dict)
+    cache_dir: str | None = None
+    allow_pickle: bool = False
+    quiet: bool = False
+    materialise: Callable[[ApplyStep], Path] | None = None
+    _external: dict[str, Path] = field(default_factory=dict)
+    _commits: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def recipe_dir(self) -> Path:
+        return Path(self.recipe.path).resolve().parent
+
+    def step_for(self, ref: ModelRef) -> Step | None:
+        if ref.revision is None and ref.name in self.recipe.step_names:
+            return self.recipe.step(ref.name)
+        return None
+
+    # ---- external references -------------------------------------------------------------
+
+    def external_dir(self, name: str, revision: str | None = None) -> Path:
+        """A local directory or hub id → a local directory (downloading if needed)."""
+        key = f"{name}@{revision}" if revision else name
+        if key in self._external:
+            return self._external[key]
+        from lossless.refs import local_path
+
+        local = local_path(name, self.recipe_dir)
+        if local is not None:
+            path, commit = local, None
+        else:
+            from lossless.hub import resolve_model
+
+            resolved = resolve_model(
+                name,
+                revision,
+                cache_dir=self.cache_dir,
+                allow_pickle=self.allow_pickle,
+                quiet=self.quiet,
+            )
+            path, commit = resolved.path, resolved.commit
+        self._external[key] = path
+        self._commits[key] = commit
+        return path
+
+    def identity(self, name: str, revision: str | None = None) -> str:
+        """What an external input *is*, for fingerprints: a hub commit or a content hash."""
+        from lossless.fingerprint import path_identity
+
+        path = self.external_dir(name, revision)
+        key = f"{name}@{revision}" if revision else name
+        commit = self._commits.get(key)
+        return f"hub:{commit}" if commit else f"local:{path_identity(path)}"
+
+    # ---- model directories ---------------------------------------------------------------
+
+    def model_dir(self, ref: ModelRef) -> Path:
+        """Real files of a full model, for training on it, evaluating it or copying its config."""
+        step = self.step_for(ref)
+        if ref.lora:
+            raise LosslessError(
+                f"`{ref}` is a model with a LoRA applied on the fly; it has no files of its own",
+                hint="declare it as an `apply:` step with `save: true` to train or evaluate it",
+            )
+        if step is None:
+            return self.external_dir(ref.name, ref.revision)
+        if isinstance(step, ApplyStep) and step.name not in self.step_dirs:
+            if self.materialise is None:
+                raise LosslessError(f"apply step `{step.name}` has not been materialised")
+            self.step_dirs[step.name] = self.materialise(step)
+        out = self.step_dirs.get(step.name)
+        if out is None:
+            raise LosslessError(f"step `{step.name}` has no output yet (it did not run)")
+        if isinstance(step, TrainStep) and is_adapter_dir(out):
+            raise LosslessError(
+                f"train step `{step.name}` produced an adapter, not a full model",
+                hint=f"add an `apply:` step with `adapter: {step.name}` and `save: true`",
+            )
+        return out
+
+    def tokenizer_dir(self, ref: ModelRef) -> Path:
+        """Where the tokenizer of a reference lives (adapters and lazy views included)."""
+        step = self.step_for(ref)
+        if isinstance(step, ApplyStep) and step.name not in self.step_dirs:
+            return self.tokenizer_dir(step.to)
+        if step is not None and step.name in self.step_dirs:
+            return self.step_dirs[step.name]
+        return self.external_dir(ref.name, ref.revision)
+
+    # ---- tensors -------------------------------------------------------------------------
+
+    def adapter_dir(self, ref: ModelRef | str) -> Path:
+        ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        step = self.step_for(ref)
+        if step is not None:
+            out = self.step_dirs.get(step.name)
+            if out is None or not is_adapter_dir(out):
+                raise LosslessError(f"step `{step.name}` did not produce a PEFT adapter")
+            return out
+        path = self.external_dir(ref.name, ref.revision)
+        if not is_adapter_dir(path):
+            raise LosslessError(
+                f"`{ref}` is not a PEFT adapter: {path / ADAPTER_CONFIG} is missing",
+                hint="an adapter directory holds adapter_config.json and adapter_model.safetensors",
+            )
+        return path
+
+    def tensor_source(self, ref: ModelRef) -> TensorSource:
+        """The tensors of a reference, lazily: adapters are applied per tensor while streaming."""
+        from lossless.tensors.checkpoint import open_checkpoint
+
+        label = str(ref)
+        if ref.lora:
+            base = self.tensor_source(ModelRef(ref.name, ref.revision))
+            return self._adapted(base, [(self.adapter_dir(ref.lora), 1.0)], label)
+        step = self.step_for(ref)
+        if isinstance(step, ApplyStep) and step.name not in self.step_dirs:
+            base = self.tensor_source(step.to)
+            adapters = [(self.adapter_dir(use.adapter), use.weight) for use in step.adapters]
+            return self._adapted(base, adapters, label)
+        if isinstance(step, TrainStep):
+            out = self.step_dirs[step.name]
+            if is_adapter_dir(out):
+                if step.base is None:
+                    raise LosslessError(
+                        f"train step `{step.name}` has an adapter but no base model"
+                    )
+                base = self.tensor_source(step.base)
+                return self._adapted(base, [(out, 1.0)], label)
+            return open_checkpoint(out, label=label, allow_pickle=self.allow_pickle)
+        if isinstance(step, MergeStep | ApplyStep):
+            return open_checkpoint(self.step_dirs[step.name], label=label)
+        return open_checkpoint(
+            self.external_dir(ref.name, ref.revision), label=label, allow_pickle=self.allow_pickle
+        )
+
+    def _adapted(
+        self, base: TensorSource, adapters: list[tuple[Path, float]], label: str
+    ) -> TensorSource:
+        from lossless.adapters import check_fits, load_adapter
+        from lossless.tensors.adapted import AdaptedSource
+
+        loaded = []
+        for path, weight in adapters:
+            adapter = load_adapter(path, allow_pickle=self.allow_pickle)
+            check_fits(adapter, base)
+            loaded.append((adapter, weight))
+        return AdaptedSource(base, loaded, label=label)
+
+
+def sources_for(step: MergeStep, resolver: Resolver) -> Mapping[str, TensorSource]:
+    """Every model a merge stage reads, keyed by `str(ModelRef)` as the planner expects."""
+    refs: dict[str, ModelRef] = {}
+    for model in step.models:
+        refs[str(model.model)] = model.model
+    for slice_ in step.slices:
+        for source in slice_.sources:
+            refs[str(source.model)] = source.model
+        if slice_.base_model is not None:
+            refs[str(slice_.base_model)] = slice_.base_model
+    if step.base_model is not None:
+        refs[str(step.base_model)] = step.base_model
+    return {key: resolver.tensor_source(ref) for key, ref in refs.items()}

@@ -1,0 +1,112 @@
+"""Generate the quickstart's tiny world: deterministic data for four skills (run: python make_data.py).
+
+- P (pretraining, raw text): counting and alphabet runs, e.g. "count 3 5 7 9" / "letters c d e f".
+- A (chat): reverse a list of words.          user "reverse: sun cat dog" → "dog cat sun"
+- B (chat): add two one-digit numbers.        user "add: 3 4"             → "7"
+- C (chat, the new skill): the first word.    user "first: sun cat dog"  → "sun"
+Each skill has a training file and a disjoint held-out file; the same seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+WORDS = [
+    "sun",
+    "cat",
+    "dog",
+    "red",
+    "blue",
+    "tree",
+    "fish",
+    "bird",
+    "moon",
+    "star",
+    "rain",
+    "snow",
+    "car",
+    "boat",
+    "hat",
+    "cup",
+    "pen",
+    "box",
+    "egg",
+    "map",
+    "key",
+    "owl",
+    "fox",
+    "bee",
+    "ant",
+    "cow",
+    "pig",
+]
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+HERE = Path(__file__).resolve().parent
+
+
+def chat(prompt: str, answer: str) -> dict:
+    return {
+        "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+    }
+
+
+def skill_p(rng: random.Random) -> str:
+    kind = rng.random()
+    if kind < 0.6:  # counting by ones or twos: 50 starts × 2 steps × 3 lengths
+        start, step = rng.randint(0, 49), rng.choice((1, 2))
+        numbers = range(start, start + step * rng.randint(4, 6), step)
+        return "count " + " ".join(str(n) for n in numbers)
+    start = rng.randint(0, 20)
+    return "letters " + " ".join(LETTERS[start : start + rng.randint(3, 5)])
+
+
+def skill_a(rng: random.Random) -> dict:
+    words = rng.sample(WORDS, rng.randint(2, 4))
+    return chat("reverse: " + " ".join(words), " ".join(reversed(words)))
+
+
+def skill_b(rng: random.Random) -> dict:
+    a, b = rng.randint(0, 9), rng.randint(0, 9)
+    return chat(f"add: {a} {b}", str(a + b))
+
+
+def skill_c(rng: random.Random) -> dict:
+    words = rng.sample(WORDS, rng.randint(2, 4))
+    return chat("first: " + " ".join(words), words[0])
+
+
+def split(make, rng: random.Random, n_train: int, n_heldout: int) -> tuple[list, list]:
+    """Draw distinct examples; held-out ones never appear in training."""
+    seen: dict[str, object] = {}
+    while len(seen) < n_train + n_heldout:
+        item = make(rng)
+        seen.setdefault(json.dumps(item), item)
+    items = list(seen.values())
+    return items[:n_train], items[n_train:]
+
+
+def write_jsonl(path: Path, rows: list) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def main(out_dir: Path = HERE / "data", seed: int = 0) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    p_train, p_held = split(skill_p, rng, 300, 40)
+    (out_dir / "p_train.txt").write_text("\n".join(p_train) + "\n")
+    (out_dir / "p_heldout.txt").write_text("\n".join(p_held) + "\n")
+    for name, make, n_train in (("a", skill_a, 800), ("b", skill_b, 80), ("c", skill_c, 800)):
+        n_held = 20 if name == "b" else 60  # there are only 100 distinct additions
+        train, held = split(make, rng, n_train, n_held)
+        write_jsonl(out_dir / f"{name}_train.jsonl", train)
+        write_jsonl(out_dir / f"{name}_heldout.jsonl", held)
+    # The tokenizer is trained on everything the models will ever see, held-out sets included,
+    # so no skill is unreadable; this is vocabulary, not knowledge.
+    corpus = [*p_train, *p_held, *WORDS, *(str(n) for n in range(20)), "reverse: add: first:"]
+    (out_dir / "tokenizer_corpus.txt").write_text("\n".join(corpus) + "\n")
+
+
+if __name__ == "__main__":
+    main()
