@@ -321,7 +321,10 @@ def hub_error(
             hint="run once with network access (unset HF_HUB_OFFLINE) to download it, "
             "or point --transformers-cache / HF_HOME at a cache that has it",
         )
-    if isinstance(error, errors.LocalEntryNotFoundError):
+    network = {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError"}
+    if isinstance(error, errors.LocalEntryNotFoundError) or network & {
+        c.__name__ for c in type(error).__mro__
+    }:
         return LosslessError(
             f"cannot reach {hub_endpoint()} to download {where}, and it is not in the cache at {cache}",
             hint="check your network connection (or set HF_HUB_OFFLINE=1 to use only the cache)",

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".pkl")  # served like git-lfs files
@@ -273,3 +274,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the client sees fewer bytes than Content-Length
             return
         self.wfile.write(data[start:])
+
+
+def use_fake_hub(fake: FakeHub, monkeypatch: object, home: str | Path) -> None:
+    """Point huggingface_hub at a serving `fake`, with a private HF_HOME and no token or offline flag.
+
+    huggingface_hub reads its environment at import; lossless.hub reads HF_ENDPOINT, HF_HOME and
+    HF_HUB_OFFLINE at call time, so setting them here is enough. The token file constant is
+    patched so a developer's real token is never sent to the fake server.
+    """
+    from huggingface_hub import constants
+
+    mp: Any = monkeypatch
+    mp.setenv("HF_ENDPOINT", fake.url)
+    mp.setenv("HF_HOME", str(home))
+    for name in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN"):
+        mp.delenv(name, raising=False)
+    mp.setattr(constants, "HF_TOKEN_PATH", str(Path(home) / "token"))
+    mp.setattr(constants, "HF_HUB_OFFLINE", False)

@@ -23,7 +23,7 @@ from lossless.hub import (
     resolve_commit,
     resolve_model,
 )
-from tests.fake_hub import Drop, FakeHub, write_tiny_safetensors
+from tests.fake_hub import Drop, FakeHub, use_fake_hub, write_tiny_safetensors
 
 
 def sha(path: Path) -> str:
@@ -49,26 +49,16 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 def hub(models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from huggingface_hub import constants
-
     fake = FakeHub()
-    fake.commit_v1 = fake.add_commit("org/tiny", models["v1"])  # type: ignore[attr-defined]
-    fake.set_ref("org/tiny", "v1", fake.commit_v1)  # type: ignore[attr-defined]
-    fake.commit_v2 = fake.add_commit("org/tiny", models["v2"])  # type: ignore[attr-defined]
+    fake.set_ref("org/tiny", "v1", fake.add_commit("org/tiny", models["v1"]))
+    fake.add_commit("org/tiny", models["v2"])
     pickle_only = {"config.json": b"{}", "pytorch_model.bin": b"pickled weights"}
     fake.add_commit("org/pickled", pickle_only)
     fake.add_commit("org/gated", models["v1"])
     fake.repos["org/gated"].gated = True
     fake.repos["org/gated"].granted_tokens.add("hf_granted")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     with fake.serving():
-        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        use_fake_hub(fake, monkeypatch, tmp_path / "hf")
         yield fake
 
 
@@ -88,7 +78,7 @@ def test_parse_hub_ref(tmp_path: Path) -> None:
 def test_download_fetches_only_what_a_step_needs(hub: FakeHub, models: dict[str, Path]) -> None:
     resolved = resolve_model("org/tiny", quiet=True)
     assert resolved.repo_id == "org/tiny"
-    assert resolved.commit == hub.commit_v2  # type: ignore[attr-defined]
+    assert resolved.commit == hub.resolve("org/tiny", "main")
     assert resolved.path.is_relative_to(Path(hub_home(hub)) / "hub")  # HF_HOME honoured
     names = sorted(p.name for p in resolved.path.iterdir())
     assert "config.json" in names and "model.safetensors" in names and "tokenizer.json" in names
@@ -109,13 +99,13 @@ def test_revision_pinning_branch_tag_commit(hub: FakeHub, models: dict[str, Path
     v1, v2 = sha(models["v1"] / "model.safetensors"), sha(models["v2"] / "model.safetensors")
     assert v1 != v2
     by_tag = resolve_model("org/tiny@v1", quiet=True)
-    by_commit = resolve_model("org/tiny", revision=hub.commit_v1, quiet=True)  # type: ignore[attr-defined]
+    by_commit = resolve_model("org/tiny", revision=hub.resolve("org/tiny", "v1"), quiet=True)
     by_branch = resolve_model("org/tiny@main", quiet=True)
-    assert by_tag.commit == by_commit.commit == hub.commit_v1  # type: ignore[attr-defined]
+    assert by_tag.commit == by_commit.commit == hub.resolve("org/tiny", "v1")
     assert sha(by_tag.path / "model.safetensors") == v1
     assert sha(by_commit.path / "model.safetensors") == v1
     assert sha(by_branch.path / "model.safetensors") == v2
-    assert resolve_commit("org/tiny@v1") == hub.commit_v1  # type: ignore[attr-defined]
+    assert resolve_commit("org/tiny@v1") == hub.resolve("org/tiny", "v1")
 
 
 def test_pickle_only_downloaded_when_allowed(hub: FakeHub) -> None:
@@ -208,7 +198,7 @@ def test_plan_downloads_counts_bytes(hub: FakeHub, models: dict[str, Path]) -> N
     expected = sum((models["v2"] / name).stat().st_size for name in needed)
     plan = plan_downloads(["org/tiny", "org/tiny@main", "merged", "org/tiny@v1"])
     assert [(p.repo_id, p.revision) for p in plan] == [("org/tiny", "main"), ("org/tiny", "v1")]
-    assert plan[0].commit == hub.commit_v2  # type: ignore[attr-defined]
+    assert plan[0].commit == hub.resolve("org/tiny", "main")
     assert plan[0].bytes == plan[0].fetch_bytes == expected
     assert not [m for m, p, _ in hub.requests if "/resolve/" in p]  # no file was touched
     resolve_model("org/tiny", quiet=True)
