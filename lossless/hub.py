@@ -146,10 +146,31 @@ def resolve_model(
             f"model {name!r} is neither a local directory nor a hub id like `org/name`",
             hint="check the path (relative paths are taken from the recipe's directory)",
         )
-    repo_id, revision = ref.repo_id, revision or ref.revision or "main"
+    allow, ignore = download_patterns(allow_pickle)
+    resolved = download_files(
+        ref, revision, allow, ignore, cache_dir=cache_dir, quiet=quiet, repo_type=repo_type
+    )
+    if not allow_pickle:
+        cache = str(cache_dir or default_cache_dir())
+        assert resolved.repo_id is not None and resolved.commit is not None
+        _refuse_pickle_only(resolved.path, resolved.repo_id, resolved.commit, cache)
+    return resolved
+
+
+def download_files(
+    ref: HubRef,
+    revision: str | None,
+    allow: list[str],
+    ignore: list[str],
+    *,
+    cache_dir: str | None = None,
+    quiet: bool = False,
+    repo_type: str = "model",
+) -> ResolvedModel:
+    """snapshot_download of the files matching `allow` (minus `ignore`), errors made readable."""
     from huggingface_hub import snapshot_download
 
-    allow, ignore = download_patterns(allow_pickle)
+    repo_id, revision = ref.repo_id, revision or ref.revision or "main"
     cache = str(cache_dir or default_cache_dir())
     offline = is_offline()
     try:
@@ -168,8 +189,6 @@ def resolve_model(
     except Exception as error:
         raise hub_error(error, repo_id, revision, cache=cache, offline=offline) from error
     path = Path(folder)
-    if not allow_pickle:
-        _refuse_pickle_only(path, repo_id, revision, cache)
     return ResolvedModel(path, repo_id, path.name if _COMMIT.match(path.name) else None)
 
 

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -62,7 +62,7 @@ def step_names(documents: Iterable[Mapping[str, Any]]) -> set[str]:
     return names
 
 
-def recipe_inputs(documents: list[Mapping[str, Any]]) -> list[Input]:
+def recipe_inputs(documents: Sequence[Mapping[str, Any]]) -> list[Input]:
     """Every reference that is not a step name: what a lock must pin.
 
     >>> [i.ref for i in recipe_inputs([{"models": [{"model": "org/a+org/lora"}]}])]
