@@ -117,8 +117,14 @@ def default_cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def download_patterns(allow_pickle: bool) -> tuple[list[str], list[str]]:
-    """(allow_patterns, ignore_patterns) for snapshot_download."""
+def download_patterns(allow_pickle: bool, repo_type: str = "model") -> tuple[list[str], list[str]]:
+    """(allow_patterns, ignore_patterns) for snapshot_download.
+
+    A dataset repo is fetched whole (data files have any name), except pickles and `*.py`
+    loading scripts, which would run code.
+    """
+    if repo_type == "dataset":
+        return ["*"], ["*.py", *([] if allow_pickle else PICKLE_FILES)]
     if allow_pickle:
         return NEEDED_FILES + PICKLE_FILES, ["*/*"]
     return NEEDED_FILES, ["*/*", *PICKLE_FILES]
@@ -146,11 +152,11 @@ def resolve_model(
             f"model {name!r} is neither a local directory nor a hub id like `org/name`",
             hint="check the path (relative paths are taken from the recipe's directory)",
         )
-    allow, ignore = download_patterns(allow_pickle)
-    resolved = download_files(
-        ref, revision, allow, ignore, cache_dir=cache_dir, quiet=quiet, repo_type=repo_type
-    )
-    if not allow_pickle:
+    repo_type = ref.repo_type if repo_type == "model" else repo_type
+    ref = ref._replace(repo_type=repo_type)
+    allow, ignore = download_patterns(allow_pickle, repo_type)
+    resolved = download_files(ref, revision, allow, ignore, cache_dir=cache_dir, quiet=quiet)
+    if not allow_pickle and repo_type == "model":
         cache = str(cache_dir or default_cache_dir())
         assert resolved.repo_id is not None and resolved.commit is not None
         _refuse_pickle_only(resolved.path, resolved.repo_id, resolved.commit, cache)
@@ -165,7 +171,6 @@ def download_files(
     *,
     cache_dir: str | None = None,
     quiet: bool = False,
-    repo_type: str = "model",
 ) -> ResolvedModel:
     """snapshot_download of the files matching `allow` (minus `ignore`), errors made readable."""
     from huggingface_hub import snapshot_download
@@ -176,7 +181,7 @@ def download_files(
     try:
         folder = snapshot_download(
             repo_id,
-            repo_type=ref.repo_type if repo_type == "model" else repo_type,
+            repo_type=ref.repo_type,
             revision=revision,
             cache_dir=cache,
             allow_patterns=allow,
@@ -233,7 +238,6 @@ def plan_downloads(
 
     from huggingface_hub import HfApi, try_to_load_from_cache
 
-    allow, ignore = download_patterns(allow_pickle)
     cache = str(cache_dir or default_cache_dir())
     api = HfApi(endpoint=hub_endpoint())
     planned: list[PlannedDownload] = []
@@ -255,6 +259,7 @@ def plan_downloads(
                 error, ref.repo_id, revision, cache=cache, offline=is_offline()
             ) from error
         assert info.sha is not None
+        allow, ignore = download_patterns(allow_pickle, ref.repo_type)
         total = fetch = 0
         for sibling in getattr(info, "siblings", None) or []:
             path = sibling.rfilename

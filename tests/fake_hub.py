@@ -8,7 +8,8 @@ It serves the endpoints huggingface_hub 2.4's `snapshot_download` and `HfApi.mod
                                                       X-Linked-Etag/-Size for LFS-like files
     GET  /{org}/{name}/resolve/{rev}/{file}          the bytes; `Range: bytes=N-` answered with 206
 
-Errors carry the `X-Error-Code` header the client maps to exceptions: `RepoNotFound` (404),
+Dataset repos are stored under "datasets/org/name" and served at /api/datasets/... and
+/datasets/{org}/{name}/resolve/... . Errors carry the `X-Error-Code` header the client maps to exceptions: `RepoNotFound` (404),
 `RevisionNotFound` (404), `EntryNotFound` (404), `GatedRepo` (401 without a token, 403 with a
 token that was not granted). `drop_after` makes a file's GET close the connection mid-body, once
 or always, to test interrupted downloads. Every request is recorded in `FakeHub.requests`.
@@ -153,16 +154,20 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         self.fake.requests.append((self.command, split.path, dict(self.headers.items())))
         parts = [unquote(p) for p in split.path.strip("/").split("/")]
-        if parts[:2] == ["api", "models"] and len(parts) >= 4:
-            repo_id, rest = f"{parts[2]}/{parts[3]}", parts[4:]
+        if parts[:1] == ["api"] and parts[1:2] in (["models"], ["datasets"]) and len(parts) >= 4:
+            prefix = "datasets/" if parts[1] == "datasets" else ""  # dataset repos: "datasets/o/n"
+            repo_id, rest = f"{prefix}{parts[2]}/{parts[3]}", parts[4:]
             if not rest:
                 return self._model_info(repo_id, "main", split.query)
             if rest[0] == "revision" and len(rest) == 2:
                 return self._model_info(repo_id, rest[1], split.query)
             if rest[0] == "tree" and len(rest) >= 2:
                 return self._tree(repo_id, rest[1])
+        prefix = "datasets/" if parts[0] == "datasets" else ""
+        parts = parts[1:] if prefix else parts
         if len(parts) >= 5 and parts[2] == "resolve":
-            return self._resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]), head)
+            repo_id = f"{prefix}{parts[0]}/{parts[1]}"
+            return self._resolve(repo_id, parts[3], "/".join(parts[4:]), head)
         self._error(404, "EntryNotFound", f"no route {split.path}")
 
     def _error(self, status: int, code: str, message: str, commit: str | None = None) -> None:

@@ -217,3 +217,21 @@ def test_check_disk_space(tmp_path: Path) -> None:
 def test_local_directory_is_used_as_is(tmp_path: Path) -> None:
     write_tiny_safetensors(tmp_path / "m" / "model.safetensors", {"w": [1.0]})
     assert resolve_model(str(tmp_path / "m")).path == tmp_path / "m"
+
+
+def test_dataset_repo_and_transformers_cache(hub: FakeHub, tmp_path: Path) -> None:
+    files = {
+        "train.jsonl": b'{"text": "a"}\n',
+        "data/part-0.parquet": b"PAR1",
+        "loader.py": b"import os  # a loading script would run code",
+        "cache.pkl": b"pickle",
+    }
+    commit = hub.add_commit("datasets/org/data", files)
+    cache = tmp_path / "transformers-cache"  # mergekit's --transformers-cache
+    resolved = resolve_model("hf://datasets/org/data", cache_dir=str(cache), quiet=True)
+    assert resolved.commit == commit and resolved.path.is_relative_to(cache / "datasets--org--data")
+    got = sorted(p.relative_to(resolved.path).as_posix() for p in resolved.path.rglob("*.*"))
+    assert got == ["data/part-0.parquet", "train.jsonl"]
+    assert resolve_commit("hf://datasets/org/data") == commit
+    [planned] = plan_downloads(["hf://datasets/org/data"], cache_dir=str(cache))
+    assert planned.bytes == len(files["train.jsonl"]) + 4 and planned.fetch_bytes == 0

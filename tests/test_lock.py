@@ -40,7 +40,7 @@ merge_method: linear
 eval:
   forgetting:
     models: [org/tiny, merged]
-    data: {general: {path: data/general.jsonl, role: old}}
+    data: {general: {path: data/general.jsonl, role: old}, hub_set: hf://datasets/org/data}
 """
 
 
@@ -70,6 +70,7 @@ def test_recipe_inputs_skip_step_names_and_split_lora() -> None:
         "models/local",  # apply.adapted.to; `adapter: skill` is a step
         "org/tiny",  # eval models; `merged` is a step
         "data/general.jsonl",  # eval data {path: ...}
+        "hf://datasets/org/data",
         "org/lora",  # `merged+org/lora`: the merge stage is a step, the adapter is an input
     ]
     found = {i.ref: i for i in recipe_inputs(docs[:1])}
@@ -82,6 +83,7 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     fake = FakeHub()
     fake.add_commit("org/tiny", {"config.json": b'{"v": 1}', "model.safetensors": b"12345678"})
     fake.add_commit("org/pinned", {"config.json": b"{}"})
+    fake.add_commit("datasets/org/data", {"train.jsonl": b"{}"})
     with fake.serving():
         use_fake_hub(fake, monkeypatch, tmp_path / "hf")
         yield fake
@@ -104,6 +106,13 @@ def test_lock_then_branch_moves(
         "commit": hub.resolve("org/tiny", "main"),
     }
     assert inputs[f"org/pinned@{pinned}"]["commit"] == pinned
+    assert inputs["hf://datasets/org/data"] == {
+        "kind": "hub",
+        "repo": "org/data",
+        "repo_type": "dataset",
+        "revision": "main",
+        "commit": hub.resolve("datasets/org/data", "main"),
+    }
     skill = (tmp_path / "r" / "data" / "skill.jsonl").read_bytes()
     assert inputs["data/skill.jsonl"] == {
         "kind": "file",
