@@ -159,7 +159,8 @@ def resolve_model(
     if not allow_pickle and repo_type == "model":
         cache = str(cache_dir or default_cache_dir())
         assert resolved.repo_id is not None and resolved.commit is not None
-        _refuse_pickle_only(resolved.path, resolved.repo_id, resolved.commit, cache)
+        where = f"{resolved.repo_id}@{revision or ref.revision or 'main'}"
+        _refuse_pickle_only(resolved.path, resolved.repo_id, resolved.commit, cache, where)
     return resolved
 
 
@@ -359,7 +360,7 @@ def hub_error(
     )
 
 
-def _refuse_pickle_only(path: Path, repo_id: str, revision: str, cache: str) -> None:
+def _refuse_pickle_only(path: Path, repo_id: str, commit: str, cache: str, where: str) -> None:
     """A repo with only pickle weights downloads no weights at all: say why, instead of a later crash."""
     if any(path.glob("*.safetensors")) or (path / "adapter_config.json").exists():
         return
@@ -368,13 +369,13 @@ def _refuse_pickle_only(path: Path, repo_id: str, revision: str, cache: str) -> 
     from huggingface_hub import get_cached_repo_tree
 
     try:
-        files = [f.path for f in get_cached_repo_tree(repo_id, revision=revision, cache_dir=cache)]
+        files = [f.path for f in get_cached_repo_tree(repo_id, revision=commit, cache_dir=cache)]
     except Exception:
         return  # no listing cached (offline snapshot): nothing more we can say here
     pickles = [f for f in files if "/" not in f and any(fnmatch(f, p) for p in PICKLE_FILES)]
     if pickles:
         raise LosslessError(
-            f"{repo_id}@{revision} has only pickle weights ({', '.join(sorted(pickles)[:3])}): "
+            f"{where} has only pickle weights ({', '.join(sorted(pickles)[:3])}): "
             "loading them can run arbitrary code, so they were not downloaded",
             hint="pass --allow-pickle if you trust this repo (loaded with weights_only=True), or use "
             "a revision with safetensors weights",
