@@ -280,6 +280,22 @@ def plan_downloads(
     return planned
 
 
+def describe_downloads(planned: list[PlannedDownload]) -> list[str]:
+    """Lines for `lossless plan`: each repo, revision, commit and bytes, then the total.
+
+    e.g. "Qwen/Qwen2-7B@main (commit 453ed1575b73): fetch 15.2 GB of 15.2 GB"
+    """
+    lines = []
+    for p in planned:
+        fetch = "in cache" if p.fetch_bytes == 0 else f"fetch {human_bytes(p.fetch_bytes)}"
+        lines.append(
+            f"{p.repo_id}@{p.revision} (commit {p.commit[:12]}): {fetch} of {human_bytes(p.bytes)}"
+        )
+    total = sum(p.fetch_bytes for p in planned)
+    lines.append(f"total to download: {human_bytes(total)} from {len(planned)} repo(s)")
+    return lines
+
+
 def check_disk_space(path: str | Path, needed_bytes: int) -> None:
     """Fail before starting if the filesystem holding `path` has less than `needed_bytes` free."""
     probe = Path(path).expanduser().absolute()

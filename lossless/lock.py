@@ -9,7 +9,11 @@ For each reference a recipe makes (models, adapters, tokenizers, data files), th
     other dir    {"kind": "dir", "sha256": "..."}                            (every file's bytes)
 The lock is JSON (so also YAML), with sorted keys and no timestamps: it diffs cleanly in git.
 `lossless lock RECIPE` writes it; `lossless run --locked` compares a fresh resolution with it
-(`compare_lock`) and refuses to run on any difference.
+and refuses to run on any difference. For the runner:
+    entries = resolve_inputs(recipe_path, documents, cache_dir=args.transformers_cache)
+    if args.locked: check_locked(recipe_path, entries)     # LosslessError listing differences
+    ... run, downloading hub refs at locked_revision(entries, ref) ...
+    write_lock(recipe_path, entries)                       # every run refreshes the lock
 """
 
 from __future__ import annotations
@@ -304,6 +308,32 @@ def compare_lock(old: Mapping[str, Entry], new: Mapping[str, Entry]) -> list[str
                 f"(sha256 {str(before.get('sha256'))[:12]} → {str(after.get('sha256'))[:12]})"
             )
     return differences
+
+
+def locked_revision(entries: Mapping[str, Entry], ref: str) -> str | None:
+    """The commit a lock pins `ref` to, so `run --locked` downloads exactly what was locked."""
+    entry = entries.get(ref)
+    return str(entry["commit"]) if entry and entry.get("kind") == "hub" else None
+
+
+def resolve_inputs(
+    recipe_path: str | Path, documents: Sequence[Mapping[str, Any]], *, cache_dir: str | None = None
+) -> dict[str, Entry]:
+    """What every input of the recipe resolves to now (hub: no download; offline: the cache)."""
+    from lossless.hub import resolve_commit
+
+    return lock_entries(
+        recipe_inputs(documents),
+        Path(recipe_path).parent,
+        resolve_commit=lambda ref: resolve_commit(ref, cache_dir=cache_dir),
+    )
+
+
+def check_locked(recipe_path: str | Path, entries: Mapping[str, Entry]) -> None:
+    """For `run --locked`: raise (listing every difference) unless RECIPE.lock matches `entries`."""
+    differences = compare_lock(read_lock(lock_path(recipe_path)), entries)
+    if differences:
+        raise locked_error(recipe_path, differences)
 
 
 def locked_error(recipe_path: str | Path, differences: list[str]) -> LosslessError:

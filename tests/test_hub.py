@@ -17,6 +17,7 @@ from lossless.errors import LosslessError
 from lossless.hub import (
     HubRef,
     check_disk_space,
+    describe_downloads,
     human_bytes,
     parse_hub_ref,
     plan_downloads,
@@ -205,9 +206,16 @@ def test_plan_downloads_counts_bytes(hub: FakeHub, models: dict[str, Path]) -> N
     assert plan[0].commit == hub.resolve("org/tiny", "main")
     assert plan[0].bytes == plan[0].fetch_bytes == expected
     assert not [m for m, p, _ in hub.requests if "/resolve/" in p]  # no file was touched
-    resolve_model("org/tiny", quiet=True)
+    commit = hub.resolve("org/tiny", "main") or ""
+    assert describe_downloads(plan[:1]) == [
+        f"org/tiny@main (commit {commit[:12]}): fetch {human_bytes(expected)} of "
+        f"{human_bytes(expected)}",
+        f"total to download: {human_bytes(expected)} from 1 repo(s)",
+    ]
+    resolve_model("org/tiny", quiet=False)  # with the hub client's progress bars
     again = plan_downloads(["org/tiny"])
     assert again[0].bytes == expected and again[0].fetch_bytes == 0
+    assert "in cache" in describe_downloads(again)[0]
 
 
 def test_check_disk_space(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from lossless.lock import (
     hash_local,
     lock_entries,
     lock_path,
+    locked_revision,
     read_lock,
     recipe_inputs,
     write_lock,
@@ -136,6 +137,8 @@ def test_lock_then_branch_moves(
     assert "lossless lock" in err  # how to accept the new one
     assert cli(["lock", str(recipe)]) == 0
     assert cli(["lock", str(recipe), "--check"]) == 0
+    assert locked_revision(read_lock(lock_path(recipe)), "org/tiny") == new_commit
+    assert locked_revision(read_lock(lock_path(recipe)), "data/skill.jsonl") is None
 
 
 def test_local_changes_detected(tmp_path: Path) -> None:

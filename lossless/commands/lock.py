@@ -13,15 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lossless.errors import LosslessError
-from lossless.lock import (
-    compare_lock,
-    lock_entries,
-    lock_path,
-    locked_error,
-    read_lock,
-    recipe_inputs,
-    write_lock,
-)
+from lossless.lock import check_locked, lock_path, resolve_inputs, write_lock
 
 
 def load_documents(recipe: Path) -> list[dict[str, Any]]:
@@ -45,16 +37,9 @@ def main(args: argparse.Namespace) -> int:
     recipe = Path(args.recipe)
     cache = getattr(args, "transformers_cache", None)
     try:
-        from lossless.hub import resolve_commit
-
-        inputs = recipe_inputs(load_documents(recipe))
-        entries = lock_entries(
-            inputs, recipe.parent, resolve_commit=lambda ref: resolve_commit(ref, cache_dir=cache)
-        )
+        entries = resolve_inputs(recipe, load_documents(recipe), cache_dir=cache)
         if args.check:
-            differences = compare_lock(read_lock(lock_path(recipe)), entries)
-            if differences:
-                raise locked_error(recipe, differences)
+            check_locked(recipe, entries)
             print(f"{lock_path(recipe)}: up to date ({len(entries)} inputs)")
             return 0
         target = write_lock(recipe, entries)
