@@ -79,12 +79,12 @@ def parse_hub_ref(text: str) -> HubRef | None:
     """
     repo_type = "model"
     body = text.removeprefix("hub:").removeprefix("hf://")
+    explicit = body != text  # hub:/hf:// prefixes say "hub" even if a local path has that name
     if body.startswith("datasets/"):
         repo_type, body = "dataset", body[len("datasets/") :]
     elif body.startswith("models/"):
         body = body[len("models/") :]
     name, at, revision = body.partition("@")
-    explicit = body != text  # hub:/hf:// prefixes say "hub" even if a local path has that name
     if not _REPO_ID.match(name) or (at and not revision):
         return None
     if not explicit and Path(text).expanduser().exists():

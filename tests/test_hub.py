@@ -63,7 +63,7 @@ def hub(models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         yield fake
 
 
-def test_parse_hub_ref(tmp_path: Path) -> None:
+def test_parse_hub_ref(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_hub_ref("Qwen/Qwen2-7B") == HubRef("Qwen/Qwen2-7B", None)
     assert parse_hub_ref("org/name@v1.0") == HubRef("org/name", "v1.0")
     assert parse_hub_ref("hub:org/name@main") == HubRef("org/name", "main")
@@ -74,6 +74,9 @@ def test_parse_hub_ref(tmp_path: Path) -> None:
     local = tmp_path / "org" / "name"
     local.mkdir(parents=True)
     assert parse_hub_ref(str(local)) is None  # an existing directory wins
+    monkeypatch.chdir(tmp_path)
+    assert parse_hub_ref("org/name") is None
+    assert parse_hub_ref("hub:org/name") == HubRef("org/name", None)  # unless the prefix says hub
 
 
 def test_download_fetches_only_what_a_step_needs(
