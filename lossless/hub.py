@@ -233,14 +233,10 @@ def plan_downloads(
 ) -> list[PlannedDownload]:
     """Every hub repo in `refs` with its commit and the bytes a run would fetch (for `lossless plan`).
 
-    Uses the model-info endpoint with file metadata: one small request per repo, no download.
+    Online: the repo-info endpoint with file metadata, one small request per repo, no download.
+    Offline: the commit and file sizes the cache recorded when the repo was downloaded.
     """
-    from fnmatch import fnmatch
-
-    from huggingface_hub import HfApi, try_to_load_from_cache
-
     cache = str(cache_dir or default_cache_dir())
-    api = HfApi(endpoint=hub_endpoint())
     planned: list[PlannedDownload] = []
     seen: set[tuple[str, str]] = set()
     for text in refs:
@@ -251,33 +247,76 @@ def plan_downloads(
         if (ref.repo_id, revision) in seen:
             continue
         seen.add((ref.repo_id, revision))
+        offline = is_offline()
         try:
-            info = api.repo_info(
-                ref.repo_id, revision=revision, repo_type=ref.repo_type, files_metadata=True
-            )
+            commit, sizes = (_cached_sizes if offline else _remote_sizes)(ref, revision, cache)
+        except LosslessError:
+            raise
         except Exception as error:
-            raise hub_error(
-                error, ref.repo_id, revision, cache=cache, offline=is_offline()
-            ) from error
-        assert info.sha is not None
-        allow, ignore = download_patterns(allow_pickle, ref.repo_type)
+            raise hub_error(error, ref.repo_id, revision, cache=cache, offline=offline) from error
         total = fetch = 0
-        for sibling in getattr(info, "siblings", None) or []:
-            path = sibling.rfilename
-            wanted = any(fnmatch(path, p) for p in allow) and not any(
-                fnmatch(path, p) for p in ignore
-            )
-            if not wanted:
-                continue
-            size = sibling.size or 0
+        for path, size in _wanted(sizes, allow_pickle, ref.repo_type):
             total += size
-            cached = try_to_load_from_cache(
-                ref.repo_id, path, cache_dir=cache, revision=info.sha, repo_type=ref.repo_type
-            )
-            if not isinstance(cached, str):
+            if not _is_cached(ref, path, commit, cache):
                 fetch += size
-        planned.append(PlannedDownload(ref.repo_id, revision, info.sha, total, fetch))
+        planned.append(PlannedDownload(ref.repo_id, revision, commit, total, fetch))
     return planned
+
+
+def _remote_sizes(ref: HubRef, revision: str, cache: str) -> tuple[str, dict[str, int]]:
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=hub_endpoint())
+    info = api.repo_info(
+        ref.repo_id, revision=revision, repo_type=ref.repo_type, files_metadata=True
+    )
+    assert info.sha is not None
+    siblings = getattr(info, "siblings", None) or []
+    return info.sha, {s.rfilename: s.size or 0 for s in siblings}
+
+
+def _cached_sizes(ref: HubRef, revision: str, cache: str) -> tuple[str, dict[str, int]]:
+    from huggingface_hub import get_cached_repo_tree
+
+    commit = resolve_commit(_unparse(ref, revision), cache_dir=cache)
+    try:
+        files = get_cached_repo_tree(
+            ref.repo_id, revision=commit, cache_dir=cache, repo_type=ref.repo_type
+        )
+    except Exception:  # no listing recorded: fall back to what the snapshot folder holds
+        folder = Path(cache) / "--".join([f"{ref.repo_type}s", *ref.repo_id.split("/")])
+        snapshot = folder / "snapshots" / commit
+        return commit, {
+            p.relative_to(snapshot).as_posix(): p.stat().st_size
+            for p in snapshot.rglob("*")
+            if p.is_file()
+        }
+    return commit, {f.path: f.size for f in files}
+
+
+def _unparse(ref: HubRef, revision: str) -> str:
+    prefix = "hf://datasets/" if ref.repo_type == "dataset" else ""
+    return f"{prefix}{ref.repo_id}@{revision}"
+
+
+def _wanted(sizes: dict[str, int], allow_pickle: bool, repo_type: str) -> list[tuple[str, int]]:
+    from fnmatch import fnmatch
+
+    allow, ignore = download_patterns(allow_pickle, repo_type)
+    return [
+        (path, size)
+        for path, size in sorted(sizes.items())
+        if any(fnmatch(path, p) for p in allow) and not any(fnmatch(path, p) for p in ignore)
+    ]
+
+
+def _is_cached(ref: HubRef, path: str, commit: str, cache: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(
+        ref.repo_id, path, cache_dir=cache, revision=commit, repo_type=ref.repo_type
+    )
+    return isinstance(found, str)
 
 
 def describe_downloads(planned: list[PlannedDownload]) -> list[str]:

@@ -200,7 +200,9 @@ def test_offline_with_and_without_cache(hub: FakeHub, monkeypatch: pytest.Monkey
     assert len(hub.requests) == before  # nothing asked of the network
 
 
-def test_plan_downloads_counts_bytes(hub: FakeHub, models: dict[str, Path]) -> None:
+def test_plan_downloads_counts_bytes(
+    hub: FakeHub, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     needed = ["config.json", "generation_config.json", "model.safetensors"]
     needed += [p.name for p in models["v2"].glob("tokenizer*")]
     expected = sum((models["v2"] / name).stat().st_size for name in needed)
@@ -219,6 +221,12 @@ def test_plan_downloads_counts_bytes(hub: FakeHub, models: dict[str, Path]) -> N
     again = plan_downloads(["org/tiny"])
     assert again[0].bytes == expected and again[0].fetch_bytes == 0
     assert "in cache" in describe_downloads(again)[0]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = len(hub.requests)
+    assert plan_downloads(["org/tiny"]) == again  # from the cache's records, no request
+    with pytest.raises(LosslessError, match="HF_HUB_OFFLINE is set and org/tiny@v1 is not"):
+        plan_downloads(["org/tiny@v1"])
+    assert len(hub.requests) == before
 
 
 def test_check_disk_space(tmp_path: Path) -> None:
