@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from lossless.errors import LosslessError
+from lossless.hub_errors import Offline, hub_error
 
 # What a merge/train/eval step reads from a model or adapter repo (top level only: `*/*` is ignored
 # so `original/consolidated.pth` style extras are never fetched).
@@ -44,7 +45,6 @@ NEEDED_FILES = [
 ]
 # Files that unpickle on load (arbitrary code execution from a stranger's repo).
 PICKLE_FILES = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt", "*.bin.index.json"]
-LOGIN_FIX = "run `hf auth login` (or `huggingface-cli login`), or set HF_TOKEN"
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name, as the Hub allows
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -193,7 +193,9 @@ def download_files(
             max_workers=4,
         )
     except Exception as error:
-        raise hub_error(error, repo_id, revision, cache=cache, offline=offline) from error
+        raise hub_error(
+            error, repo_id, revision, cache=cache, offline=offline, endpoint=hub_endpoint()
+        ) from error
     path = Path(folder)
     return ResolvedModel(path, repo_id, path.name if _COMMIT.match(path.name) else None)
 
@@ -215,7 +217,14 @@ def resolve_commit(name: str, revision: str | None = None, *, cache_dir: str | N
         ref_file = cache / folder / "refs" / revision
         if ref_file.is_file():
             return ref_file.read_text().strip()
-        raise hub_error(_Offline(), ref.repo_id, revision, cache=str(cache), offline=True)
+        raise hub_error(
+            Offline(),
+            ref.repo_id,
+            revision,
+            cache=str(cache),
+            offline=True,
+            endpoint=hub_endpoint(),
+        )
     from huggingface_hub import HfApi
 
     try:
@@ -223,7 +232,9 @@ def resolve_commit(name: str, revision: str | None = None, *, cache_dir: str | N
             ref.repo_id, revision=revision, repo_type=ref.repo_type
         )
     except Exception as error:
-        raise hub_error(error, ref.repo_id, revision, cache=str(cache), offline=False) from error
+        raise hub_error(
+            error, ref.repo_id, revision, cache=str(cache), offline=False, endpoint=hub_endpoint()
+        ) from error
     assert info.sha is not None
     return info.sha
 
@@ -253,7 +264,9 @@ def plan_downloads(
         except LosslessError:
             raise
         except Exception as error:
-            raise hub_error(error, ref.repo_id, revision, cache=cache, offline=offline) from error
+            raise hub_error(
+                error, ref.repo_id, revision, cache=cache, offline=offline, endpoint=hub_endpoint()
+            ) from error
         total = fetch = 0
         for path, size in _wanted(sizes, allow_pickle, ref.repo_type):
             total += size
@@ -357,62 +370,6 @@ def human_bytes(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{n} B"
-
-
-class _Offline(Exception):
-    pass
-
-
-def hub_error(
-    error: Exception, repo_id: str, revision: str, *, cache: str, offline: bool
-) -> LosslessError:
-    """Turn a huggingface_hub / network exception into a message that names the repo and the fix."""
-    from huggingface_hub import errors
-
-    where = f"{repo_id}@{revision}"
-    page = f"{hub_endpoint()}/{repo_id}"
-    if isinstance(error, errors.GatedRepoError):
-        status = error.response.status_code if error.response is not None else 401
-        if status == 403:
-            return LosslessError(
-                f"{repo_id} is a gated repo and your token has not been granted access",
-                hint=f"accept the conditions on {page} with the account of your token, then retry",
-            )
-        return LosslessError(
-            f"{repo_id} is a gated repo: downloading it needs a logged-in account that accepted its "
-            "conditions",
-            hint=f"accept the conditions on {page}, then {LOGIN_FIX}",
-        )
-    if isinstance(error, errors.RevisionNotFoundError):
-        return LosslessError(
-            f"revision {revision!r} not found in {repo_id}",
-            hint=f"use a branch, tag or commit that exists (see {page}/tree/main)",
-        )
-    if isinstance(error, errors.RepositoryNotFoundError):
-        return LosslessError(
-            f"repo {repo_id} not found on {hub_endpoint()}",
-            hint=f"check the spelling; if it is private, {LOGIN_FIX}",
-        )
-    if isinstance(error, errors.HFValidationError):
-        return LosslessError(f"{repo_id!r} is not a valid hub id: {error}")
-    if offline or isinstance(error, _Offline | errors.OfflineModeIsEnabled):
-        return LosslessError(
-            f"HF_HUB_OFFLINE is set and {where} is not (completely) in the cache at {cache}",
-            hint="run once with network access (unset HF_HUB_OFFLINE) to download it, "
-            "or point --transformers-cache / HF_HOME at a cache that has it",
-        )
-    network = {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError"}
-    if isinstance(error, errors.LocalEntryNotFoundError) or network & {
-        c.__name__ for c in type(error).__mro__
-    }:
-        return LosslessError(
-            f"cannot reach {hub_endpoint()} to download {where}, and it is not in the cache at {cache}",
-            hint="check your network connection (or set HF_HUB_OFFLINE=1 to use only the cache)",
-        )
-    return LosslessError(
-        f"download of {where} failed: {type(error).__name__}: {error}",
-        hint="partial files are discarded by the hub client; run the command again to retry",
-    )
 
 
 def _refuse_pickle_only(path: Path, repo_id: str, commit: str, cache: str, where: str) -> None:

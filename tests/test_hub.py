@@ -258,3 +258,15 @@ def test_dataset_repo_and_transformers_cache(hub: FakeHub, tmp_path: Path) -> No
     assert resolve_commit("hf://datasets/org/data") == commit
     [planned] = plan_downloads(["hf://datasets/org/data"], cache_dir=str(cache))
     assert planned.bytes == len(files["train.jsonl"]) + 4 and planned.fetch_bytes == 0
+
+
+def test_unreachable_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeHub()
+    with fake.serving():
+        use_fake_hub(fake, monkeypatch, tmp_path / "hf")
+    # the server is gone now: connections to its port are refused
+    with pytest.raises(LosslessError, match=r"cannot reach http://127\.0\.0\.1:\d+ to download"):
+        resolve_model("org/tiny", quiet=True)
+    with pytest.raises(LosslessError, match="cannot reach") as info:
+        resolve_commit("org/tiny@v1")
+    assert "HF_HUB_OFFLINE=1" in str(info.value)
