@@ -164,6 +164,23 @@ def resolve_model(
     return resolved
 
 
+def resolve_metadata(
+    name: str, revision: str | None = None, *, cache_dir: str | None = None
+) -> ResolvedModel:
+    """Only `config.json` / `adapter_config.json` (+ the weights index) of a model, never weights.
+
+    For `lossless validate --resolve`: shapes and architectures can be checked in seconds.
+    """
+    local = Path(name).expanduser()
+    if revision is None and local.is_dir():
+        return ResolvedModel(local, None, None)
+    ref = parse_hub_ref(name)
+    if ref is None:
+        raise LosslessError(f"model {name!r} is neither a local directory nor a hub id")
+    files = ["config.json", "adapter_config.json", "*.safetensors.index.json"]
+    return download_files(ref, revision, files, ["*/*"], cache_dir=cache_dir, quiet=True)
+
+
 def download_files(
     ref: HubRef,
     revision: str | None,

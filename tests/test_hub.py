@@ -22,6 +22,7 @@ from lossless.hub import (
     parse_hub_ref,
     plan_downloads,
     resolve_commit,
+    resolve_metadata,
     resolve_model,
 )
 from tests.fake_hub import Drop, FakeHub, use_fake_hub, write_tiny_safetensors
@@ -270,3 +271,13 @@ def test_unreachable_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(LosslessError, match="cannot reach") as info:
         resolve_commit("org/tiny@v1")
     assert "HF_HUB_OFFLINE=1" in str(info.value)
+
+
+def test_resolve_metadata_fetches_no_weights(hub: FakeHub, models: dict[str, Path]) -> None:
+    resolved = resolve_metadata("org/tiny@v1")
+    assert sorted(p.name for p in resolved.path.iterdir()) == ["config.json"]
+    assert (resolved.path / "config.json").read_bytes() == (
+        models["v1"] / "config.json"
+    ).read_bytes()
+    assert not [p for m, p, _ in hub.requests if p.endswith(".safetensors")]
+    assert resolve_metadata(str(models["v1"])).path == models["v1"]
