@@ -1,4 +1,4 @@
-"""Command line: `lossless run | validate | plan | chat`, dispatching to `lossless.commands.*`.
+"""Command line: `lossless run | validate | plan | chat | lock`, dispatching to `lossless.commands.*`.
 
 Only argument parsing lives here, so `lossless --help` and `lossless validate` stay instant: each
 command module is imported when its command runs, and heavy libraries only inside those.
@@ -144,6 +144,19 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--debug", action="store_true")
 
 
+def _add_lock(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "lock",
+        help="pin every input of a recipe (hub commits, file hashes) in RECIPE.lock",
+        description="Write RECIPE.lock: the commit of every hub reference and the content hash of "
+        "every local input. `lossless run --locked` refuses to run if anything differs.",
+    )
+    p.add_argument("recipe")
+    p.add_argument("--check", action="store_true", help="compare with RECIPE.lock; exit 1 if stale")
+    p.add_argument("--transformers-cache", help="hub cache directory (same as HF_HUB_CACHE)")
+    p.add_argument("--debug", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lossless",
@@ -156,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate(sub)
     _add_plan(sub)
     _add_chat(sub)
+    _add_lock(sub)
     return parser
 
 
