@@ -40,6 +40,7 @@ class Resolver:
     allow_pickle: bool = False
     quiet: bool = False
     materialise: Callable[[ApplyStep], Path] | None = None
+    locked: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # RECIPE.lock entries
     _external: dict[str, Path] = field(default_factory=dict)
     _commits: dict[str, str | None] = field(default_factory=dict)
 
@@ -69,7 +70,7 @@ class Resolver:
 
             resolved = resolve_model(
                 name,
-                revision,
+                revision or self._locked_commit(name),
                 cache_dir=self.cache_dir,
                 allow_pickle=self.allow_pickle,
                 quiet=self.quiet,
@@ -79,14 +80,26 @@ class Resolver:
         self._commits[key] = commit
         return path
 
-    def identity(self, name: str, revision: str | None = None) -> str:
-        """What an external input *is*, for fingerprints: a hub commit or a content hash."""
-        from lossless.fingerprint import path_identity
+    def _locked_commit(self, name: str) -> str | None:
+        entry = self.locked.get(name)
+        return str(entry["commit"]) if entry and entry.get("kind") == "hub" else None
 
-        path = self.external_dir(name, revision)
-        key = f"{name}@{revision}" if revision else name
-        commit = self._commits.get(key)
-        return f"hub:{commit}" if commit else f"local:{path_identity(path)}"
+    def identity(self, name: str, revision: str | None = None) -> str:
+        """What an external input *is*, for fingerprints: a hub commit or a content hash.
+
+        Hub references are resolved to a commit without downloading, so `lossless plan` stays
+        cheap; local ones are hashed (headers and sizes for weights, see fingerprint.py).
+        """
+        from lossless.fingerprint import path_identity
+        from lossless.refs import local_path
+
+        local = local_path(name, self.recipe_dir)
+        if local is not None:
+            return f"local:{path_identity(local)}"
+        from lossless.hub import resolve_commit
+
+        pinned = revision or self._locked_commit(name)
+        return f"hub:{resolve_commit(name, pinned, cache_dir=self.cache_dir)}"
 
     # ---- model directories ---------------------------------------------------------------
 

@@ -42,6 +42,8 @@ class RunOptions:
     trust_remote_code: bool = False
     quiet: bool = False
     cache_dir: str | None = None
+    locked: bool = False  # refuse to run when an input resolves differently from RECIPE.lock
+    write_lock: bool = True
 
 
 @dataclass

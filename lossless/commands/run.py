@@ -69,6 +69,7 @@ def main(args: argparse.Namespace) -> int:
             trust_remote_code=args.trust_remote_code,
             quiet=args.quiet,
             cache_dir=args.transformers_cache,
+            locked=args.locked,
         )
         Runner(recipe, options).run()
     except GateFailed as failed:

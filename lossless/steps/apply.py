@@ -1,0 +1,71 @@
+"""An apply step written out as a full model: only when asked (`save: true`) or when a train or
+eval step needs real files. Inside merges the adapted model stays a lazy view (resolve.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
+from lossless.recipe import ApplyStep, ModelRef
+
+if TYPE_CHECKING:
+    from lossless.runner import Runner
+
+# safetensors dtype spelling → torch dtype name
+TORCH_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+
+
+def copy_plan(key: str, source) -> MergePlan:  # type: ignore[no-untyped-def]
+    """Every tensor of `source` unchanged, in its stored dtype (a passthrough per tensor)."""
+    jobs = []
+    for name in source.tensor_names():
+        dtype = TORCH_DTYPES.get(source.dtype(name), "float32")
+        jobs.append(
+            TensorJob(
+                output=name,
+                method="passthrough",
+                sources=(TensorRef(key, name),),
+                model_params=({},),
+                shape=tuple(source.shape(name)),
+                out_dtype=dtype,
+                compute_dtype=dtype,
+            )
+        )
+    return MergePlan(jobs=tuple(jobs), config_source=key)
+
+
+def materialise(step: ApplyStep, runner: Runner, output: Path, fingerprint: str) -> None:
+    from lossless.merge.output import write_merged_model
+
+    resolver = runner.resolver
+    key = step.name
+    source = resolver.tensor_source(ModelRef(step.name))
+    write_merged_model(
+        copy_plan(key, source),
+        {key: source},
+        output,
+        config_updates={},
+        tokenizer_dir=resolver.tokenizer_dir(step.to),
+        chat_template=None,
+        recipe_text=Path(runner.recipe.path).read_text(),
+        mergekit_config=None,
+        base_model=str(step.to),
+        fingerprint=fingerprint,
+        shard_size=runner.options.shard_size,
+        num_threads=runner.options.num_threads,
+        seed=None,
+        write_model_card=runner.options.write_model_card,
+        quiet=runner.options.quiet,
+    )

@@ -1,0 +1,126 @@
+"""A merge step: inputs → (vocabularies lined up) → tensor plan → streamed output directory."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from lossless.recipe import MergeStep, ModelRef
+from lossless.resolve import sources_for
+
+if TYPE_CHECKING:
+    from lossless.runner import Runner
+    from lossless.tensors.source import TensorSource
+
+
+def _input_refs(step: MergeStep) -> list[ModelRef]:
+    refs = [m.model for m in step.models] + [s.model for sl in step.slices for s in sl.sources]
+    if step.base_model is not None:
+        refs.insert(0, step.base_model)
+    unique: dict[str, ModelRef] = {}
+    for ref in refs:
+        unique.setdefault(str(ref), ref)
+    return list(unique.values())
+
+
+def _base_key(step: MergeStep) -> str:
+    if step.base_model is not None:
+        return str(step.base_model)
+    return str(_input_refs(step)[0])
+
+
+def _tokenizer_setting(step: MergeStep) -> tuple[str | None, Mapping[str, Any], int | None]:
+    """(source, tokens, pad_to_multiple_of) from `tokenizer_source` or the `tokenizer:` block."""
+    if step.tokenizer:
+        block = step.tokenizer
+        return (
+            str(block.get("source", "union")),
+            dict(block.get("tokens") or {}),
+            block.get("pad_to_multiple_of"),
+        )
+    return step.tokenizer_source, {}, None
+
+
+def _chat_templates(tokenizer_dirs: Mapping[str, Path]) -> list[str | None]:
+    """Each input's chat template as its tokenizer files hold it (None where it has none)."""
+    templates: list[str | None] = []
+    for path in tokenizer_dirs.values():
+        template = None
+        jinja = path / "chat_template.jinja"
+        config = path / "tokenizer_config.json"
+        if jinja.is_file():
+            template = jinja.read_text()
+        elif config.is_file():
+            try:
+                value = json.loads(config.read_text()).get("chat_template")
+                template = value if isinstance(value, str) else None
+            except json.JSONDecodeError:
+                template = None
+        templates.append(template)
+    return templates
+
+
+def mergekit_config_text(step: MergeStep) -> str:
+    """The stage's config as mergekit would read it (for mergekit_config.yml)."""
+    config = {k: v for k, v in step.config.items() if k != "name"}
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def run_merge(step: MergeStep, runner: Runner, output: Path, fingerprint: str) -> None:
+    from lossless.chat_templates import resolve_chat_template
+    from lossless.merge.output import write_merged_model
+    from lossless.merge.plan import build_plan
+    from lossless.vocab import align_vocabularies, build_vocabulary, mismatch_error, vocab_sizes
+
+    resolver, options = runner.resolver, runner.options
+    sources: Mapping[str, TensorSource] = sources_for(step, resolver)
+    base_key = _base_key(step)
+    refs = {str(r): r for r in _input_refs(step)}
+    tokenizer_dirs = {key: resolver.tokenizer_dir(ref) for key, ref in refs.items()}
+    source, tokens, pad = _tokenizer_setting(step)
+    sizes = vocab_sizes(sources)
+
+    with tempfile.TemporaryDirectory(prefix="lossless-tokenizer-") as scratch:
+        tokenizer_dir: Path | None = (
+            tokenizer_dirs.get(base_key) if options.copy_tokenizer else None
+        )
+        config_updates: dict[str, Any] = {}
+        if source is not None:
+            if source not in ("base", "union"):
+                source = str(ModelRef.parse(source))
+            vocab = build_vocabulary(
+                source, tokenizer_dirs, sizes, base_key, tokens=tokens, pad_to_multiple_of=pad
+            )
+            sources = align_vocabularies(vocab, sources, base_key)
+            tokenizer_dir = vocab.save(Path(scratch))
+            config_updates["vocab_size"] = vocab.size
+        elif len(set(sizes.values())) > 1:
+            raise mismatch_error(sizes)
+
+        plan = build_plan(step, sources, allow_crimes=options.allow_crimes)
+        template = None
+        if step.chat_template:
+            template = resolve_chat_template(step.chat_template, _chat_templates(tokenizer_dirs))
+        recipe_text = Path(runner.recipe.path).read_text()
+        write_merged_model(
+            plan,
+            sources,
+            output,
+            config_updates=config_updates,
+            tokenizer_dir=tokenizer_dir,
+            chat_template=template,
+            recipe_text=recipe_text,
+            mergekit_config=mergekit_config_text(step) if runner.recipe.is_plain_mergekit else None,
+            base_model=str(step.base_model) if step.base_model else None,
+            fingerprint=fingerprint,
+            shard_size=options.shard_size,
+            num_threads=options.num_threads,
+            seed=options.seed,
+            write_model_card=options.write_model_card,
+            quiet=options.quiet,
+        )
