@@ -276,7 +276,12 @@ class _Planner:
                 method=method,
                 sources=tuple(TensorRef(m, kept[m]) for m in others),
                 base=TensorRef(base, kept[base]) if base is not None else None,
-                model_params=tuple(self.model_params(spec, s, m, kept[m], t) for m in others),
+                # per-model filters see each model's own tensor name (mergekit: the input weight's
+                # name, so a tied model's head is still called lm_head.weight)
+                model_params=tuple(
+                    self.model_params(spec, s, m, kept[m] if layer is not None else output, t)
+                    for m in others
+                ),
                 params=self.global_params(spec, s, output, t),
                 shape=ref_shape,
                 out_dtype=out_dtype,
