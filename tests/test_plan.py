@@ -430,3 +430,17 @@ def test_real_checkpoints_tied_qwen2_and_llama_frankenmerge(tmp_path: Any) -> No
     assert {j.output: j.shape for j in plan.jobs} == CheckpointHeader(three, "l3").shapes
     assert plan.config_updates == {"num_hidden_layers": 3}
     assert {j.out_dtype for j in plan.jobs} == {"bfloat16"}
+
+
+def test_method_without_base_merges_an_appended_base_like_any_model() -> None:
+    # mergekit appends base_model to `models`; linear ignores "base" and weighs it like the rest
+    models = (inp("a", weight=0.3),)
+    srcs = sources(llama("a"), llama("base"))
+    plan = build_plan(
+        step("linear", models=models, base_model="base", parameters={"weight": 0.1}), srcs
+    )
+    j = job(plan, q(0))
+    assert j.base is None and [r.model for r in j.sources] == ["a", "base"]
+    assert j.model_params == ({"weight": 0.3}, {"weight": 0.1})
+    with pytest.raises(LosslessError, match="needs parameter weight of base"):
+        build_plan(step("linear", models=models, base_model="base"), srcs)

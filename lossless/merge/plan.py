@@ -12,7 +12,9 @@ tensor. Facts this follows, checked against mergekit 0.1.5 (`plan.py`, `config.p
   both at t = 0.
 - global parameters see the output tensor name in filters; per-model ones see that model's own
   tensor name (they differ in a frankenmerge). The base model's per-model parameters are not
-  resolved when the method takes a base: its tensor is passed apart, as `base`.
+  resolved when the method takes a base: its tensor is passed apart, as `base`. A method that
+  takes no base (linear, passthrough, karcher ...) merges an appended base like any other model,
+  so `linear` with a `base_model` outside `models` needs a weight for it (top-level, say).
 - computation runs in `dtype` (lossless: float32 when unset; mergekit uses the inputs' dtype
   and upcasts inside each method); the output is `out_dtype`, else `dtype`, else the inputs'.
 - config.json comes from the top-level `base_model`, else the first model.
@@ -28,18 +30,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 from lossless import params as P
 from lossless.errors import LosslessError
 from lossless.merge import architecture as arch
 from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
+from lossless.merge.slices import (
+    CRIMES_HINT,
+    ModelIndex,
+    OutputSlice,
+    check_extra_non_layer,
+    check_families,
+    check_layer_names,
+    normalize_slices,
+)
 from lossless.methods.table import METHODS, MethodSpec, ParamSpec
 from lossless.recipe import MergeStep, Params
 from lossless.tensors.source import TensorSource
-
-CRIMES_HINT = "the models' architectures differ; pass --allow-crimes to merge what matches anyway"
 
 # safetensors' dtype spelling → torch's name ("BF16" → "bfloat16").
 _SAFETENSORS_DTYPES = {
@@ -49,60 +57,6 @@ _SAFETENSORS_DTYPES = {
 _RECIPE_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32",
                   "float": "float32", "fp64": "float64", "double": "float64"}  # fmt: skip
 _FLOAT_RANK = {"float16": 1, "bfloat16": 1, "float32": 2, "float64": 3}
-
-
-@dataclass(frozen=True)
-class _Input:
-    """One source of a slice: `model` is its key in `sources`; layers [start, end)."""
-
-    model: str
-    start: int
-    end: int
-    parameters: Params = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _Slice:
-    where: str  # "slices[1]" or "models", for messages
-    inputs: tuple[_Input, ...]
-    parameters: Params
-    base: str | None  # the base model key in effect for this slice
-
-    @property
-    def length(self) -> int:
-        return self.inputs[0].end - self.inputs[0].start
-
-
-@dataclass
-class _Models:
-    """Names, layer layout and configs of the input models, read once per model."""
-
-    sources: Mapping[str, TensorSource]
-
-    def source(self, key: str) -> TensorSource:
-        if key not in self.sources:
-            raise LosslessError(f"model {key!r} is used by the merge but was not loaded")
-        return self.sources[key]
-
-    @cached_property
-    def _names(self) -> dict[str, list[str]]:
-        return {key: list(src.tensor_names()) for key, src in self.sources.items()}
-
-    def names(self, key: str) -> list[str]:
-        self.source(key)
-        return self._names[key]
-
-    def name_set(self, key: str) -> set[str]:
-        return set(self.names(key))
-
-    def prefix(self, key: str) -> str | None:
-        return arch.layer_prefix(self.names(key))
-
-    def layers(self, key: str) -> dict[int, list[str]]:
-        return arch.layer_tensors(self.names(key), self.prefix(key))
-
-    def num_layers(self, key: str) -> int:
-        return arch.count_layers(self.source(key).config, self.names(key))
 
 
 def _normalize_dtype(name: str | None) -> str | None:
@@ -140,94 +94,18 @@ def _coerce(value: Any, spec: ParamSpec, what: str) -> Any:
         raise LosslessError(f"{what} = {value!r} is not a {spec.kind}") from None
 
 
-def _normalize_slices(step: MergeStep, models: _Models, spec: MethodSpec) -> list[_Slice]:
-    """mergekit's `models` → one slice; `slices` as written, with each slice's base resolved."""
-    top_base = str(step.base_model) if step.base_model else None
-    if step.models:
-        inputs = [
-            _Input(str(m.model), 0, models.num_layers(str(m.model)), m.parameters)
-            for m in step.models
-        ]
-        if top_base and top_base not in {i.model for i in inputs}:
-            inputs.append(_Input(top_base, 0, models.num_layers(top_base)))
-        slices = [_Slice("models", tuple(inputs), {}, top_base)]
-    elif step.slices:
-        slices = []
-        for n, given in enumerate(step.slices):
-            inputs = []
-            for src in given.sources:
-                key = str(src.model)
-                start, end = src.layer_range or (0, models.num_layers(key))
-                inputs.append(_Input(key, start, end, src.parameters))
-            base = str(given.base_model) if given.base_model else top_base
-            slices.append(_Slice(f"slices[{n}]", tuple(inputs), given.parameters, base))
-    else:
-        raise LosslessError(f"merge {step.name!r} has neither `models` nor `slices`")
-    for s in slices:
-        _check_slice(s, models, spec)
-    return slices
-
-
-def _check_slice(s: _Slice, models: _Models, spec: MethodSpec) -> None:
-    keys = [i.model for i in s.inputs]
-    if len(set(keys)) != len(keys):
-        raise LosslessError(f"{s.where}: a model is listed twice ({', '.join(keys)})")
-    lengths = {i.model: i.end - i.start for i in s.inputs}
-    if len(set(lengths.values())) != 1:
-        ranges = ", ".join(f"{i.model} [{i.start}, {i.end})" for i in s.inputs)
-        raise LosslessError(
-            f"{s.where}: every source must cover the same number of layers; got {ranges}",
-            hint="layer_range is half-open: [0, 4] is layers 0, 1, 2, 3",
-        )
-    for i in s.inputs:
-        have = models.num_layers(i.model)
-        if not 0 <= i.start < i.end <= have:
-            raise LosslessError(
-                f"{s.where}: layer_range [{i.start}, {i.end}) of {i.model} is outside its "
-                f"{have} layers",
-                hint=f"use a range within [0, {have}) with start < end",
-            )
-    if spec.base != "unused":
-        if s.base is not None and s.base not in keys:
-            raise LosslessError(
-                f"{s.where}: base model {s.base} is not one of the slice's sources",
-                hint="list the base model in the slice's sources with the same layer_range",
-            )
-        if spec.base == "required" and s.base is None:
-            raise LosslessError(
-                f"merge method {spec.name} needs a base model ({s.where})",
-                hint="set `base_model:` at the top level or in the slice",
-            )
-    count = len(keys) - int(spec.base != "unused" and s.base is not None)
-    if count < spec.min_models or (spec.max_models is not None and count > spec.max_models):
-        most = "" if spec.max_models is None else f" and at most {spec.max_models}"
-        raise LosslessError(
-            f"{s.where}: merge method {spec.name} takes at least {spec.min_models}{most} "
-            f"model(s) besides the base; got {count}"
-        )
-
-
-def _check_families(keys: Iterable[str], models: _Models, allow_crimes: bool) -> None:
-    seen: dict[tuple[str, tuple[str, ...]], str] = {}
-    for key in keys:
-        seen.setdefault(arch.family(models.source(key).config), key)
-    if len(seen) > 1 and not allow_crimes:
-        parts = [f"{key} is {fam[0]} {'/'.join(fam[1])}".strip() for fam, key in seen.items()]
-        raise LosslessError(f"models of different families: {'; '.join(parts)}", hint=CRIMES_HINT)
-
-
 @dataclass
 class _Planner:
     step: MergeStep
     spec: MethodSpec
-    models: _Models
+    models: ModelIndex
     allow_crimes: bool
     compute_dtype: str
     out_dtype: str | None
     jobs: list[TensorJob] = field(default_factory=list)
 
     def job(
-        self, output: str, names: dict[str, str], s: _Slice, t: float, layer: int | None
+        self, output: str, names: dict[str, str], s: OutputSlice, t: float, layer: int | None
     ) -> None:
         """Add the job computing `output` from `names` (model key → its tensor name)."""
         # The first input that has the tensor sets the shape the others must match.
@@ -290,7 +168,9 @@ class _Planner:
             )
         )
 
-    def global_params(self, spec: MethodSpec, s: _Slice, output: str, t: float) -> dict[str, Any]:
+    def global_params(
+        self, spec: MethodSpec, s: OutputSlice, output: str, t: float
+    ) -> dict[str, Any]:
         levels = [s.parameters, self.step.parameters]
         return {
             name: self.resolve(levels, name, p, output, t, f"parameter {name} of {output}")
@@ -298,7 +178,7 @@ class _Planner:
         }
 
     def model_params(
-        self, spec: MethodSpec, s: _Slice, model: str, tensor: str, t: float
+        self, spec: MethodSpec, s: OutputSlice, model: str, tensor: str, t: float
     ) -> dict[str, Any]:
         own = [i.parameters for i in s.inputs if i.model == model]
         levels = [*own, s.parameters, self.step.parameters]
@@ -332,14 +212,14 @@ def build_plan(
         raise LosslessError(
             f"unknown merge method {step.merge_method!r}", hint=f"one of: {', '.join(METHODS)}"
         )
-    models = _Models(sources)
-    slices = _normalize_slices(step, models, spec)
+    models = ModelIndex(sources)
+    slices = normalize_slices(step, models, spec)
     used = list(
         dict.fromkeys(
             [i.model for s in slices for i in s.inputs] + [s.base for s in slices if s.base]
         )
     )
-    _check_families(used, models, allow_crimes)
+    check_families(used, models, allow_crimes)
     config_source = str(step.base_model) if step.base_model else slices[0].inputs[0].model
     out_source = models.source(config_source)
     planner = _Planner(
@@ -360,7 +240,7 @@ def build_plan(
     ]
     non_layer = list(dict.fromkeys(ref_names + heads))
     out_ties = arch.ties_embeddings(out_source.config, models.names(config_source))
-    _check_extra_non_layer(non_layer, involved, models, allow_crimes)
+    check_extra_non_layer(non_layer, involved, models, allow_crimes)
 
     for name in (n for n in non_layer if arch.is_pre_weight(n)):
         planner.job(name, _non_layer_names(name, slices[0], models), slices[0], 0.0, None)
@@ -369,7 +249,7 @@ def build_plan(
         for offset in range(s.length):
             t = P.layer_t(offset, s.length)
             ref = s.inputs[0]
-            _check_layer_names(s, offset, models, allow_crimes)
+            check_layer_names(s, offset, models, allow_crimes)
             for ref_name in models.layers(ref.model).get(ref.start + offset, []):
                 rest = arch.layer_suffix(ref_name)
                 names = {
@@ -390,7 +270,7 @@ def build_plan(
     return MergePlan(jobs=tuple(planner.jobs), config_updates=updates, config_source=config_source)
 
 
-def _non_layer_names(name: str, s: _Slice, models: _Models) -> dict[str, str]:
+def _non_layer_names(name: str, s: OutputSlice, models: ModelIndex) -> dict[str, str]:
     """Each input's tensor for non-layer `name`; a model without the head gives its embedding."""
     names = {}
     for i in s.inputs:
@@ -398,42 +278,6 @@ def _non_layer_names(name: str, s: _Slice, models: _Models) -> dict[str, str]:
         tied = arch.tied_embedding(name, present) if name not in present else None
         names[i.model] = tied or name
     return names
-
-
-def _check_layer_names(s: _Slice, offset: int, models: _Models, allow_crimes: bool) -> None:
-    """Every source's layer must hold the same tensors as the first source's (missing → in job)."""
-    ref = s.inputs[0]
-    rests = {arch.layer_suffix(n) for n in models.layers(ref.model).get(ref.start + offset, [])}
-    if not rests:
-        raise LosslessError(f"{s.where}: {ref.model} has no tensors for layer {ref.start + offset}")
-    for i in s.inputs[1:]:
-        own = {arch.layer_suffix(n) for n in models.layers(i.model).get(i.start + offset, [])}
-        extra = sorted(own - rests)
-        if extra and not allow_crimes:
-            raise LosslessError(
-                f"{s.where}: layer {i.start + offset} of {i.model} has tensors that layer "
-                f"{ref.start + offset} of {ref.model} lacks: {', '.join(extra[:5])}",
-                hint=CRIMES_HINT,
-            )
-
-
-def _check_extra_non_layer(
-    expected: list[str], keys: Iterable[str], models: _Models, allow_crimes: bool
-) -> None:
-    if allow_crimes:
-        return
-    known = set(expected) | {e for embeds in arch.TIED_HEADS.values() for e in embeds}
-    for key in sorted(keys):
-        extra = [
-            n
-            for n in arch.non_layer_tensors(models.names(key), models.prefix(key))
-            if n not in known
-        ]
-        if extra:
-            raise LosslessError(
-                f"{key} has tensors the output model lacks: {', '.join(extra[:5])}",
-                hint=CRIMES_HINT,
-            )
 
 
 def describe_params(plan: MergePlan) -> list[dict[str, Any]]:
