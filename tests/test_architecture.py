@@ -88,3 +88,19 @@ def test_tied_heads() -> None:
 def test_family() -> None:
     config = {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}
     assert arch.family(config) == ("qwen2", ("Qwen2ForCausalLM",))
+
+
+def test_vocab_axis() -> None:
+    for name in (
+        "model.embed_tokens.weight",
+        "lm_head.weight",
+        "transformer.wte.weight",
+        "embed_out.weight",
+    ):
+        assert arch.vocab_axis(name) == 0
+    for name in (
+        "transformer.wpe.weight",
+        "model.norm.weight",
+        "model.layers.0.mlp.up_proj.weight",
+    ):
+        assert arch.vocab_axis(name) is None

@@ -364,6 +364,12 @@ def test_user_errors() -> None:
         build_plan(step("ties", models=(inp("a", weight=1),)), two)
     with pytest.raises(LosslessError, match="at most 1"):
         build_plan(step("passthrough", models=(inp("a"), inp("b"))), two)
+    with pytest.raises(LosslessError, match="listed twice"):
+        build_plan(step("linear", models=(inp("a", weight=1), inp("a", weight=1))), two)
+    with pytest.raises(LosslessError, match="modules"):
+        build_plan(step("linear", modules={"text": {}}), two)
+    with pytest.raises(LosslessError, match="unknown merge method 'tie'"):
+        build_plan(step("tie", models=(inp("a"),)), two)
 
 
 def test_describe_params_rows() -> None:
@@ -444,3 +450,17 @@ def test_method_without_base_merges_an_appended_base_like_any_model() -> None:
     assert j.model_params == ({"weight": 0.3}, {"weight": 0.1})
     with pytest.raises(LosslessError, match="needs parameter weight of base"):
         build_plan(step("linear", models=models, base_model="base"), srcs)
+
+
+def test_vocab_axis_and_tokenizer_source_allow_different_vocabularies() -> None:
+    small, big = llama("small"), llama("big")
+    big.shapes["model.embed_tokens.weight"] = (V + 4, H)
+    big.shapes["lm_head.weight"] = (V + 4, H)
+    models = (inp("small", weight=1), inp("big", weight=1))
+    with pytest.raises(LosslessError, match=r"\(16, 8\) in small .* \(20, 8\) in big"):
+        build_plan(step("linear", models=models), sources(small, big))
+    plan = build_plan(step("linear", models=models, tokenizer_source="union"), sources(small, big))
+    embed = job(plan, "model.embed_tokens.weight")
+    assert embed.vocab_axis == 0 and len(embed.sources) == 2
+    assert job(plan, "lm_head.weight").vocab_axis == 0
+    assert job(plan, q(0)).vocab_axis is None and job(plan, "model.norm.weight").vocab_axis is None

@@ -102,6 +102,13 @@ def is_pre_weight(name: str) -> bool:
     return any(marker in name for marker in _PRE_MARKERS)
 
 
+def vocab_axis(name: str) -> int | None:
+    """0 for tensors with one row per token (embeddings, output heads), else None."""
+    if name in TIED_HEADS or any(e == name for embeds in TIED_HEADS.values() for e in embeds):
+        return 0
+    return None
+
+
 def count_layers(config: Mapping[str, Any], names: Iterable[str]) -> int:
     """The model's layer count: from its config when it says, else from its tensor names."""
     key = layer_count_key(config)

@@ -78,6 +78,15 @@ def _promoted_dtype(dtypes: Iterable[str]) -> str:
     return {1: "float32", 2: "float32", 3: "float64"}[widest]
 
 
+def _same_shape(a: tuple[int, ...], b: tuple[int, ...], free_axis: int | None) -> bool:
+    """Equal shapes, or equal but for `free_axis` (the vocabulary axis when retokenizing)."""
+    if a == b:
+        return True
+    if free_axis is None or len(a) != len(b):
+        return False
+    return all(x == y for k, (x, y) in enumerate(zip(a, b, strict=True)) if k != free_axis)
+
+
 def _coerce(value: Any, spec: ParamSpec, what: str) -> Any:
     """A resolved value in the parameter's kind (a gradient of ints may give 2.5 → error)."""
     try:
@@ -102,43 +111,43 @@ class _Planner:
     allow_crimes: bool
     compute_dtype: str
     out_dtype: str | None
+    retokenized: bool  # tokenizer_source / tokenizer set: embeddings may differ in vocabulary
     jobs: list[TensorJob] = field(default_factory=list)
 
     def job(
         self, output: str, names: dict[str, str], s: OutputSlice, t: float, layer: int | None
     ) -> None:
         """Add the job computing `output` from `names` (model key → its tensor name)."""
-        # The first input that has the tensor sets the shape the others must match.
+        # The first input that has the tensor sets the shape the others must match; with a
+        # tokenizer_source the vocabulary axis may differ (the executor aligns the tokens).
         present = {
             m: tuple(self.models.source(m).shape(n))
             for m, n in names.items()
             if n in self.models.name_set(m)
         }
         ref_model = next((m for m in names if m in present), None)
-        if ref_model is None and not self.allow_crimes:
-            model, name = next(iter(names.items()))
-            raise LosslessError(
-                f"{model} has no tensor {name} (needed for {output})", hint=CRIMES_HINT
-            )
+        vocab_axis = arch.vocab_axis(output)
+        free_axis = vocab_axis if self.retokenized else None
+        problems = []
         for model, name in names.items():
-            if ref_model is None or self.allow_crimes:
-                break
             if model not in present:
-                raise LosslessError(
-                    f"{model} has no tensor {name} (needed for {output}); "
-                    f"{ref_model} has it as {names[ref_model]}",
-                    hint=CRIMES_HINT,
-                )
-            if present[model] != present[ref_model]:
-                raise LosslessError(
+                has = f"; {ref_model} has it as {names[ref_model]}" if ref_model else ""
+                problems.append(f"{model} has no tensor {name} (needed for {output}){has}")
+            elif ref_model and not _same_shape(present[model], present[ref_model], free_axis):
+                problems.append(
                     f"tensor {output} has shape {present[ref_model]} in {ref_model} "
-                    f"({names[ref_model]}) but {present[model]} in {model} ({name})",
-                    hint=CRIMES_HINT,
+                    f"({names[ref_model]}) but {present[model]} in {model} ({name})"
                 )
+        if problems and not self.allow_crimes:
+            raise LosslessError(problems[0], hint=CRIMES_HINT)
         if ref_model is None:
             return  # allow_crimes and no input has it: nothing to write
         ref_shape = present[ref_model]
-        kept = {m: names[m] for m in names if present.get(m) == ref_shape}
+        kept = {
+            m: names[m]
+            for m in names
+            if m in present and _same_shape(present[m], ref_shape, free_axis)
+        }
         base = s.base if self.spec.base != "unused" else None
         others = [m for m in kept if m != base]
         method = self.spec.name
@@ -165,6 +174,7 @@ class _Planner:
                 out_dtype=out_dtype,
                 compute_dtype=self.compute_dtype,
                 layer=layer,
+                vocab_axis=vocab_axis,
             )
         )
 
@@ -226,6 +236,7 @@ def build_plan(
         step, spec, models, allow_crimes,
         compute_dtype=_normalize_dtype(step.dtype) or "float32",
         out_dtype=_normalize_dtype(step.out_dtype) or _normalize_dtype(step.dtype),
+        retokenized=bool(step.tokenizer_source or step.tokenizer),
     )  # fmt: skip
 
     out_prefix = (

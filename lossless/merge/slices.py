@@ -77,6 +77,11 @@ class ModelIndex:
 def normalize_slices(step: MergeStep, models: ModelIndex, spec: MethodSpec) -> list[OutputSlice]:
     """mergekit's `models` → one slice; `slices` as written, with each slice's base resolved."""
     top_base = str(step.base_model) if step.base_model else None
+    if step.modules:
+        raise LosslessError(
+            f"merge {step.name!r}: `modules:` (multi-module models) is not supported yet",
+            hint="write the merge with `models:` or `slices:`",
+        )
     if step.models:
         inputs = [
             SliceSource(str(m.model), 0, models.num_layers(str(m.model)), m.parameters)
