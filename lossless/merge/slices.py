@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 
 from lossless.errors import LosslessError
 from lossless.merge import architecture as arch
@@ -42,33 +41,47 @@ class OutputSlice:
         return self.inputs[0].end - self.inputs[0].start
 
 
+@dataclass(frozen=True)
+class _Layout:
+    names: list[str]
+    name_set: set[str]
+    prefix: str | None  # "model.layers"
+    layers: dict[int, list[str]]  # layer index → its tensor names
+
+
 @dataclass
 class ModelIndex:
     """Names, layer layout and configs of the input models, read once per model."""
 
     sources: Mapping[str, TensorSource]
+    _layouts: dict[str, _Layout] = field(default_factory=dict)
 
     def source(self, key: str) -> TensorSource:
         if key not in self.sources:
             raise LosslessError(f"model {key!r} is used by the merge but was not loaded")
         return self.sources[key]
 
-    @cached_property
-    def _names(self) -> dict[str, list[str]]:
-        return {key: list(src.tensor_names()) for key, src in self.sources.items()}
+    def _layout(self, key: str) -> _Layout:
+        # Cached: the planner asks per tensor, and a 70B checkpoint has ~700 names per model.
+        if key not in self._layouts:
+            names = list(self.source(key).tensor_names())
+            prefix = arch.layer_prefix(names)
+            self._layouts[key] = _Layout(
+                names, set(names), prefix, arch.layer_tensors(names, prefix)
+            )
+        return self._layouts[key]
 
     def names(self, key: str) -> list[str]:
-        self.source(key)
-        return self._names[key]
+        return self._layout(key).names
 
     def name_set(self, key: str) -> set[str]:
-        return set(self.names(key))
+        return self._layout(key).name_set
 
     def prefix(self, key: str) -> str | None:
-        return arch.layer_prefix(self.names(key))
+        return self._layout(key).prefix
 
     def layers(self, key: str) -> dict[int, list[str]]:
-        return arch.layer_tensors(self.names(key), self.prefix(key))
+        return self._layout(key).layers
 
     def num_layers(self, key: str) -> int:
         return arch.count_layers(self.source(key).config, self.names(key))
