@@ -464,3 +464,26 @@ def test_vocab_axis_and_tokenizer_source_allow_different_vocabularies() -> None:
     assert embed.vocab_axis == 0 and len(embed.sources) == 2
     assert job(plan, "lm_head.weight").vocab_axis == 0
     assert job(plan, q(0)).vocab_axis is None and job(plan, "model.norm.weight").vocab_axis is None
+
+
+def test_canonical_slerp_config_with_filtered_gradients() -> None:
+    # the README-style mergekit slerp over 5 layers: t per layer and per tensor kind
+    t = [
+        {"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]},
+        {"filter": "mlp", "value": [1, 0.5, 0.7, 0.3, 0]},
+        {"value": 0.5},
+    ]
+    sl = Slice(sources=(inp("a", (0, 5)), inp("b", (0, 5))))
+    plan = build_plan(
+        step("slerp", slices=(sl,), base_model="a", parameters={"t": t}),
+        sources(llama("a", 5), llama("b", 5)),
+    )
+    # 5 layers → t = i/4 lands exactly on the gradient's points
+    assert [job(plan, q(i)).params["t"] for i in range(5)] == pytest.approx([0, 0.5, 0.3, 0.7, 1])
+    up = [job(plan, f"model.layers.{i}.mlp.up_proj.weight").params["t"] for i in range(5)]
+    assert up == pytest.approx([1, 0.5, 0.7, 0.3, 0])
+    assert job(plan, "model.layers.3.input_layernorm.weight").params["t"] == 0.5
+    assert job(plan, "model.embed_tokens.weight").params["t"] == 0.5
+    j = job(plan, q(2))
+    assert j.base == TensorRef("a", q(2)) and j.sources == (TensorRef("b", q(2)),)
+    assert j.model_params == ({},)
