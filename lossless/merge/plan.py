@@ -32,7 +32,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lossless import params as P
 from lossless.errors import LosslessError
 from lossless.merge import architecture as arch
 from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
@@ -46,6 +45,7 @@ from lossless.merge.slices import (
     normalize_slices,
 )
 from lossless.methods.table import METHODS, MethodSpec, ParamSpec
+from lossless.params import layer_t, resolve_first
 from lossless.recipe import MergeStep, Params
 from lossless.tensors.source import TensorSource
 
@@ -202,7 +202,7 @@ class _Planner:
     def resolve(
         self, levels: list[Params], name: str, p: ParamSpec, tensor: str, t: float, what: str
     ) -> Any:
-        value = P.resolve_first(levels, name, tensor_name=tensor, t=t)
+        value = resolve_first(levels, name, tensor_name=tensor, t=t)
         if value is None:
             if p.required:
                 raise LosslessError(
@@ -258,7 +258,7 @@ def build_plan(
     out_index = 0
     for s in slices:
         for offset in range(s.length):
-            t = P.layer_t(offset, s.length)
+            t = layer_t(offset, s.length)
             ref = s.inputs[0]
             check_layer_names(s, offset, models, allow_crimes)
             for ref_name in models.layers(ref.model).get(ref.start + offset, []):
@@ -295,23 +295,17 @@ def describe_params(plan: MergePlan) -> list[dict[str, Any]]:
     """Rows (layer, tensor, model, param, value) for `lossless plan --params`; model "*" = global."""
     rows: list[dict[str, Any]] = []
     for job in plan.jobs:
-        for name, value in job.params.items():
-            rows.append(
-                {
-                    "layer": job.layer,
-                    "tensor": job.output,
-                    "model": "*",
-                    "param": name,
-                    "value": value,
-                }
-            )
-        for ref, values in zip(job.sources, job.model_params, strict=True):
+        per_model = [("*", job.params)]
+        per_model += [
+            (ref.model, values) for ref, values in zip(job.sources, job.model_params, strict=True)
+        ]
+        for model, values in per_model:
             for name, value in values.items():
                 rows.append(
                     {
                         "layer": job.layer,
                         "tensor": job.output,
-                        "model": ref.model,
+                        "model": model,
                         "param": name,
                         "value": value,
                     }
