@@ -59,6 +59,7 @@ def test_layer_prefix_is_the_biggest_block_container() -> None:
 def test_pre_and_post_weights() -> None:
     pre = ["model.embed_tokens.weight", "transformer.wte.weight", "transformer.wpe.weight"]
     pre += ["gpt_neox.embed_in.weight", "transformer.word_embeddings.weight"]
+    pre += ["model.decoder.embed_positions.weight", "transformer.word_embeddings_layernorm.bias"]
     post = ["model.norm.weight", "lm_head.weight", "transformer.ln_f.bias", "embed_out.weight"]
     assert all(arch.is_pre_weight(n) for n in pre)
     assert not any(arch.is_pre_weight(n) for n in post)

@@ -487,3 +487,28 @@ def test_canonical_slerp_config_with_filtered_gradients() -> None:
     j = job(plan, q(2))
     assert j.base == TensorRef("a", q(2)) and j.sources == (TensorRef("b", q(2)),)
     assert j.model_params == ({},)
+
+
+def neox(label: str, layers: int = 2) -> FakeSource:
+    shapes: dict[str, tuple[int, ...]] = {"gpt_neox.embed_in.weight": (V, H)}
+    for i in range(layers):
+        shapes[f"gpt_neox.layers.{i}.attention.query_key_value.weight"] = (3 * H, H)
+        shapes[f"gpt_neox.layers.{i}.input_layernorm.bias"] = (H,)
+    shapes["gpt_neox.final_layer_norm.weight"] = (H,)
+    shapes["embed_out.weight"] = (V, H)
+    config = {"model_type": "gpt_neox", "architectures": ["GPTNeoXForCausalLM"],
+              "num_hidden_layers": layers, "tie_word_embeddings": False}  # fmt: skip
+    return FakeSource(label, config, shapes)
+
+
+def test_gpt_neox_naming_embed_in_first_embed_out_last() -> None:
+    slices = (Slice(sources=(inp("x", (0, 2)),)), Slice(sources=(inp("y", (0, 1)),)))
+    plan = build_plan(step("passthrough", slices=slices), sources(neox("x"), neox("y")))
+    assert plan.config_updates == {"num_hidden_layers": 3}
+    assert job(plan, "gpt_neox.embed_in.weight").sources[0].model == "x"
+    assert job(plan, "embed_out.weight").sources[0].model == "y"
+    assert job(plan, "gpt_neox.layers.2.input_layernorm.bias").sources == (
+        TensorRef("y", "gpt_neox.layers.0.input_layernorm.bias"),
+    )
+    assert plan.jobs[0].output == "gpt_neox.embed_in.weight"
+    assert plan.jobs[-1].output == "embed_out.weight"

@@ -41,7 +41,8 @@ TIED_HEADS: dict[str, tuple[str, ...]] = {
 }
 
 # Substrings of non-layer tensors that come before the first layer (token/position embeddings).
-_PRE_MARKERS = ("embed_tokens", "embed_in", "wte", "wpe", "word_embeddings", "position_embeddings")
+# embed_tokens, embed_in, embed_positions (OPT), word_embeddings(_layernorm) (BLOOM), wte/wpe (GPT-2)
+_PRE_MARKERS = ("embed", "wte", "wpe")
 
 
 def split_layer_name(name: str) -> tuple[str, int, str] | None:
