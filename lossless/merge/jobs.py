@@ -38,6 +38,9 @@ class TensorJob:
     out_dtype: str = "float32"  # torch dtype name of the written tensor
     compute_dtype: str = "float32"  # torch dtype name the math runs in
     layer: int | None = None  # output layer index, for display; None for non-layer tensors
+    # Axis indexed by token id (0 for embeddings and output heads), else None. With a
+    # `tokenizer_source` the inputs may differ along it; the executor aligns their rows.
+    vocab_axis: int | None = None
 
 
 @dataclass(frozen=True)
