@@ -4,7 +4,7 @@ This module imports no torch, so `lossless validate` can check a recipe's method
 base model and parameters without loading anything heavy. The math is loaded on demand by
 `MethodSpec.load()` from the `impl` string ("module:function").
 
-Every implementation has the same signature (see `MergeFunction`):
+Every implementation has the same signature (tests/methods/test_table.py checks it):
     fn(tensors, base, model_params, params, *, generator) -> Tensor
 - `tensors`: one tensor per input model, in recipe order, *without* the base model when the
   method takes a base (`base != "unused"`); with it otherwise.
@@ -20,9 +20,12 @@ Facts of mergekit 0.1.5 this table and the functions follow:
   names is NOT special: it is one more input, appended after `models` if not listed there, with
   its own per-model parameters (linear needs a `weight` for it). Pass it inside `tensors`.
 - Inputs are first cast to one dtype (the promotion of the inputs' dtypes, or the recipe's
-  `dtype`); the functions take them so. Most compute in that dtype; linear, slerp and karcher
-  accumulate in float32 (float64 stays); arcee_fusion and ramplus_tl return float32 for half
-  inputs. The engine casts the result to `out_dtype`/`dtype`.
+  `dtype`); the functions take them so. Most compute in that dtype; linear and slerp compute in
+  float32 (float64 stays) and return the input dtype, karcher takes its norms in float32;
+  arcee_fusion and ramplus_tl return float32 for half inputs. The engine casts the result to
+  `out_dtype`/`dtype`.
+- Randomised methods draw in input order (model 1's mask, then model 2's ...); mergekit seeds
+  the global RNG once per run, so whole-model equality also needs the same tensor order.
 - No method of 0.1.5 looks at the tensor's name, so there is no name argument. Vocabulary
   alignment (embeddings of different sizes) happens before the method, not inside it.
 - mergekit checks no parameter ranges (slerp t=1.5 extrapolates, density 0 drops everything),

@@ -78,8 +78,7 @@ def test_equals_mergekit_golden(case: str) -> None:
 def test_merging_a_model_with_itself_is_identity(name: str) -> None:
     spec = METHODS[name]
     x = torch.tensor([[0.5, -1.0, 2.0], [0.25, 3.0, -0.75]])
-    count = max(spec.min_models, 1) if spec.max_models is None else spec.max_models
-    count = max(count, 2) if spec.max_models is None else count
+    count = spec.max_models or max(spec.min_models, 2)  # 2 where the method allows it
     model_params = [{"weight": 1.0} if "weight" in spec.model_params else {}] * count
     params = {"t": 0.5} if name == "slerp" else {"t": 0.1} if name == "nearswap" else {}
     base = x.clone() if spec.base != "unused" else None
