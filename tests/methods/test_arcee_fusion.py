@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.methods.conftest import merge
+from tests.methods.helpers import merge
 
 
 def test_only_the_outlier_change_is_taken() -> None:

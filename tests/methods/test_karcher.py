@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from tests.methods.conftest import merge, t
+from tests.methods.helpers import merge, t
 
 
 def test_one_model_is_that_model() -> None:

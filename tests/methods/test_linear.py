@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.methods.conftest import merge, t
+from tests.methods.helpers import merge, t
 
 A = t([1.0, -2.0, 0.5], [3.0, 0.0, -1.0])
 B = t([0.0, 4.0, 2.5], [-1.0, 1.0, 1.0])

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from tests.methods.conftest import merge, t
+from tests.methods.helpers import merge, t
 
 BASE = t([1.0, 2.0], [3.0, 4.0])
 

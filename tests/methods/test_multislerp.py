@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lossless.errors import LosslessError
-from tests.methods.conftest import merge, t
+from tests.methods.helpers import merge, t
 
 E1, E2 = t(1.0, 0.0), t(0.0, 1.0)
 EQUAL = [{"weight": 1.0}, {"weight": 1.0}]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.methods.conftest import merge, t
+from tests.methods.helpers import merge, t
 
 
 def test_near_entries_swap_far_ones_move_by_t_over_distance() -> None:

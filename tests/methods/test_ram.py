@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.methods.conftest import merge, t
+from tests.methods.helpers import merge, t
 
 BASE = torch.zeros(4)
 MODELS = [t(1.0, 0.5, 0.0, 0.001), t(0.0, 0.5, 0.2, 0.3)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.methods.conftest import merge, t
+from tests.methods.helpers import merge, t
 
 BASE = torch.zeros(4)
 

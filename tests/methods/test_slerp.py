@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tests.methods.conftest import merge, t
+from tests.methods.helpers import merge, t
 
 E1, E2 = t(1.0, 0.0), t(0.0, 1.0)
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lossless.methods.table import METHODS
-from tests.methods.conftest import merge
+from tests.methods.helpers import merge
 from tests.methods.make_golden import CASES, inputs
 
 GOLDEN = json.loads(Path(__file__).with_name("mergekit_golden.json").read_text())["results"]

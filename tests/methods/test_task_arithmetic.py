@@ -7,7 +7,7 @@ import torch
 
 from lossless.errors import LosslessError
 from lossless.methods import sparsify
-from tests.methods.conftest import merge, t
+from tests.methods.helpers import merge, t
 
 # Base 1 everywhere; task vectors A (weight 1) and B (weight 2), density 0.7 → keep int(4.2) = 4.
 BASE = torch.ones(2, 3)
