@@ -16,9 +16,13 @@ def passthrough(
     *,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """The tensor itself, so output bytes equal input bytes when no scale is set."""
+    """The tensor itself, so output bytes equal input bytes when no scale is set.
+
+    mergekit multiplies whenever `scale` is given (even 1.0); x·1.0 has the same values, so
+    returning x unchanged for 1.0 keeps the bytes and the numbers.
+    """
     (tensor,) = tensors
-    scale = model_params[0].get("scale", 1.0) if model_params else 1.0
+    scale = model_params[0].get("scale") if model_params else None
     if scale is None or float(scale) == 1.0:
         return tensor
     return tensor * float(scale)

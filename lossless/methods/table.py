@@ -4,14 +4,33 @@ This module imports no torch, so `lossless validate` can check a recipe's method
 base model and parameters without loading anything heavy. The math is loaded on demand by
 `MethodSpec.load()` from the `impl` string ("module:function").
 
-Every implementation has the same signature (see `MergeFunction`):
+Every implementation has the same signature (tests/methods/test_table.py checks it):
     fn(tensors, base, model_params, params, *, generator) -> Tensor
 - `tensors`: one tensor per input model, in recipe order, *without* the base model when the
   method takes a base (`base != "unused"`); with it otherwise.
 - `base`: the base model's tensor, or None.
 - `model_params`: per input model (same order as `tensors`), its resolved scalar parameters.
 - `params`: the method's global parameters, resolved to scalars for this tensor.
-- `generator`: a seeded torch.Generator for randomised methods (None otherwise).
+- `generator`: a seeded torch.Generator for randomised methods (None otherwise). mergekit draws
+  from torch's global RNG (seeded by `--random-seed`); a Generator seeded with the same number
+  and the tensors merged in the same order gives the same draws.
+
+Facts of mergekit 0.1.5 this table and the functions follow:
+- `base="unused"` (mergekit's "ignored": linear, passthrough, karcher): a `base_model` the recipe
+  names is NOT special: it is one more input, appended after `models` if not listed there, with
+  its own per-model parameters (linear needs a `weight` for it). Pass it inside `tensors`.
+- Inputs are first cast to one dtype (the promotion of the inputs' dtypes, or the recipe's
+  `dtype`); the functions take them so. Most compute in that dtype; linear and slerp compute in
+  float32 (float64 stays) and return the input dtype, karcher takes its norms in float32;
+  arcee_fusion and ramplus_tl return float32 for half inputs. The engine casts the result to
+  `out_dtype`/`dtype`.
+- Randomised methods draw in input order (model 1's mask, then model 2's ...); mergekit seeds
+  the global RNG once per run, so whole-model equality also needs the same tensor order.
+- No method of 0.1.5 looks at the tensor's name, so there is no name argument. Vocabulary
+  alignment (embeddings of different sizes) happens before the method, not inside it.
+- mergekit checks no parameter ranges (slerp t=1.5 extrapolates, density 0 drops everything),
+  so the ParamSpecs below carry none. della raises if density ± epsilon leaves (0, 1) while
+  density < 1 (LosslessError from the function).
 """
 
 from __future__ import annotations
@@ -74,11 +93,41 @@ def _register(*specs: MethodSpec) -> dict[str, MethodSpec]:
 
 _M = "lossless.methods"
 WEIGHT = ParamSpec()  # required float
-DENSITY = ParamSpec(default=1.0, minimum=0.0, maximum=1.0, exclusive_minimum=True)
-UNIT = ParamSpec(minimum=0.0, maximum=1.0)  # required, in [0, 1]
+DENSITY = ParamSpec(default=1.0)
 LAMBDA = ParamSpec(default=1.0)
 FLAG_FALSE = ParamSpec(default=False, kind="bool")
 FLAG_TRUE = ParamSpec(default=True, kind="bool")
+
+
+def _task_arithmetic(
+    name: str,
+    summary: str,
+    *,
+    normalize: bool,
+    rescale: bool,
+    extra: dict[str, ParamSpec] | None = None,
+    randomised: bool = False,
+) -> MethodSpec:
+    """A member of the task-arithmetic family: the same parameters, different defaults."""
+    return MethodSpec(
+        name,
+        f"{_M}.task_arithmetic:{name}",
+        summary,
+        base="required",
+        min_models=0,  # with only the base, the result is the base
+        model_params={"weight": WEIGHT, "density": DENSITY, **(extra or {})},
+        global_params={
+            "normalize": FLAG_TRUE if normalize else FLAG_FALSE,
+            "rescale": FLAG_TRUE if rescale else FLAG_FALSE,
+            "int8_mask": FLAG_FALSE,
+            "lambda": LAMBDA,
+        },
+        randomised=randomised,
+    )
+
+
+GAMMA = {"gamma": ParamSpec(default=0.01)}
+EPSILON = {"epsilon": ParamSpec(default=0.15)}
 
 METHODS: dict[str, MethodSpec] = _register(
     MethodSpec(
@@ -95,120 +144,69 @@ METHODS: dict[str, MethodSpec] = _register(
         base="required",
         min_models=1,
         max_models=1,
-        global_params={"t": UNIT},
+        global_params={"t": ParamSpec()},
     ),
     MethodSpec(
         "nuslerp",
         f"{_M}.slerp:nuslerp",
-        "slerp with per-model weights, optionally of task vectors against a base",
+        "slerp of two models at t = w2/(w1+w2), of their task vectors if there is a base",
         base="optional",
         min_models=2,
         max_models=2,
         model_params={"weight": WEIGHT},
         global_params={"nuslerp_flatten": FLAG_TRUE, "nuslerp_row_wise": FLAG_FALSE},
     ),
-    MethodSpec(
-        "task_arithmetic",
-        f"{_M}.task_arithmetic:task_arithmetic",
-        "base + weighted sum of task vectors",
-        base="required",
-        model_params={"weight": WEIGHT},
-        global_params={"normalize": FLAG_FALSE, "lambda": LAMBDA},
+    _task_arithmetic(
+        "task_arithmetic", "base + weighted sum of task vectors", normalize=False, rescale=False
     ),
-    MethodSpec(
+    _task_arithmetic(
         "ties",
-        f"{_M}.task_arithmetic:ties",
         "task vectors trimmed to top-k magnitude, sign election, disjoint mean",
-        base="required",
-        model_params={"weight": WEIGHT, "density": DENSITY},
-        global_params={"normalize": FLAG_TRUE, "int8_mask": FLAG_FALSE, "lambda": LAMBDA},
+        normalize=True,
+        rescale=False,
     ),
-    MethodSpec(
+    _task_arithmetic(
         "dare_ties",
-        f"{_M}.task_arithmetic:dare_ties",
-        "task vectors randomly dropped and rescaled (DARE), then TIES sign election",
-        base="required",
-        model_params={"weight": WEIGHT, "density": DENSITY},
-        global_params={
-            "normalize": FLAG_TRUE,
-            "int8_mask": FLAG_FALSE,
-            "lambda": LAMBDA,
-            "rescale": FLAG_TRUE,
-        },
+        "task vectors randomly dropped and L1-rescaled (DARE), then TIES sign election",
+        normalize=False,
+        rescale=True,
         randomised=True,
     ),
-    MethodSpec(
+    _task_arithmetic(
         "dare_linear",
-        f"{_M}.task_arithmetic:dare_linear",
-        "task vectors randomly dropped and rescaled (DARE), summed without sign election",
-        base="required",
-        model_params={"weight": WEIGHT, "density": DENSITY},
-        global_params={
-            "normalize": FLAG_FALSE,
-            "int8_mask": FLAG_FALSE,
-            "lambda": LAMBDA,
-            "rescale": FLAG_TRUE,
-        },
+        "task vectors randomly dropped and L1-rescaled (DARE), summed without sign election",
+        normalize=False,
+        rescale=True,
         randomised=True,
     ),
-    MethodSpec(
+    _task_arithmetic(
         "breadcrumbs",
-        f"{_M}.task_arithmetic:breadcrumbs",
-        "task vectors with the largest and smallest magnitudes cut, summed",
-        base="required",
-        model_params={
-            "weight": WEIGHT,
-            "density": DENSITY,
-            "gamma": ParamSpec(default=0.01, minimum=0.0, maximum=1.0),
-        },
-        global_params={"normalize": FLAG_FALSE, "int8_mask": FLAG_FALSE, "lambda": LAMBDA},
+        "task vectors with the largest (gamma) and smallest magnitudes cut, summed",
+        normalize=False,
+        rescale=False,
+        extra=GAMMA,
     ),
-    MethodSpec(
+    _task_arithmetic(
         "breadcrumbs_ties",
-        f"{_M}.task_arithmetic:breadcrumbs_ties",
         "breadcrumbs outlier cut followed by TIES sign election",
-        base="required",
-        model_params={
-            "weight": WEIGHT,
-            "density": DENSITY,
-            "gamma": ParamSpec(default=0.01, minimum=0.0, maximum=1.0),
-        },
-        global_params={"normalize": FLAG_TRUE, "int8_mask": FLAG_FALSE, "lambda": LAMBDA},
+        normalize=False,
+        rescale=False,
+        extra=GAMMA,
     ),
-    MethodSpec(
+    _task_arithmetic(
         "della",
-        f"{_M}.task_arithmetic:della",
         "magnitude-ranked random drop (DELLA), rescale, TIES sign election",
-        base="required",
-        model_params={
-            "weight": WEIGHT,
-            "density": DENSITY,
-            "epsilon": ParamSpec(default=0.0, minimum=0.0, maximum=1.0),
-        },
-        global_params={
-            "normalize": FLAG_TRUE,
-            "int8_mask": FLAG_FALSE,
-            "lambda": LAMBDA,
-            "rescale": FLAG_TRUE,
-        },
+        normalize=True,
+        rescale=True,
+        extra=EPSILON,
         randomised=True,
     ),
-    MethodSpec(
+    _task_arithmetic(
         "della_linear",
-        f"{_M}.task_arithmetic:della_linear",
         "magnitude-ranked random drop (DELLA), rescale, summed without sign election",
-        base="required",
-        model_params={
-            "weight": WEIGHT,
-            "density": DENSITY,
-            "epsilon": ParamSpec(default=0.0, minimum=0.0, maximum=1.0),
-        },
-        global_params={
-            "normalize": FLAG_FALSE,
-            "int8_mask": FLAG_FALSE,
-            "lambda": LAMBDA,
-            "rescale": FLAG_TRUE,
-        },
+        normalize=False,
+        rescale=True,
+        extra=EPSILON,
         randomised=True,
     ),
     MethodSpec(
@@ -232,18 +230,18 @@ METHODS: dict[str, MethodSpec] = _register(
         f"{_M}.multislerp:multislerp",
         "spherical interpolation of several models on the hypersphere",
         base="optional",
-        min_models=2,
+        min_models=1,
         model_params={"weight": WEIGHT},
-        global_params={"normalize_weights": FLAG_TRUE, "eps": ParamSpec(default=1e-8, minimum=0.0)},
+        global_params={"normalize_weights": FLAG_TRUE, "eps": ParamSpec(default=1e-8)},
     ),
     MethodSpec(
         "karcher",
         f"{_M}.karcher:karcher",
-        "Riemannian (Karcher) mean of the models",
+        "Riemannian (Karcher) mean of the models, equal weights",
         min_models=1,
         global_params={
-            "max_iter": ParamSpec(default=10, kind="int", minimum=1),
-            "tol": ParamSpec(default=1e-5, minimum=0.0),
+            "max_iter": ParamSpec(default=10, kind="int"),
+            "tol": ParamSpec(default=1e-5),
         },
     ),
     MethodSpec(
@@ -251,20 +249,17 @@ METHODS: dict[str, MethodSpec] = _register(
         f"{_M}.sce:sce",
         "select high-variance task-vector entries, calculate weights, erase minority signs",
         base="required",
-        model_params={"weight": ParamSpec(default=1.0)},
-        global_params={
-            "select_topk": ParamSpec(default=1.0, minimum=0.0, maximum=1.0, exclusive_minimum=True),
-            "int8_mask": FLAG_FALSE,
-        },
+        min_models=0,
+        global_params={"select_topk": ParamSpec(default=1.0), "int8_mask": FLAG_FALSE},
     ),
     MethodSpec(
         "nearswap",
         f"{_M}.nearswap:nearswap",
-        "takes the other model's values where they are near the base's",
+        "moves the base towards the other model entry by entry, fully where within t",
         base="required",
         min_models=1,
         max_models=1,
-        global_params={"t": ParamSpec(minimum=0.0, exclusive_minimum=True)},
+        global_params={"t": ParamSpec()},
     ),
     MethodSpec(
         "arcee_fusion",
@@ -273,25 +268,26 @@ METHODS: dict[str, MethodSpec] = _register(
         base="required",
         min_models=1,
         max_models=1,
+        randomised=True,  # only for tensors over 1M entries (sampled quantiles)
     ),
     MethodSpec(
         "ram",
         f"{_M}.ram:ram",
-        "reinforced agent merging: averages only where models overlap",
+        "reinforced agent merging: averages task vectors only where models overlap",
         base="required",
-        min_models=1,
-        global_params={"epsilon": ParamSpec(default=1e-5, minimum=0.0)},
+        min_models=0,
+        global_params={"epsilon": ParamSpec(default=1e-5)},
     ),
     MethodSpec(
         "ramplus_tl",
         f"{_M}.ram:ramplus_tl",
-        "RAM+ with overlap-aware rescaling",
+        "RAM+ (tensor-local): unique entries boosted by each model's overlap",
         base="required",
-        min_models=1,
+        min_models=0,
         global_params={
-            "epsilon": ParamSpec(default=1e-5, minimum=0.0),
-            "r": ParamSpec(default=0.1, minimum=0.0),
-            "alpha": ParamSpec(default=0.2, minimum=0.0),
+            "epsilon": ParamSpec(default=1e-5),
+            "r": ParamSpec(default=0.1),
+            "alpha": ParamSpec(default=0.2),
         },
     ),
 )
