@@ -120,7 +120,7 @@ def test_base_is_passed_apart_and_appended_when_not_listed() -> None:
     assert j.base == TensorRef("base", q(0))
     assert [r.model for r in j.sources] == ["a", "b"]
     assert j.model_params == ({"weight": 1.0, "density": 1.0}, {"weight": 0.5, "density": 0.4})
-    assert j.params == {"normalize": True, "int8_mask": False, "lambda": 1.0}
+    assert j.params == {"normalize": True, "int8_mask": False, "lambda": 1.0, "rescale": False}
     assert plan.config_source == "base"
 
 

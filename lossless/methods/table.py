@@ -93,7 +93,10 @@ def _register(*specs: MethodSpec) -> dict[str, MethodSpec]:
 
 _M = "lossless.methods"
 WEIGHT = ParamSpec()  # required float
-DENSITY = ParamSpec(default=1.0)
+# Ranges are lossless's own strictness (mergekit 0.1.5 checks none): a density of 1.5 or a slerp
+# t of -0.2 is almost always a typo, and `lossless validate` should say so before a long merge.
+DENSITY = ParamSpec(default=1.0, minimum=0.0, maximum=1.0, exclusive_minimum=True)
+UNIT = ParamSpec(minimum=0.0, maximum=1.0)  # required, in [0, 1]
 LAMBDA = ParamSpec(default=1.0)
 FLAG_FALSE = ParamSpec(default=False, kind="bool")
 FLAG_TRUE = ParamSpec(default=True, kind="bool")
@@ -126,8 +129,8 @@ def _task_arithmetic(
     )
 
 
-GAMMA = {"gamma": ParamSpec(default=0.01)}
-EPSILON = {"epsilon": ParamSpec(default=0.15)}
+GAMMA = {"gamma": ParamSpec(default=0.01, minimum=0.0, maximum=1.0)}
+EPSILON = {"epsilon": ParamSpec(default=0.15, minimum=0.0, maximum=1.0)}
 
 METHODS: dict[str, MethodSpec] = _register(
     MethodSpec(
@@ -144,7 +147,7 @@ METHODS: dict[str, MethodSpec] = _register(
         base="required",
         min_models=1,
         max_models=1,
-        global_params={"t": ParamSpec()},
+        global_params={"t": UNIT},
     ),
     MethodSpec(
         "nuslerp",
@@ -250,7 +253,10 @@ METHODS: dict[str, MethodSpec] = _register(
         "select high-variance task-vector entries, calculate weights, erase minority signs",
         base="required",
         min_models=0,
-        global_params={"select_topk": ParamSpec(default=1.0), "int8_mask": FLAG_FALSE},
+        global_params={
+            "select_topk": ParamSpec(default=1.0, minimum=0.0, maximum=1.0, exclusive_minimum=True),
+            "int8_mask": FLAG_FALSE,
+        },
     ),
     MethodSpec(
         "nearswap",
@@ -259,7 +265,7 @@ METHODS: dict[str, MethodSpec] = _register(
         base="required",
         min_models=1,
         max_models=1,
-        global_params={"t": ParamSpec()},
+        global_params={"t": ParamSpec(minimum=0.0, exclusive_minimum=True)},
     ),
     MethodSpec(
         "arcee_fusion",
@@ -276,7 +282,7 @@ METHODS: dict[str, MethodSpec] = _register(
         "reinforced agent merging: averages task vectors only where models overlap",
         base="required",
         min_models=0,
-        global_params={"epsilon": ParamSpec(default=1e-5)},
+        global_params={"epsilon": ParamSpec(default=1e-5, minimum=0.0)},
     ),
     MethodSpec(
         "ramplus_tl",
@@ -285,7 +291,7 @@ METHODS: dict[str, MethodSpec] = _register(
         base="required",
         min_models=0,
         global_params={
-            "epsilon": ParamSpec(default=1e-5),
+            "epsilon": ParamSpec(default=1e-5, minimum=0.0),
             "r": ParamSpec(default=0.1),
             "alpha": ParamSpec(default=0.2),
         },
