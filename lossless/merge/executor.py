@@ -21,7 +21,7 @@ import json
 import math
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,7 +139,7 @@ def _stream(
     shapes: Mapping[str, tuple[int, ...]],
     workers: int,
     seed: int | None,
-) -> Iterator[tuple[TensorJob, torch.Tensor]]:
+) -> Generator[tuple[TensorJob, torch.Tensor], None, None]:
     """Yield computed tensors in job order while up to `workers` threads compute ahead."""
     fns = {name: METHODS[name].load() for name in {job.method for job in jobs}}
 

@@ -6,15 +6,24 @@ Layouts understood, as the hub writes them:
 - `pytorch_model.bin[.index.json]` pickle checkpoints, refused unless `allow_pickle=True`
   (a pickle can run code; `torch.load(weights_only=True, mmap=True)` is then used).
 
-Every safetensors header is validated by hand before safetensors sees the file, so a corrupt or
-hostile file (a 2^60-byte header length, offsets past the end, an unknown dtype) fails with a
-message naming the file and the defect instead of a crash or a huge allocation.
+Every safetensors header is validated by hand before any tensor is read, so a corrupt or hostile
+file (a 2^60-byte header length, offsets past the end, an unknown dtype) fails with a message
+naming the file and the defect instead of a crash or a huge allocation.
+
+Tensors are read with `os.preadv` straight into a fresh tensor's buffer (one descriptor per shard,
+kept open; `preadv` has no shared file position, so worker threads read concurrently). That is
+the same single copy out of the page cache as safetensors' `get_tensor` on its memory map, but the
+file pages are not mapped into this process: with mmap every page ever touched counts in the
+merge's RSS (4.7 GiB peak for a 300M-parameter 4-model merge), with `preadv` only the tensors in
+flight do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import struct
 import threading
 from collections.abc import Mapping
@@ -66,6 +75,11 @@ TORCH_TO_SAFETENSORS = {
     "float64": "F64",
     "float8_e4m3fn": "F8_E4M3",
     "float8_e5m2": "F8_E5M2",
+}
+SAFETENSORS_TO_TORCH = {v: k for k, v in TORCH_TO_SAFETENSORS.items()} | {
+    "U16": "uint16",
+    "U32": "uint32",
+    "U64": "uint64",
 }
 
 
@@ -132,7 +146,12 @@ def read_header(path: Path) -> dict[str, dict[str, Any]]:
                 f"tensor {name!r} spans {end - begin} bytes but shape {shape} of {dtype} "
                 f"needs {expected}"
             )
-        entries[name] = {"dtype": dtype, "shape": tuple(shape), "data_offsets": (begin, end)}
+        entries[name] = {
+            "dtype": dtype,
+            "shape": tuple(shape),
+            "data_offsets": (begin, end),
+            "data_start": 8 + header_len,  # absolute file offset of the data region
+        }
     return entries
 
 
@@ -143,7 +162,7 @@ class Checkpoint:
         self.path = Path(path)
         self._label = label or str(path)
         self._allow_pickle = allow_pickle
-        self._handles: dict[str, Any] = {}  # shard file name → safe_open handle / state dict
+        self._handles: dict[str, Any] = {}  # shard file name → file descriptor / state dict
         self._lock = threading.Lock()  # handles are opened from worker threads
         self._headers: dict[str, dict[str, dict[str, Any]]] = {}  # shard → entries
         self._where: dict[str, str] = {}  # tensor name → shard file name
@@ -207,9 +226,7 @@ class Checkpoint:
 
                     handle = torch.load(file, weights_only=True, mmap=True, map_location="cpu")
                 else:
-                    from safetensors import safe_open
-
-                    handle = safe_open(file, framework="pt")
+                    handle = os.open(file, os.O_RDONLY)
                 self._handles[shard] = handle
             return handle
 
@@ -250,14 +267,47 @@ class Checkpoint:
 
     def get(self, name: str) -> torch.Tensor:
         self._entry(name)  # clear error for an unknown name
-        handle = self._open(self._where[name])
-        return handle[name] if self._pickle else handle.get_tensor(name)
+        shard = self._where[name]
+        handle = self._open(shard)
+        if self._pickle:
+            return handle[name]
+        return _pread_tensor(handle, self.path / shard, self._headers[shard][name])
+
+    def close(self) -> None:
+        """Close the shard descriptors (also done when the object is collected)."""
+        with self._lock:
+            for handle in self._handles.values():
+                if isinstance(handle, int):
+                    os.close(handle)
+            self._handles.clear()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
 
     def nbytes(self) -> int:
         """Total tensor bytes, for progress and I/O estimates."""
         return sum(
             math.prod(self.shape(n)) * DTYPE_BYTES[self.dtype(n)] for n in self.tensor_names()
         )
+
+
+def _pread_tensor(fd: int, file: Path, entry: Mapping[str, Any]) -> torch.Tensor:
+    """Read one tensor's bytes at its offset into a new tensor (no shared file position)."""
+    import torch
+
+    begin, end = entry["data_offsets"]
+    start = entry["data_start"] + begin
+    raw = torch.empty(end - begin, dtype=torch.uint8)
+    view = memoryview(raw.numpy())
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], start + done)
+        if got == 0:
+            raise LosslessError(f"{file}: file ended while reading a tensor (truncated?)")
+        done += got
+    dtype = getattr(torch, SAFETENSORS_TO_TORCH[entry["dtype"]])
+    return raw.view(dtype).reshape(entry["shape"])
 
 
 def _weight_map(index: Path) -> dict[str, str]:

@@ -135,7 +135,7 @@ class ShardWriter:
                 f"the plan said {slot.shape} {slot.dtype}"
             )
         raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-        self._put(memoryview(raw))
+        self._put(raw.data)  # the tensor's bytes, no copy
         self._next += 1
 
     def close(self) -> str:
