@@ -165,6 +165,13 @@ def test_failure_mid_merge_leaves_no_output_then_rerun_finishes(
     assert temp_dir_for(target, "f").is_dir()  # kept for a resume, under a name nobody loads
     build_output(noisy_plan(srcs), srcs, target, fingerprint="f", recipe_text="r", quiet=True)
     assert (target / MANIFEST).is_file() and not temp_dir_for(target, "f").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
+
+
+def test_chat_template_needs_a_tokenizer(models: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(LosslessError, match="no tokenizer is copied"):
+        build(models, tmp_path / "m", tokenizer_dir=None)
+    assert not list(tmp_path.iterdir())  # refused before merging anything
 
 
 def test_replaces_an_older_output(models: dict[str, Path], tmp_path: Path) -> None:

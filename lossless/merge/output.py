@@ -95,6 +95,11 @@ def build_output(
     check_not_input(out_dir, [*input_dirs, *([tokenizer_dir] if tokenizer_dir else [])])
     if out_dir.exists() and not out_dir.is_dir():
         raise LosslessError(f"output path {out_dir} exists and is not a directory")
+    if chat_template and not tokenizer_dir:
+        raise LosslessError(
+            "a chat_template was given but no tokenizer is copied to the output",
+            hint="set tokenizer_source (or pass --copy-tokenizer) so the template has a tokenizer",
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir_for(out_dir, fingerprint)
 
@@ -142,6 +147,9 @@ def build_output(
     (tmp / JOURNAL).unlink(missing_ok=True)
     _write_manifest(tmp, fingerprint, known)
     _swap_into_place(tmp, out_dir)
+    # Partial dirs of older attempts with other fingerprints can no longer be resumed into.
+    for stale in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     return out_dir
 
 
