@@ -299,7 +299,7 @@ def _pread_tensor(fd: int, file: Path, entry: Mapping[str, Any]) -> torch.Tensor
     begin, end = entry["data_offsets"]
     start = entry["data_start"] + begin
     raw = torch.empty(end - begin, dtype=torch.uint8)
-    view = memoryview(raw.numpy())
+    view = raw.numpy().data  # writable view of the new tensor's bytes
     done = 0
     while done < len(view):
         got = os.preadv(fd, [view[done:]], start + done)
