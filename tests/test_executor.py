@@ -136,6 +136,13 @@ def test_shape_mismatch_is_a_clear_error(models: dict[str, Path], tmp_path: Path
         execute(MergePlan(jobs=(bad,)), srcs, tmp_path, shard_size=10**9, quiet=True)
 
 
+def test_duplicate_outputs_refused(models: dict[str, Path], tmp_path: Path) -> None:
+    srcs = sources(models)
+    job = linear_plan(srcs, {"a": 1.0}).jobs[0]
+    with pytest.raises(LosslessError, match=f"twice: {job.output}"):
+        execute(MergePlan(jobs=(job, job)), srcs, tmp_path, shard_size=10**9, quiet=True)
+
+
 CHILD = """
 import sys
 from pathlib import Path

@@ -20,7 +20,7 @@ import hashlib
 import json
 import math
 import os
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -190,6 +190,10 @@ def execute(
     if unknown:
         raise LosslessError(f"unknown merge method(s) in the plan: {', '.join(unknown)}")
     shapes = {job.output: job_shape(job, sources) for job in plan.jobs}
+    if len(shapes) != len(plan.jobs):
+        counts = Counter(job.output for job in plan.jobs)
+        dupes = sorted(name for name, n in counts.items() if n > 1)
+        raise LosslessError(f"the merge plan writes these tensors twice: {', '.join(dupes)}")
     shards = layout_shards(
         [(j.output, shapes[j.output], j.out_dtype) for j in plan.jobs], shard_size
     )
