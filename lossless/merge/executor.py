@@ -1,0 +1,257 @@
+"""Run a MergePlan: compute each output tensor from its sources and stream it into shards.
+
+Data flow, per tensor: `source.get` (a safetensors memory map) → cast to the job's compute dtype →
+the method's pure function → shape check → cast to the output dtype → the shard writer, then
+dropped. Worker threads compute upcoming tensors (torch releases the GIL in the math) while the
+calling thread writes finished ones in file order, so memory holds only the tensors in flight:
+about inputs × largest tensor per worker, never a whole shard or model.
+
+Resume: after each shard is complete and fsynced, a line `{file, sha256}` is appended to
+`lossless-journal.jsonl` in the output dir. A rerun into the same dir re-hashes the journalled
+shards, keeps the leading ones that still match, and recomputes from the first that does not.
+Since the layout and every tensor are deterministic (randomised methods get a generator seeded
+from `seed` and the tensor's name), a killed-then-resumed merge writes the same bytes as one that
+ran straight through.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections import Counter, deque
+from collections.abc import Callable, Generator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lossless.errors import LosslessError
+from lossless.merge.jobs import MergePlan, TensorJob
+from lossless.methods.table import METHODS
+from lossless.tensors.source import TensorSource
+from lossless.tensors.writer import ShardSpec, ShardWriter, layout_shards, sha256_file, write_index
+
+if TYPE_CHECKING:
+    import torch
+
+JOURNAL = "lossless-journal.jsonl"
+# Upper bound on bytes held by tensors in flight (inputs + output of queued jobs); one job larger
+# than this still runs, alone.
+INFLIGHT_BUDGET = 1 << 30
+
+
+def tensor_seed(seed: int | None, name: str) -> int:
+    """A per-tensor seed from the run seed and the output name, independent of job order.
+    No seed means seed 0: a lossless merge is reproducible by default."""
+    digest = hashlib.sha256(f"{seed or 0}\0{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # torch wants a non-negative int64
+
+
+def job_shape(job: TensorJob, sources: Mapping[str, TensorSource]) -> tuple[int, ...]:
+    """The planned shape, or the first source's when a hand-built plan left it empty."""
+    if job.shape:
+        return tuple(job.shape)
+    ref = job.sources[0]
+    return tuple(sources[ref.model].shape(ref.tensor))
+
+
+def plan_digest(plan: MergePlan, shards: list[ShardSpec], seed: int | None) -> str:
+    """Identifies what the output dir's shards hold, so a resume never mixes two plans."""
+    digest = hashlib.sha256(repr((seed or 0, [s.header for s in shards])).encode())
+    for job in plan.jobs:
+        params = (sorted(job.params.items()), [sorted(p.items()) for p in job.model_params])
+        digest.update(repr((job.output, job.method, job.sources, job.base, params)).encode())
+        digest.update(repr((job.compute_dtype, job.out_dtype)).encode())
+    return digest.hexdigest()
+
+
+def _resume(out_dir: Path, shards: list[ShardSpec], digest: str) -> list[dict[str, str]]:
+    """The journal entries of the leading shards whose files still hash as recorded; every
+    other shard file (and partial file) is deleted and the journal rewritten to match."""
+    journal = out_dir / JOURNAL
+    recorded: dict[str, str] = {}
+    if journal.is_file():
+        lines = journal.read_text().splitlines()
+        try:
+            head = json.loads(lines[0]) if lines else {}
+        except json.JSONDecodeError:
+            head = {}
+        if head.get("plan") == digest:
+            for line in lines[1:]:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # a line cut short by a kill
+                recorded[entry["file"]] = entry["sha256"]
+    done: list[dict[str, str]] = []
+    for shard in shards:
+        path = out_dir / shard.file
+        sha = recorded.get(shard.file)
+        if sha is None or not path.is_file() or sha256_file(path) != sha:
+            break
+        done.append({"file": shard.file, "sha256": sha})
+    keep = {entry["file"] for entry in done}
+    for shard in shards:
+        if shard.file not in keep:
+            (out_dir / shard.file).unlink(missing_ok=True)
+        (out_dir / (shard.file + ".partial")).unlink(missing_ok=True)
+    lines = [json.dumps({"plan": digest})] + [json.dumps(e) for e in done]
+    journal.write_text("".join(line + "\n" for line in lines))
+    return done
+
+
+def _append_journal(out_dir: Path, entry: dict[str, str]) -> None:
+    with (out_dir / JOURNAL).open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _compute(
+    job: TensorJob,
+    sources: Mapping[str, TensorSource],
+    fn: Callable[..., Any],
+    shape: tuple[int, ...],
+    seed: int | None,
+) -> torch.Tensor:
+    import torch
+
+    compute = getattr(torch, job.compute_dtype)
+    tensors = [sources[r.model].get(r.tensor).to(compute) for r in job.sources]
+    base = None if job.base is None else sources[job.base.model].get(job.base.tensor).to(compute)
+    generator = None
+    if METHODS[job.method].randomised:
+        generator = torch.Generator().manual_seed(tensor_seed(seed, job.output))
+    out = fn(tensors, base, list(job.model_params), dict(job.params), generator=generator)
+    if tuple(out.shape) != shape:
+        raise LosslessError(
+            f"merge method {job.method!r} gave {job.output!r} shape {tuple(out.shape)}, "
+            f"expected {shape}",
+            hint="the inputs' shapes differ; check the models are the same architecture",
+        )
+    return out.to(getattr(torch, job.out_dtype))
+
+
+def _stream(
+    jobs: list[TensorJob],
+    sources: Mapping[str, TensorSource],
+    shapes: Mapping[str, tuple[int, ...]],
+    workers: int,
+    seed: int | None,
+) -> Generator[tuple[TensorJob, torch.Tensor], None, None]:
+    """Yield computed tensors in job order while up to `workers` threads compute ahead."""
+    fns = {name: METHODS[name].load() for name in {job.method for job in jobs}}
+
+    def cost(job: TensorJob) -> int:  # bytes held while a job is in flight, in float32
+        return math.prod(shapes[job.output]) * 4 * (len(job.sources) + (job.base is not None) + 1)
+
+    pending: deque[tuple[TensorJob, int, Future[Any]]] = deque()
+    inflight, next_job = 0, 0
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="merge") as pool:
+        try:
+            while next_job < len(jobs) or pending:
+                while next_job < len(jobs) and len(pending) < workers + 1:
+                    job = jobs[next_job]
+                    if pending and inflight + cost(job) > INFLIGHT_BUDGET:
+                        break
+                    shape = shapes[job.output]
+                    future = pool.submit(_compute, job, sources, fns[job.method], shape, seed)
+                    pending.append((job, cost(job), future))
+                    inflight += cost(job)
+                    next_job += 1
+                job, size, future = pending.popleft()
+                tensor = future.result()
+                inflight -= size
+                yield job, tensor
+                del tensor, future
+        finally:
+            for _, _, future in pending:
+                future.cancel()
+
+
+def execute(
+    plan: MergePlan,
+    sources: Mapping[str, TensorSource],
+    out_dir: Path,
+    *,
+    shard_size: int,
+    num_threads: int | None = None,
+    seed: int | None = None,
+    quiet: bool = False,
+) -> list[Path]:
+    """Write the plan's tensors as safetensors shards (+ index) into `out_dir`, resuming a
+    previous interrupted run into the same dir. Returns the files written (shards, index)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    missing = sorted({r.model for j in plan.jobs for r in (*j.sources, j.base) if r} - set(sources))
+    if missing:
+        raise LosslessError(f"the merge plan reads models with no source: {', '.join(missing)}")
+    unknown = sorted({j.method for j in plan.jobs} - set(METHODS))
+    if unknown:
+        raise LosslessError(f"unknown merge method(s) in the plan: {', '.join(unknown)}")
+    shapes = {job.output: job_shape(job, sources) for job in plan.jobs}
+    if len(shapes) != len(plan.jobs):
+        counts = Counter(job.output for job in plan.jobs)
+        dupes = sorted(name for name, n in counts.items() if n > 1)
+        raise LosslessError(f"the merge plan writes these tensors twice: {', '.join(dupes)}")
+    shards = layout_shards(
+        [(j.output, shapes[j.output], j.out_dtype) for j in plan.jobs], shard_size
+    )
+    done = _resume(out_dir, shards, plan_digest(plan, shards, seed))
+    by_name = {job.output: job for job in plan.jobs}
+    todo = [by_name[slot.name] for shard in shards[len(done) :] for slot in shard.slots]
+    workers = max(1, num_threads or os.cpu_count() or 1)
+    total_bytes = sum(slot.end - slot.begin for shard in shards for slot in shard.slots)
+    done_bytes = sum(slot.end - slot.begin for shard in shards[: len(done)] for slot in shard.slots)
+
+    progress = _progress(quiet)
+    task = progress.add_task("merging", total=total_bytes, completed=done_bytes) if progress else 0
+    stream = _stream(todo, sources, shapes, workers, seed)
+    tensors_done = len(plan.jobs) - len(todo)
+    try:
+        if progress:
+            progress.start()
+        for shard in shards[len(done) :]:
+            writer = ShardWriter(out_dir, shard)
+            try:
+                for slot in shard.slots:
+                    job, tensor = next(stream)
+                    writer.write(job.output, tensor)
+                    tensors_done += 1
+                    if progress:
+                        desc = f"merging {tensors_done}/{len(plan.jobs)} tensors"
+                        progress.update(task, advance=slot.end - slot.begin, description=desc)
+                    del tensor
+                sha = writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+            _append_journal(out_dir, {"file": shard.file, "sha256": sha})
+    finally:
+        stream.close()
+        if progress:
+            progress.stop()
+    index = write_index(out_dir, shards)
+    return [out_dir / s.file for s in shards] + ([index] if index else [])
+
+
+def _progress(quiet: bool) -> Any:
+    if quiet:
+        return None
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    )

@@ -1,0 +1,235 @@
+"""A merged model's output directory, built whole beside the target and renamed into place.
+
+Layout (Hugging Face's, loadable by `AutoModelForCausalLM.from_pretrained`):
+    config.json, generation_config.json, model*.safetensors (+ index), tokenizer files with the
+    chat template in tokenizer_config.json, README.md (model card embedding the recipe),
+    lossless.yaml (+ mergekit_config.yml for a plain mergekit config), lossless-manifest.json.
+
+Crash safety: everything goes into `.<name>.partial-<fingerprint hash>` in the target's parent;
+the manifest is written last and the directory renamed at the end, so a path with the target's
+name is always a finished model. The temp name depends only on the fingerprint, so a rerun of
+the same merge finds it and the executor resumes at the first unfinished shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from lossless.errors import LosslessError
+from lossless.merge.executor import JOURNAL, execute
+from lossless.merge.jobs import MergePlan
+from lossless.merge.model_card import render_model_card
+from lossless.tensors.sizes import DEFAULT_SHARD_SIZE
+from lossless.tensors.source import TensorSource
+from lossless.tensors.writer import sha256_file
+
+MANIFEST = "lossless-manifest.json"
+RECIPE_FILE = "lossless.yaml"
+MERGEKIT_FILE = "mergekit_config.yml"
+# What save_pretrained writes for a tokenizer; copied when present in the tokenizer source.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "spiece.model",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+
+def temp_dir_for(out_dir: Path, fingerprint: str) -> Path:
+    """`out/merged` + fingerprint → `out/.merged.partial-1a2b3c4d5e6f7a8b` (stable across runs)."""
+    tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+    return out_dir.parent / f".{out_dir.name}.partial-{tag}"
+
+
+def check_not_input(out_dir: Path, input_dirs: Sequence[Path]) -> None:
+    """Refuse an output dir that is, or contains, an input: the final rename would delete it
+    while its shards may still be memory-mapped."""
+    out = out_dir.resolve()
+    for given in input_dirs:
+        inp = Path(given).resolve()
+        if inp == out or out in inp.parents:
+            raise LosslessError(
+                f"output directory {out_dir} is or contains the input {given}",
+                hint="choose an output path outside every input model's directory",
+            )
+
+
+def build_output(
+    plan: MergePlan,
+    sources: Mapping[str, TensorSource],
+    out_dir: Path,
+    *,
+    fingerprint: str,
+    recipe_text: str,
+    input_dirs: Sequence[Path] = (),
+    tokenizer_dir: Path | None = None,
+    chat_template: str | None = None,
+    base_models: Sequence[str] = (),
+    method: str | None = None,
+    mergekit_config: bool = False,
+    write_model_card: bool = True,
+    lock_text: str | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    num_threads: int | None = None,
+    seed: int | None = None,
+    quiet: bool = False,
+) -> Path:
+    """Merge `plan` and assemble the finished model at `out_dir` (replacing an older output
+    there). `chat_template` is already resolved (see `resolve_chat_template`); `tokenizer_dir`
+    is the directory whose tokenizer files are copied (None: no tokenizer)."""
+    out_dir = Path(out_dir)
+    check_not_input(out_dir, [*input_dirs, *([tokenizer_dir] if tokenizer_dir else [])])
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LosslessError(f"output path {out_dir} exists and is not a directory")
+    if chat_template and not tokenizer_dir:
+        raise LosslessError(
+            "a chat_template was given but no tokenizer is copied to the output",
+            hint="set tokenizer_source (or pass --copy-tokenizer) so the template has a tokenizer",
+        )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_dir_for(out_dir, fingerprint)
+
+    execute(
+        plan,
+        sources,
+        tmp,
+        shard_size=shard_size,
+        num_threads=num_threads,
+        seed=seed,
+        quiet=quiet,
+    )
+    dtype = _output_dtype(plan)
+    config_key = plan.config_source or (plan.jobs[0].sources[0].model if plan.jobs else None)
+    config_src = sources.get(config_key) if config_key else None
+    config = dict(config_src.config) if config_src else {}
+    config.update(plan.config_updates)
+    if dtype:
+        config["dtype"] = dtype
+        if "torch_dtype" in config:
+            config["torch_dtype"] = dtype
+    _write_json(tmp / "config.json", config)
+    src_dir = getattr(config_src, "path", None)
+    if src_dir and (Path(src_dir) / "generation_config.json").is_file():
+        shutil.copyfile(Path(src_dir) / "generation_config.json", tmp / "generation_config.json")
+    if tokenizer_dir:
+        _copy_tokenizer(Path(tokenizer_dir), tmp)
+    if chat_template:
+        _set_chat_template(tmp, chat_template)
+    (tmp / RECIPE_FILE).write_text(recipe_text)
+    if mergekit_config:
+        (tmp / MERGEKIT_FILE).write_text(recipe_text)
+    if write_model_card:
+        models = sorted({r.model for job in plan.jobs for r in job.sources})
+        card = render_model_card(
+            recipe_text,
+            name=out_dir.name,
+            base_models=base_models,
+            merged_models=models,
+            method=method,
+            lock_text=lock_text,
+        )
+        (tmp / "README.md").write_text(card)
+    known = _journal_hashes(tmp)
+    (tmp / JOURNAL).unlink(missing_ok=True)
+    _write_manifest(tmp, fingerprint, known)
+    _swap_into_place(tmp, out_dir)
+    # Partial dirs of older attempts with other fingerprints can no longer be resumed into.
+    for stale in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return out_dir
+
+
+def _output_dtype(plan: MergePlan) -> str | None:
+    """The dtype most tensors are written in (e.g. "bfloat16"), for config.json."""
+    counts: dict[str, int] = {}
+    for job in plan.jobs:
+        counts[job.out_dtype] = counts.get(job.out_dtype, 0) + 1
+    return max(counts, key=lambda d: counts[d]) if counts else None
+
+
+def _copy_tokenizer(src: Path, dst: Path) -> None:
+    copied = [name for name in TOKENIZER_FILES if (src / name).is_file()]
+    if "tokenizer_config.json" not in copied:
+        raise LosslessError(
+            f"no tokenizer in {src} (no tokenizer_config.json)",
+            hint="set tokenizer_source to a model that ships a tokenizer",
+        )
+    for name in copied:
+        shutil.copyfile(src / name, dst / name)
+    if (src / "chat_templates").is_dir():
+        shutil.copytree(src / "chat_templates", dst / "chat_templates")
+
+
+def _set_chat_template(out: Path, template: str) -> None:
+    """Put the template in tokenizer_config.json. transformers prefers a `chat_template.jinja`
+    file over that key when loading, so copied template files are removed."""
+    path = out / "tokenizer_config.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    config["chat_template"] = template
+    _write_json(path, config)
+    (out / "chat_template.jinja").unlink(missing_ok=True)
+    (out / "chat_template.json").unlink(missing_ok=True)
+    shutil.rmtree(out / "chat_templates", ignore_errors=True)
+
+
+def _journal_hashes(tmp: Path) -> dict[str, str]:
+    """Shard hashes the executor already computed while writing (saves re-reading GBs)."""
+    known: dict[str, str] = {}
+    journal = tmp / JOURNAL
+    if journal.is_file():
+        for line in journal.read_text().splitlines()[1:]:
+            entry = json.loads(line)
+            known[entry["file"]] = entry["sha256"]
+    return known
+
+
+def versions() -> dict[str, str]:
+    import lossless
+
+    found = {"lossless": lossless.__version__}
+    for package in ("torch", "transformers", "safetensors"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def _write_manifest(tmp: Path, fingerprint: str, known: Mapping[str, str]) -> None:
+    files = {}
+    for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+        rel = path.relative_to(tmp).as_posix()
+        files[rel] = known.get(rel) or sha256_file(path)
+    manifest = {"fingerprint": fingerprint, "versions": versions(), "files": files}
+    _write_json(tmp / MANIFEST, manifest)
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished dir to the target; an older output there is moved aside first and
+    deleted only after the new one is in place."""
+    old: Path | None = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

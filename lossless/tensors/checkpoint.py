@@ -1,0 +1,323 @@
+"""A local model directory as a `TensorSource`: safetensors memory maps, checked before use.
+
+Layouts understood, as the hub writes them:
+- `model.safetensors.index.json` + shards (`weight_map`: tensor name → shard file);
+- a single `model.safetensors`;
+- `pytorch_model.bin[.index.json]` pickle checkpoints, refused unless `allow_pickle=True`
+  (a pickle can run code; `torch.load(weights_only=True, mmap=True)` is then used).
+
+Every safetensors header is validated by hand before any tensor is read, so a corrupt or hostile
+file (a 2^60-byte header length, offsets past the end, an unknown dtype) fails with a message
+naming the file and the defect instead of a crash or a huge allocation.
+
+Tensors are read with `os.preadv` straight into a fresh tensor's buffer (one descriptor per shard,
+kept open; `preadv` has no shared file position, so worker threads read concurrently). That is
+the same single copy out of the page cache as safetensors' `get_tensor` on its memory map, but the
+file pages are not mapped into this process: with mmap every page ever touched counts in the
+merge's RSS (4.7 GiB peak for a 300M-parameter 4-model merge), with `preadv` only the tensors in
+flight do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import struct
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lossless.errors import LosslessError
+
+if TYPE_CHECKING:
+    import torch
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+PICKLE_INDEX = "pytorch_model.bin.index.json"
+PICKLE_SINGLE = "pytorch_model.bin"
+
+# Real headers are ~100 KB for a 70B model; anything near this bound is corrupt or hostile.
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+# safetensors dtype spelling → bytes per element.
+DTYPE_BYTES: dict[str, int] = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
+
+TORCH_TO_SAFETENSORS = {
+    "bool": "BOOL",
+    "uint8": "U8",
+    "int8": "I8",
+    "int16": "I16",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "int32": "I32",
+    "float32": "F32",
+    "int64": "I64",
+    "float64": "F64",
+    "float8_e4m3fn": "F8_E4M3",
+    "float8_e5m2": "F8_E5M2",
+}
+SAFETENSORS_TO_TORCH = {v: k for k, v in TORCH_TO_SAFETENSORS.items()} | {
+    "U16": "uint16",
+    "U32": "uint32",
+    "U64": "uint64",
+}
+
+
+def read_header(path: Path) -> dict[str, dict[str, Any]]:
+    """The validated tensor entries of a safetensors file: name → {dtype, shape, data_offsets}.
+
+    Checks: the 8-byte length is sane and inside the file; the header is a JSON object; every
+    entry has a known dtype, a shape of non-negative ints and offsets whose span equals
+    shape × dtype size and lies inside the data region.
+    """
+
+    def bad(what: str) -> LosslessError:
+        return LosslessError(
+            f"{path}: not a valid safetensors file: {what}",
+            hint="the file is corrupt or truncated; download or re-save it",
+        )
+
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise bad(f"{size} bytes, shorter than the 8-byte header length")
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > MAX_HEADER_BYTES:
+            raise bad(f"header length {header_len} exceeds the {MAX_HEADER_BYTES}-byte limit")
+        if 8 + header_len > size:
+            raise bad(f"header length {header_len} runs past the end of the {size}-byte file")
+        raw = f.read(header_len)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise bad(f"header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise bad("header is not a JSON object")
+    data_len = size - 8 - header_len
+    entries: dict[str, dict[str, Any]] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict):
+            raise bad(f"entry {name!r} is not an object")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if dtype not in DTYPE_BYTES:
+            raise bad(f"tensor {name!r} has unknown dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise bad(f"tensor {name!r} has an invalid shape {shape!r}")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        ):
+            raise bad(f"tensor {name!r} has invalid data_offsets {offsets!r}")
+        begin, end = offsets
+        if not 0 <= begin <= end <= data_len:
+            raise bad(
+                f"tensor {name!r} data_offsets [{begin}, {end}] lie outside the "
+                f"{data_len}-byte data region"
+            )
+        expected = math.prod(shape) * DTYPE_BYTES[dtype]
+        if end - begin != expected:
+            raise bad(
+                f"tensor {name!r} spans {end - begin} bytes but shape {shape} of {dtype} "
+                f"needs {expected}"
+            )
+        entries[name] = {
+            "dtype": dtype,
+            "shape": tuple(shape),
+            "data_offsets": (begin, end),
+            "data_start": 8 + header_len,  # absolute file offset of the data region
+        }
+    return entries
+
+
+class Checkpoint:
+    """A model directory's tensors, read lazily; one open handle per shard, reused."""
+
+    def __init__(self, path: str | Path, label: str | None = None, allow_pickle: bool = False):
+        self.path = Path(path)
+        self._label = label or str(path)
+        self._allow_pickle = allow_pickle
+        self._handles: dict[str, Any] = {}  # shard file name → file descriptor / state dict
+        self._lock = threading.Lock()  # handles are opened from worker threads
+        self._headers: dict[str, dict[str, dict[str, Any]]] = {}  # shard → entries
+        self._where: dict[str, str] = {}  # tensor name → shard file name
+        self._pickle = False
+        self._config: dict[str, Any] | None = None
+        self._index()
+
+    # -- layout ------------------------------------------------------------------------------
+
+    def _index(self) -> None:
+        if not self.path.is_dir():
+            raise LosslessError(f"{self._label}: model directory {self.path} does not exist")
+        index, single = self.path / INDEX, self.path / SINGLE
+        if index.is_file():
+            weight_map = _weight_map(index)
+            shards = sorted(set(weight_map.values()))
+            for shard in shards:
+                file = self.path / shard
+                if Path(shard).name != shard or not file.is_file():
+                    raise LosslessError(
+                        f"{index}: lists shard {shard!r}, which is not a file in {self.path}",
+                        hint="the download is incomplete; fetch the missing shard",
+                    )
+                self._headers[shard] = read_header(file)
+            for name, shard in weight_map.items():
+                if name not in self._headers[shard]:
+                    raise LosslessError(f"{index}: tensor {name!r} is not in shard {shard}")
+            self._where = dict(weight_map)
+        elif single.is_file():
+            self._headers[SINGLE] = read_header(single)
+            self._where = {name: SINGLE for name in self._headers[SINGLE]}
+        elif (self.path / PICKLE_INDEX).is_file() or (self.path / PICKLE_SINGLE).is_file():
+            self._index_pickle()
+        else:
+            raise LosslessError(
+                f"{self._label}: no {SINGLE} or {INDEX} in {self.path}",
+                hint="point at a Hugging Face model directory saved with safetensors",
+            )
+
+    def _index_pickle(self) -> None:
+        if not self._allow_pickle:
+            raise LosslessError(
+                f"{self._label}: {self.path} holds only pickle (.bin) weights, which can run "
+                "arbitrary code when loaded",
+                hint="pass --allow-pickle (or --lazy-unpickle) if you trust this model",
+            )
+        self._pickle = True
+        if (self.path / PICKLE_INDEX).is_file():
+            self._where = _weight_map(self.path / PICKLE_INDEX)
+        else:
+            state = self._open(PICKLE_SINGLE)
+            self._where = {name: PICKLE_SINGLE for name in state}
+
+    def _open(self, shard: str) -> Any:
+        with self._lock:
+            handle = self._handles.get(shard)
+            if handle is None:
+                file = str(self.path / shard)
+                if self._pickle:
+                    import torch
+
+                    handle = torch.load(file, weights_only=True, mmap=True, map_location="cpu")
+                else:
+                    handle = os.open(file, os.O_RDONLY)
+                self._handles[shard] = handle
+            return handle
+
+    # -- TensorSource ------------------------------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        if self._config is None:
+            file = self.path / "config.json"
+            try:
+                self._config = json.loads(file.read_text()) if file.is_file() else {}
+            except json.JSONDecodeError as e:
+                raise LosslessError(f"{file}: invalid JSON ({e})") from None
+        return self._config
+
+    def tensor_names(self) -> list[str]:
+        return list(self._where)
+
+    def _entry(self, name: str) -> dict[str, Any]:
+        shard = self._where.get(name)
+        if shard is None:
+            raise LosslessError(f"{self._label}: has no tensor {name!r}")
+        if self._pickle:
+            t = self._open(shard)[name]
+            dtype = TORCH_TO_SAFETENSORS[str(t.dtype).removeprefix("torch.")]
+            return {"dtype": dtype, "shape": tuple(t.shape)}
+        return self._headers[shard][name]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._entry(name)["shape"])
+
+    def dtype(self, name: str) -> str:
+        return str(self._entry(name)["dtype"])
+
+    def get(self, name: str) -> torch.Tensor:
+        self._entry(name)  # clear error for an unknown name
+        shard = self._where[name]
+        handle = self._open(shard)
+        if self._pickle:
+            return handle[name]
+        return _pread_tensor(handle, self.path / shard, self._headers[shard][name])
+
+    def close(self) -> None:
+        """Close the shard descriptors (also done when the object is collected)."""
+        with self._lock:
+            for handle in self._handles.values():
+                if isinstance(handle, int):
+                    os.close(handle)
+            self._handles.clear()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def nbytes(self) -> int:
+        """Total tensor bytes, for progress and I/O estimates."""
+        return sum(
+            math.prod(self.shape(n)) * DTYPE_BYTES[self.dtype(n)] for n in self.tensor_names()
+        )
+
+
+def _pread_tensor(fd: int, file: Path, entry: Mapping[str, Any]) -> torch.Tensor:
+    """Read one tensor's bytes at its offset into a new tensor (no shared file position)."""
+    import torch
+
+    begin, end = entry["data_offsets"]
+    start = entry["data_start"] + begin
+    raw = torch.empty(end - begin, dtype=torch.uint8)
+    view = raw.numpy().data  # writable view of the new tensor's bytes
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], start + done)
+        if got == 0:
+            raise LosslessError(f"{file}: file ended while reading a tensor (truncated?)")
+        done += got
+    dtype = getattr(torch, SAFETENSORS_TO_TORCH[entry["dtype"]])
+    return raw.view(dtype).reshape(entry["shape"])
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    try:
+        data = json.loads(index.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LosslessError(f"{index}: invalid JSON ({e})") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    ):
+        raise LosslessError(f"{index}: no 'weight_map' object of tensor name → shard file")
+    return weight_map

@@ -1,0 +1,202 @@
+"""The executor: right numbers, deterministic bytes, resume after SIGKILL, clean failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from lossless.errors import LosslessError
+from lossless.merge.executor import JOURNAL, execute, tensor_seed
+from lossless.merge.jobs import MergePlan, TensorJob
+from lossless.methods.table import METHODS, MethodSpec
+from lossless.tensors.checkpoint import Checkpoint
+from lossless.tensors.writer import sha256_file
+from tests.factories import make_model, read_tensors
+from tests.merge_helpers import linear_plan, passthrough_plan
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def noisy(
+    tensors: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    model_params: Sequence[Mapping[str, Any]],
+    params: Mapping[str, Any],
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """A randomised test method: the first tensor plus seeded noise; optionally slow or failing."""
+    time.sleep(float(os.environ.get("LOSSLESS_TEST_SLEEP", "0")))  # slows the kill test
+    if params.get("fail"):
+        raise RuntimeError("injected failure")
+    noise = torch.randn(tensors[0].shape, generator=generator, dtype=tensors[0].dtype)
+    return tensors[0] + noise
+
+
+NOISY = MethodSpec("noisy", "tests.test_executor:noisy", "test only", randomised=True)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("exec")
+    return {
+        "a": make_model(root / "a", seed=1, shard_size="20KB", tokenizer=False),
+        "b": make_model(root / "b", seed=2, dtype="bfloat16", tokenizer=False),
+    }
+
+
+def sources(models: dict[str, Path]) -> dict[str, Checkpoint]:
+    return {key: Checkpoint(path, label=key) for key, path in models.items()}
+
+
+def hashes(out: Path) -> dict[str, str]:
+    return {p.name: sha256_file(p) for p in sorted(out.iterdir()) if p.name != JOURNAL}
+
+
+def noisy_plan(srcs: Mapping[str, Checkpoint], **params: Any) -> MergePlan:
+    plan = linear_plan({"a": srcs["a"]}, {"a": 1.0}, method="noisy", params=params)
+    # the failing job is the 5th tensor only, so some shards are written before it fails
+    if params.get("fail"):
+        jobs = [
+            job if i == 4 else TensorJob(**{**job.__dict__, "params": {}})
+            for i, job in enumerate(plan.jobs)
+        ]
+        plan = MergePlan(jobs=tuple(jobs), config_source="a")
+    return plan
+
+
+def test_linear_matches_closed_form_bf16_and_fp32(models: dict[str, Path], tmp_path: Path) -> None:
+    srcs = sources(models)
+    plan = linear_plan(srcs, {"a": 1.0, "b": 3.0}, out_dtype="bfloat16")
+    files = execute(plan, srcs, tmp_path, shard_size=3000, quiet=True, num_threads=2)
+    assert len(files) > 2 and files[-1].name == "model.safetensors.index.json"
+    out, a, b = read_tensors(tmp_path), read_tensors(models["a"]), read_tensors(models["b"])
+    assert out.keys() == a.keys()
+    for name, tensor in out.items():
+        expected = (a[name].float() * 1.0 + b[name].float() * 3.0) / 4.0
+        assert tensor.dtype == torch.bfloat16
+        assert torch.equal(tensor, expected.to(torch.bfloat16)), name
+
+
+def test_passthrough_is_byte_identical(models: dict[str, Path], tmp_path: Path) -> None:
+    srcs = sources(models)
+    execute(passthrough_plan(srcs, "b", "bfloat16"), srcs, tmp_path, shard_size=10**9, quiet=True)
+    assert [p.name for p in tmp_path.iterdir() if p.name != JOURNAL] == ["model.safetensors"]
+    out, b = read_tensors(tmp_path), read_tensors(models["b"])
+    assert all(torch.equal(out[k].view(torch.int16), b[k].view(torch.int16)) for k in b)
+
+
+def test_same_seed_same_bytes_any_threads(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(METHODS, "noisy", NOISY)
+    srcs = sources(models)
+    plan = noisy_plan(srcs)
+    runs = {}
+    for name, threads, seed in [("one", 1, 7), ("two", 2, 7), ("other", 2, 8)]:
+        execute(
+            plan, srcs, tmp_path / name, shard_size=3000, seed=seed, num_threads=threads, quiet=True
+        )
+        runs[name] = hashes(tmp_path / name)
+    assert runs["one"] == runs["two"]
+    assert runs["one"].keys() == runs["other"].keys() and runs["one"] != runs["other"]
+    # the noise really is the seeded per-tensor generator's
+    name = plan.jobs[0].output
+    gen = torch.Generator().manual_seed(tensor_seed(7, name))
+    expected = read_tensors(models["a"])[name] + torch.randn(plan.jobs[0].shape, generator=gen)
+    assert torch.equal(read_tensors(tmp_path / "one")[name], expected)
+
+
+def test_failure_propagates_and_leaves_no_partial(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(METHODS, "noisy", NOISY)
+    srcs = sources(models)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        execute(noisy_plan(srcs, fail=True), srcs, tmp_path, shard_size=3000, quiet=True)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_shape_mismatch_is_a_clear_error(models: dict[str, Path], tmp_path: Path) -> None:
+    srcs = sources(models)
+    plan = linear_plan(srcs, {"a": 1.0})
+    job = plan.jobs[0]
+    bad = TensorJob(**{**job.__dict__, "shape": (*job.shape, 2)})
+    with pytest.raises(LosslessError, match="expected"):
+        execute(MergePlan(jobs=(bad,)), srcs, tmp_path, shard_size=10**9, quiet=True)
+
+
+def test_duplicate_outputs_refused(models: dict[str, Path], tmp_path: Path) -> None:
+    srcs = sources(models)
+    job = linear_plan(srcs, {"a": 1.0}).jobs[0]
+    with pytest.raises(LosslessError, match=f"twice: {job.output}"):
+        execute(MergePlan(jobs=(job, job)), srcs, tmp_path, shard_size=10**9, quiet=True)
+
+
+CHILD = """
+import sys
+from pathlib import Path
+from lossless.merge.executor import execute
+from lossless.methods.table import METHODS
+from lossless.tensors.checkpoint import Checkpoint
+from tests.test_executor import NOISY, noisy_plan
+METHODS["noisy"] = NOISY
+srcs = {"a": Checkpoint(sys.argv[1])}
+execute(noisy_plan(srcs), srcs, Path(sys.argv[2]), shard_size=3000,
+        seed=3, num_threads=1, quiet=True)
+"""
+
+
+def run_child(model: Path, out: Path, sleep: float) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env["LOSSLESS_TEST_SLEEP"] = str(sleep)
+    args = [sys.executable, "-c", CHILD, str(model), str(out)]
+    return subprocess.Popen(args, cwd=ROOT, env=env)
+
+
+def test_sigkill_mid_shard_then_resume_is_byte_identical(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert run_child(models["a"], straight, 0.0).wait() == 0
+    child = run_child(models["a"], killed, 0.05)
+    journal = killed / JOURNAL
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until two shards are done, then kill mid-third
+        if journal.is_file() and len(journal.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    shards_before = sorted(killed.glob("model-*.safetensors"))
+    total = len(list(straight.glob("model-*.safetensors")))
+    assert 2 <= len(shards_before) < total, "the kill should land mid-run"
+    first_mtime = shards_before[0].stat().st_mtime_ns
+    assert run_child(models["a"], killed, 0.0).wait() == 0
+    assert hashes(killed) == hashes(straight)
+    assert shards_before[0].stat().st_mtime_ns == first_mtime  # verified, not rewritten
+    entries = [json.loads(line) for line in journal.read_text().splitlines()[1:]]
+    assert len(entries) == total
+
+
+def test_resume_rewrites_a_corrupted_shard(models: dict[str, Path], tmp_path: Path) -> None:
+    srcs = sources(models)
+    plan = linear_plan(srcs, {"a": 1.0, "b": 1.0})
+    execute(plan, srcs, tmp_path, shard_size=3000, quiet=True)
+    good = hashes(tmp_path)
+    victim = tmp_path / f"model-00002-of-{len(good) - 1:05d}.safetensors"
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    execute(plan, srcs, tmp_path, shard_size=3000, quiet=True)
+    assert hashes(tmp_path) == good
