@@ -156,7 +156,7 @@ class Resolver:
 
     def tensor_source(self, ref: ModelRef) -> TensorSource:
         """The tensors of a reference, lazily: adapters are applied per tensor while streaming."""
-        from lossless.tensors.checkpoint import open_checkpoint
+        from lossless.tensors.checkpoint import Checkpoint
 
         label = str(ref)
         if ref.lora:
@@ -176,10 +176,10 @@ class Resolver:
                     )
                 base = self.tensor_source(step.base)
                 return self._adapted(base, [(out, 1.0)], label)
-            return open_checkpoint(out, label=label, allow_pickle=self.allow_pickle)
+            return Checkpoint(out, label=label, allow_pickle=self.allow_pickle)
         if isinstance(step, MergeStep | ApplyStep):
-            return open_checkpoint(self.step_dirs[step.name], label=label)
-        return open_checkpoint(
+            return Checkpoint(self.step_dirs[step.name], label=label)
+        return Checkpoint(
             self.external_dir(ref.name, ref.revision), label=label, allow_pickle=self.allow_pickle
         )
 

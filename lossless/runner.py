@@ -321,6 +321,7 @@ class Runner:
             from lossless.steps.merge import run_merge
 
             run_merge(step, self, output, fingerprint.value)
+            self._write_state(step, fingerprint, output)
         elif isinstance(step, ApplyStep):
             self._materialise(step)
         elif isinstance(step, TrainStep):
@@ -331,15 +332,23 @@ class Runner:
             raise LosslessError(f"step kind {step.kind!r} cannot run yet")
         return output
 
+    def input_dirs(self, step: Step) -> list[Path]:
+        """Every directory a step reads (external models and earlier steps' outputs)."""
+        dirs = []
+        for ref in model_refs(step):
+            dependency = self.resolver.step_for(ref)
+            if dependency is None:
+                dirs.append(self.resolver.external_dir(ref.name, ref.revision).resolve())
+            elif dependency.name in self.resolver.step_dirs:
+                dirs.append(self.resolver.step_dirs[dependency.name].resolve())
+        return dirs
+
     def _check_not_input(self, step: Step, output: Path) -> None:
         """Never write over a model or data file that a step reads."""
-        for ref in model_refs(step):
-            if self.resolver.step_for(ref) is not None:
-                continue
-            source = self.resolver.external_dir(ref.name, ref.revision).resolve()
+        for source in self.input_dirs(step):
             if output == source or output in source.parents or source in output.parents:
                 raise LosslessError(
-                    f"step `{step.name}` would write to {output}, which holds its input `{ref}`",
+                    f"step `{step.name}` would write to {output}, which holds its input {source}",
                     hint="choose another output directory",
                 )
 
@@ -399,12 +408,8 @@ class Runner:
         """Write an apply step's adapted model to disk (for training or evaluation on it)."""
         fingerprint = self.fingerprint(step)
         output = self.output_dir(step)
-        status = self.status(step)
-        if status.state == "fresh" or (
-            output.exists()
-            and self._read_state(step)
-            and self._read_state(step).get("fingerprint") == fingerprint.value
-        ):  # type: ignore[union-attr]
+        state = self._read_state(step)
+        if output.exists() and state and state.get("fingerprint") == fingerprint.value:
             return output
         from lossless.steps.apply import materialise
 

@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         from lossless.runner import Runner, RunOptions
-        from lossless.tensors.sizes import parse_size
+        from lossless.tensors.sizes import parse_shard_size
 
         options = RunOptions(
             work_dir=Path(args.work_dir) if args.work_dir else None,
@@ -60,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
             force=frozenset(args.force),
             only=frozenset(args.only),
             seed=args.random_seed,
-            shard_size=parse_size(args.out_shard_size),
+            shard_size=parse_shard_size(args.out_shard_size),
             num_threads=args.num_threads,
             allow_crimes=args.allow_crimes,
             copy_tokenizer=args.copy_tokenizer,

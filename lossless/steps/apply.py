@@ -47,25 +47,23 @@ def copy_plan(key: str, source) -> MergePlan:  # type: ignore[no-untyped-def]
 
 
 def materialise(step: ApplyStep, runner: Runner, output: Path, fingerprint: str) -> None:
-    from lossless.merge.output import write_merged_model
+    from lossless.merge.output import build_output
 
     resolver = runner.resolver
     key = step.name
     source = resolver.tensor_source(ModelRef(step.name))
-    write_merged_model(
+    build_output(
         copy_plan(key, source),
         {key: source},
         output,
-        config_updates={},
-        tokenizer_dir=resolver.tokenizer_dir(step.to),
-        chat_template=None,
-        recipe_text=Path(runner.recipe.path).read_text(),
-        mergekit_config=None,
-        base_model=str(step.to),
         fingerprint=fingerprint,
+        recipe_text=Path(runner.recipe.path).read_text(),
+        input_dirs=runner.input_dirs(step),
+        tokenizer_dir=resolver.tokenizer_dir(step.to),
+        base_models=[str(step.to)],
+        method="apply",
+        write_model_card=runner.options.write_model_card,
         shard_size=runner.options.shard_size,
         num_threads=runner.options.num_threads,
-        seed=None,
-        write_model_card=runner.options.write_model_card,
         quiet=runner.options.quiet,
     )

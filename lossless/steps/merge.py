@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from lossless.recipe import MergeStep, ModelRef
 from lossless.resolve import sources_for
@@ -65,15 +64,9 @@ def _chat_templates(tokenizer_dirs: Mapping[str, Path]) -> list[str | None]:
     return templates
 
 
-def mergekit_config_text(step: MergeStep) -> str:
-    """The stage's config as mergekit would read it (for mergekit_config.yml)."""
-    config = {k: v for k, v in step.config.items() if k != "name"}
-    return yaml.safe_dump(config, sort_keys=False)
-
-
 def run_merge(step: MergeStep, runner: Runner, output: Path, fingerprint: str) -> None:
     from lossless.chat_templates import resolve_chat_template
-    from lossless.merge.output import write_merged_model
+    from lossless.merge.output import build_output
     from lossless.merge.plan import build_plan
     from lossless.vocab import align_vocabularies, build_vocabulary, mismatch_error, vocab_sizes
 
@@ -107,20 +100,23 @@ def run_merge(step: MergeStep, runner: Runner, output: Path, fingerprint: str) -
         if step.chat_template:
             template = resolve_chat_template(step.chat_template, _chat_templates(tokenizer_dirs))
         recipe_text = Path(runner.recipe.path).read_text()
-        write_merged_model(
+        if config_updates:
+            plan = replace(plan, config_updates={**plan.config_updates, **config_updates})
+        build_output(
             plan,
             sources,
             output,
-            config_updates=config_updates,
+            fingerprint=fingerprint,
+            recipe_text=recipe_text,
+            input_dirs=[p for p in runner.input_dirs(step)],
             tokenizer_dir=tokenizer_dir,
             chat_template=template,
-            recipe_text=recipe_text,
-            mergekit_config=mergekit_config_text(step) if runner.recipe.is_plain_mergekit else None,
-            base_model=str(step.base_model) if step.base_model else None,
-            fingerprint=fingerprint,
+            base_models=[str(step.base_model)] if step.base_model else [],
+            method=step.merge_method,
+            mergekit_config=runner.recipe.is_plain_mergekit,
+            write_model_card=options.write_model_card,
             shard_size=options.shard_size,
             num_threads=options.num_threads,
             seed=options.seed,
-            write_model_card=options.write_model_card,
             quiet=options.quiet,
         )
