@@ -27,11 +27,13 @@ def _error(text: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from lossless.commands.common import recipe_file
     from lossless.render import render_problems
     from lossless.validate import load_recipe
 
     try:
-        recipe, warnings = load_recipe(args.recipe, strict=args.strict)
+        path = recipe_file(args.recipe, cache_dir=args.transformers_cache, quiet=args.quiet)
+        recipe, warnings = load_recipe(path, strict=args.strict)
     except RecipeInvalid as invalid:
         print(render_problems(invalid.problems, "text"), file=sys.stderr)
         return EXIT_INVALID
