@@ -75,7 +75,9 @@ def external_refs(recipe: Recipe) -> list[ModelRef]:
     for step in recipe.steps:
         for _, ref in step_refs(step):
             if ref.name not in names:
-                seen.setdefault(str(ModelRef(ref.name, ref.revision)), ModelRef(ref.name, ref.revision))
+                seen.setdefault(
+                    str(ModelRef(ref.name, ref.revision)), ModelRef(ref.name, ref.revision)
+                )
             if ref.lora and ref.lora not in names:
                 seen.setdefault(ref.lora, ModelRef(ref.lora))
     return list(seen.values())

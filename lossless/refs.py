@@ -76,7 +76,9 @@ def classify_name(name: str, step_names: Collection[str], recipe_dir: str | Path
     )
 
 
-def classify_ref(ref: ModelRef, step_names: Collection[str], recipe_dir: str | Path | None) -> RefKind:
+def classify_ref(
+    ref: ModelRef, step_names: Collection[str], recipe_dir: str | Path | None
+) -> RefKind:
     """Kind of the model part of `ref` (its `+lora` part is classified separately by callers)."""
     return classify_name(ref.name, step_names, recipe_dir)
 

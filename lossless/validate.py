@@ -33,8 +33,15 @@ def _schema_problem(error: Any, file: str, lines: list[str], pos: Positions) -> 
 
     def make(message: str, at: tuple, *, key: bool = False, **kw: Any) -> Problem:
         line, col = pos.key_at(at) if key else pos.value_at(at)
-        return Problem(message, file=file, path=at, line=line, col=col,
-                       source_line=source_line(lines, line), **kw)
+        return Problem(
+            message,
+            file=file,
+            path=at,
+            line=line,
+            col=col,
+            source_line=source_line(lines, line),
+            **kw,
+        )
 
     if kind == "additionalProperties":
         allowed = list(schema.get("properties", {}))
@@ -42,36 +49,83 @@ def _schema_problem(error: Any, file: str, lines: list[str], pos: Positions) -> 
         out = []
         for k in extra:
             close = did_you_mean(k, allowed)
-            out.append(make(f"unknown key `{k}`", (*path, k), key=True, code="unknown-key",
-                            expected=None if close else "one of: " + ", ".join(allowed),
-                            hint=close or "remove it (unknown keys are errors, not ignored)"))
+            out.append(
+                make(
+                    f"unknown key `{k}`",
+                    (*path, k),
+                    key=True,
+                    code="unknown-key",
+                    expected=None if close else "one of: " + ", ".join(allowed),
+                    hint=close or "remove it (unknown keys are errors, not ignored)",
+                )
+            )
         return out
     if kind == "enum":
         choices = [str(c) for c in error.validator_value]
         what = "merge method" if path[-1:] == ("merge_method",) else "value"
-        return [make(f"unknown {what} {_short(error.instance)}", path, code="unknown-value",
-                     expected=", ".join(choices), got=_short(error.instance),
-                     hint=did_you_mean(str(error.instance), choices))]
+        return [
+            make(
+                f"unknown {what} {_short(error.instance)}",
+                path,
+                code="unknown-value",
+                expected=", ".join(choices),
+                got=_short(error.instance),
+                hint=did_you_mean(str(error.instance), choices),
+            )
+        ]
     if kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return [make(f"missing required key `{missing}`", path, key=True, code="missing-key")]
     if kind == "dependentRequired":
-        return [make("a merge stage needs `merge_method`", path, code="missing-key",
-                     hint="add `merge_method: linear` (or ties, slerp, ...)")]
+        return [
+            make(
+                "a merge stage needs `merge_method`",
+                path,
+                code="missing-key",
+                hint="add `merge_method: linear` (or ties, slerp, ...)",
+            )
+        ]
     if kind in ("anyOf", "oneOf"):
-        return [make(f"`{path[-1] if path else 'document'}` has the wrong shape", path,
-                     code="wrong-type", expected=schema.get("description"), got=_short(error.instance))]
+        return [
+            make(
+                f"`{path[-1] if path else 'document'}` has the wrong shape",
+                path,
+                code="wrong-type",
+                expected=schema.get("description"),
+                got=_short(error.instance),
+            )
+        ]
     if kind == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
-        return [make(f"wrong type: expected {expected}", path, code="wrong-type",
-                     expected=str(expected), got=_short(error.instance))]
+        return [
+            make(
+                f"wrong type: expected {expected}",
+                path,
+                code="wrong-type",
+                expected=str(expected),
+                got=_short(error.instance),
+            )
+        ]
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        return [make(f"value out of range ({kind} {error.validator_value})", path, code="out-of-range",
-                     expected=f"{kind} {error.validator_value}", got=_short(error.instance))]
+        return [
+            make(
+                f"value out of range ({kind} {error.validator_value})",
+                path,
+                code="out-of-range",
+                expected=f"{kind} {error.validator_value}",
+                got=_short(error.instance),
+            )
+        ]
     if kind == "pattern" and path[-1:] == ("name",) or kind == "propertyNames":
-        return [make("a step name may hold only letters, digits, `_`, `-` and `.`", path,
-                     code="bad-name", got=_short(error.instance))]
+        return [
+            make(
+                "a step name may hold only letters, digits, `_`, `-` and `.`",
+                path,
+                code="bad-name",
+                got=_short(error.instance),
+            )
+        ]
     return [make(error.message, path, code="schema")]
 
 
@@ -96,8 +150,13 @@ def check_text(
         return [], problems
     docs = [data for data, _ in documents]
     positions = [pos for _, pos in documents]
+    tagged = {p.path for p in problems if p.code == "yaml-tag"}  # the tag error says it all
     for data, pos in documents:
-        problems += schema_problems(data, file, lines, pos)
+        problems += [
+            p
+            for p in schema_problems(data, file, lines, pos)
+            if not any(p.path[: len(t)] == t for t in tagged)
+        ]
     checker = Checker(file, lines, positions, Path(recipe_dir) if recipe_dir else None)
     problems += check_documents(docs, checker, resolve=resolve)
     return docs, _dedupe(problems)

@@ -38,7 +38,12 @@ _MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 _PLAIN_SCALARS = {_STR, _INT, _FLOAT, _BOOL, _NULL, "tag:yaml.org,2002:timestamp"}
 
 # Dashes that look like a list bullet but are not one (pasted from blogs and chat apps).
-_FAKE_BULLETS = {"\u2014": "em-dash", "\u2013": "en-dash", "\u2212": "minus sign", "\u2022": "bullet"}
+_FAKE_BULLETS = {
+    "\u2014": "em-dash",
+    "\u2013": "en-dash",
+    "\u2212": "minus sign",
+    "\u2022": "bullet",
+}
 
 
 class _Loader(yaml.SafeLoader):
@@ -228,10 +233,7 @@ def _syntax_problem(error: yaml.YAMLError, file: str, lines: list[str]) -> Probl
     if context.startswith("while parsing a flow") and opened is not None:
         # Point at the bracket that was never closed, not at the line where PyYAML gave up.
         bracket = "[" if "sequence" in context else "{"
-        message = (
-            f"`{bracket}` opened here is never closed "
-            f"(YAML parser on line {line}: {what})"
-        )
+        message = f"`{bracket}` opened here is never closed (YAML parser on line {line}: {what})"
         line, col = opened.line + 1, opened.column + 1
         hint = f"close it with `{']' if bracket == '[' else '}'}` or check for a missing comma"
     elif context.startswith("while scanning a quoted scalar") and opened is not None:
@@ -282,7 +284,9 @@ def load_documents(path: str | Path) -> list[Document]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise RecipeInvalid([Problem(f"cannot read {file}: {error}", file=file, code="io")]) from None
+        raise RecipeInvalid(
+            [Problem(f"cannot read {file}: {error}", file=file, code="io")]
+        ) from None
     documents, problems = parse_documents(text, file)
     if problems:
         raise RecipeInvalid(problems)

@@ -79,7 +79,9 @@ def render_dot(recipe: Recipe) -> str:
     for step in recipe.steps:
         for _, ref in step_refs(step):
             if ref.name not in recipe.step_names:
-                lines.append(f'  "{ref.name if not ref.revision else f"{ref.name}@{ref.revision}"}" -> "{step.name}";')
+                lines.append(
+                    f'  "{ref.name if not ref.revision else f"{ref.name}@{ref.revision}"}" -> "{step.name}";'
+                )
     lines.append("}")
     return "\n".join(dict.fromkeys(lines))  # an external model used twice by a step: one edge
 
@@ -95,7 +97,9 @@ def render_text(plan: list[dict[str, Any]]) -> str:
         table.add_column(column)
     for i, row in enumerate(plan, start=1):
         inputs = "\n".join(f"{x['role']}: {x['ref']}" for x in row["inputs"])
-        table.add_row(str(i), row["name"], row["kind"], row["summary"], inputs, ", ".join(row["outputs"]))
+        table.add_row(
+            str(i), row["name"], row["kind"], row["summary"], inputs, ", ".join(row["outputs"])
+        )
     buffer = StringIO()
     Console(file=buffer, width=140, no_color=True).print(table)
     return buffer.getvalue().rstrip()

@@ -24,13 +24,27 @@ def main(args: argparse.Namespace) -> int:
         except Exception as error:  # an internal bug must still not hide the other files
             if args.debug:
                 raise
-            problems = [Problem(f"internal error while validating: {error!r}", file=file,
-                                code="internal", hint="rerun with --debug and report it")]
+            problems = [
+                Problem(
+                    f"internal error while validating: {error!r}",
+                    file=file,
+                    code="internal",
+                    hint="rerun with --debug and report it",
+                )
+            ]
             failed.append(file)
         all_problems += problems
     if args.format == "json":
-        print(json.dumps({"files": args.files, "invalid": failed,
-                          "problems": [problem_dict(p) for p in all_problems]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "files": args.files,
+                    "invalid": failed,
+                    "problems": [problem_dict(p) for p in all_problems],
+                },
+                indent=2,
+            )
+        )
     elif all_problems:
         print(render_problems(all_problems, args.format), file=sys.stdout)
     if args.format == "text" and not failed:
