@@ -117,7 +117,7 @@ def _schema_problem(error: Any, file: str, lines: list[str], pos: Positions) -> 
                 got=_short(error.instance),
             )
         ]
-    if kind == "pattern" and path[-1:] == ("name",) or kind == "propertyNames":
+    if (kind == "pattern" and path[-1:] == ("name",)) or kind == "propertyNames":
         return [
             make(
                 "a step name may hold only letters, digits, `_`, `-` and `.`",
