@@ -271,7 +271,7 @@ def parse_documents(text: str, file: str = "") -> tuple[list[Document], list[Pro
     converter = _Converter(file, lines)
     documents: list[Document] = []
     for node in nodes:
-        if node is None:
+        if node is None or (node.tag == _NULL and node.value == ""):  # a lone trailing `---`
             continue
         positions = Positions()
         documents.append((converter.convert(node, (), positions), positions))
