@@ -112,7 +112,7 @@ def _check_step(c: Checker, d: int, kind: str, name: str, block: dict[str, Any])
                 code="apply-shape",
             )
     else:
-        data = block.get("data") if isinstance(block.get("data"), dict) else {}
+        data: dict[str, Any] = block["data"] if isinstance(block.get("data"), dict) else {}
         for gate in block.get("gate") or {}:
             if gate not in data:
                 c.add(

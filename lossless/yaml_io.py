@@ -7,7 +7,7 @@ loader, and reports a tab or a pasted em-dash bullet with a message nobody under
 that names the line and column.
 
 Positions are 1-based. For a mapping entry, `positions[path]` is where the *key* is written (an
-unknown-key error points at the key); `positions.values[path]` is where the value starts (a
+unknown-key error points at the key); `positions.value_starts[path]` is where the value starts (a
 wrong-value error points at the value).
 """
 
@@ -60,17 +60,17 @@ _NUMBERS = yaml.constructor.SafeConstructor()
 
 
 class Positions(dict[YamlPath, tuple[int, int]]):
-    """YAML path → (line, col) of the key (or list item); `.values` → where the value starts."""
+    """YAML path → (line, col) of the key (or list item); `.value_starts` → where the value starts."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.values: dict[YamlPath, tuple[int, int]] = {}
+        self.value_starts: dict[YamlPath, tuple[int, int]] = {}
 
     def value_at(self, path: YamlPath) -> tuple[int, int]:
         """Where the value at `path` starts, falling back to its key, then to its nearest parent."""
         for p in (path[:i] for i in range(len(path), -1, -1)):
-            if p in self.values:
-                return self.values[p]
+            if p in self.value_starts:
+                return self.value_starts[p]
             if p in self:
                 return self[p]
         return (0, 0)
@@ -79,8 +79,8 @@ class Positions(dict[YamlPath, tuple[int, int]]):
         for p in (path[:i] for i in range(len(path), -1, -1)):
             if p in self:
                 return self[p]
-            if p in self.values:
-                return self.values[p]
+            if p in self.value_starts:
+                return self.value_starts[p]
         return (0, 0)
 
 
@@ -113,7 +113,7 @@ class _Converter:
         )
 
     def convert(self, node: yaml.Node, path: YamlPath, pos: Positions) -> Any:
-        pos.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        pos.value_starts[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path, pos)
         if isinstance(node, yaml.SequenceNode):

@@ -29,7 +29,7 @@ def test_positions_of_keys_and_values() -> None:
     assert pos[("models",)] == (1, 1)
     assert pos[("models", 0)] == (2, 5)
     assert pos[("models", 0, "parameters", "weight")] == (3, 18)
-    assert pos.values[("models", 0, "model")] == (2, 12)
+    assert pos.value_starts[("models", 0, "model")] == (2, 12)
     assert pos.value_at(("models", 0, "parameters", "weight")) == (3, 26)
 
 
