@@ -86,6 +86,11 @@ def _schema_problem(error: Any, file: str, lines: list[str], pos: Positions) -> 
             )
         ]
     if kind in ("anyOf", "oneOf"):
+        # A branch that failed on more than its type is the one the user meant: report its errors
+        # (e.g. `{value: 1, filtr: mlp}` → unknown key `filtr`), not "matches no alternative".
+        meant = [e for e in error.context if e.validator not in ("type", "const", "anyOf", "oneOf")]
+        if meant and len({e.schema_path[0] for e in meant}) == 1:
+            return [p for e in meant for p in _schema_problem(e, file, lines, pos)]
         return [
             make(
                 f"`{path[-1] if path else 'document'}` has the wrong shape",
