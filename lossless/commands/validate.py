@@ -1,0 +1,52 @@
+"""`lossless validate FILES...`: schema + semantic checks; no torch, no downloads. Exit 0 or 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from lossless.errors import Problem, RecipeInvalid
+from lossless.render import problem_dict, render_problems
+
+
+def main(args: argparse.Namespace) -> int:
+    from lossless.validate import load_recipe
+
+    all_problems: list[Problem] = []
+    failed: list[str] = []
+    for file in args.files:
+        try:
+            _, problems = load_recipe(file, strict=args.strict, resolve=args.resolve)
+        except RecipeInvalid as invalid:
+            problems = invalid.problems
+            failed.append(file)
+        except Exception as error:  # an internal bug must still not hide the other files
+            if args.debug:
+                raise
+            problems = [
+                Problem(
+                    f"internal error while validating: {error!r}",
+                    file=file,
+                    code="internal",
+                    hint="rerun with --debug and report it",
+                )
+            ]
+            failed.append(file)
+        all_problems += problems
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "files": args.files,
+                    "invalid": failed,
+                    "problems": [problem_dict(p) for p in all_problems],
+                },
+                indent=2,
+            )
+        )
+    elif all_problems:
+        print(render_problems(all_problems, args.format), file=sys.stdout)
+    if args.format == "text" and not failed:
+        print(f"ok: {len(args.files)} recipe(s) valid")
+    return 2 if failed else 0

@@ -1,0 +1,108 @@
+"""What a model reference in a recipe points at: another step, a local directory, or a hub repo.
+
+Rules (as a careful mergekit user expects them):
+- a step name (train/apply/eval step or merge stage) always wins;
+- `./x`, `../x`, `/x`, `~/x` are always local paths (they may not exist yet: the caller decides);
+- a relative path is looked up beside the recipe first, then in the current directory (mergekit
+  resolves against the CWD; a recipe that travels with its models expects its own directory);
+- `org/name` not found on disk is a hub id; a bare word that is none of these is an error, with a
+  did-you-mean over the step names (a typo'd step name is the usual cause).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any, Literal
+
+from lossless.errors import LosslessError
+from lossless.recipe import ModelRef
+
+RefKind = Literal["step", "local", "hub"]
+
+# `Qwen/Qwen2-7B`, `meta-llama/Llama-3.1-8B`: one slash, no spaces, no leading dot.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$")
+_PATH_PREFIXES = ("./", "../", "/", "~", ".\\", "..\\")
+
+
+class UnknownReference(LosslessError):
+    """A reference that is no step, no existing path and no hub id."""
+
+
+def is_explicit_path(name: str) -> bool:
+    return name.startswith(_PATH_PREFIXES) or bool(re.match(r"^[A-Za-z]:[\\/]", name))
+
+
+def looks_like_hub_id(name: str) -> bool:
+    return bool(_HUB_ID.match(name)) and ".." not in name
+
+
+def local_path(name: str, recipe_dir: str | Path | None) -> Path | None:
+    """The existing file or directory `name` names, or None. Relative: recipe dir, then CWD."""
+    path = Path(name).expanduser()
+    if path.is_absolute():
+        return path if path.exists() else None
+    for root in (Path(recipe_dir) if recipe_dir else None, Path.cwd()):
+        if root is not None and (root / path).exists():
+            return root / path
+    return None
+
+
+def did_you_mean(word: str, choices: Collection[str], n: int = 1) -> str | None:
+    """`did you mean 'slerp'?` text, or None when nothing is close."""
+    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)
+    if not close:
+        return None
+    return "did you mean " + " or ".join(f"`{c}`" for c in close) + "?"
+
+
+def classify_name(name: str, step_names: Collection[str], recipe_dir: str | Path | None) -> RefKind:
+    if name in step_names:
+        return "step"
+    if is_explicit_path(name) or local_path(name, recipe_dir) is not None:
+        return "local"
+    if looks_like_hub_id(name):
+        return "hub"
+    hint = did_you_mean(name, step_names)
+    if hint is None:
+        hint = "write a step name, a path starting with `./`, or a hub id like `org/name`"
+        if step_names:
+            hint += f" (steps: {', '.join(sorted(step_names))})"
+    raise UnknownReference(
+        f"`{name}` is not a step name, an existing path, or a hub id (org/name)", hint=hint
+    )
+
+
+def classify_ref(
+    ref: ModelRef, step_names: Collection[str], recipe_dir: str | Path | None
+) -> RefKind:
+    """Kind of the model part of `ref` (its `+lora` part is classified separately by callers)."""
+    return classify_name(ref.name, step_names, recipe_dir)
+
+
+def read_model_config(
+    ref: ModelRef, kind: RefKind, recipe_dir: str | Path | None
+) -> dict[str, Any] | None:
+    """config.json of a local directory or a hub model already in the cache; never downloads.
+
+    None when it cannot be found without the network (a step output, a model not yet cached).
+    """
+    file: Path | None = None
+    if kind == "local":
+        base = local_path(ref.name, recipe_dir)
+        file = base / "config.json" if base is not None and base.is_dir() else None
+    elif kind == "hub":
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(ref.name, "config.json", revision=ref.revision)
+        file = Path(found) if isinstance(found, str) else None
+    if file is None or not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,274 @@
+"""Checks the schema cannot express: method rules, parameter ranges, references, cycles.
+
+Runs on every document even when the schema pass found errors, so one run reports everything; each
+check therefore looks at types defensively and skips what it cannot read. The method rules come
+only from `lossless.methods.table.METHODS` (model counts, base, parameter specs): adding a method
+there is enough for validation to know it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+
+from lossless.build import is_merge_document, stage_name
+from lossless.checker import Checker
+from lossless.errors import Problem, YamlPath
+from lossless.graph import describe_cycle, find_cycles
+from lossless.merge_checks import check_merge
+from lossless.recipe import ModelRef
+from lossless.refs import (
+    UnknownReference,
+    classify_name,
+    did_you_mean,
+    local_path,
+    read_model_config,
+)
+
+
+def _merge_refs(doc: dict[str, Any]) -> list[tuple[YamlPath, str]]:
+    refs: list[tuple[YamlPath, str]] = []
+
+    def add(path: YamlPath, value: Any) -> None:
+        if isinstance(value, str):
+            refs.append((path, value))
+
+    add(("base_model",), doc.get("base_model"))
+    containers: list[tuple[YamlPath, Any]] = [((), doc)]
+    if isinstance(doc.get("modules"), dict):
+        containers += [(("modules", k), v) for k, v in doc["modules"].items()]
+    for prefix, cont in containers:
+        if not isinstance(cont, dict):
+            continue
+        for i, m in enumerate(cont.get("models") or []):
+            if isinstance(m, dict):
+                add((*prefix, "models", i, "model"), m.get("model"))
+        for i, s in enumerate(cont.get("slices") or []):
+            if isinstance(s, dict):
+                add((*prefix, "slices", i, "base_model"), s.get("base_model"))
+                for j, src in enumerate(s.get("sources") or []):
+                    if isinstance(src, dict):
+                        add((*prefix, "slices", i, "sources", j, "model"), src.get("model"))
+    if doc.get("tokenizer_source") not in ("base", "union"):
+        add(("tokenizer_source",), doc.get("tokenizer_source"))
+    tok = doc.get("tokenizer")
+    if isinstance(tok, dict) and tok.get("source") not in ("base", "union"):
+        add(("tokenizer", "source"), tok.get("source"))
+    return refs
+
+
+def _step_refs(block_key: str, name: str, block: dict[str, Any]) -> list[tuple[YamlPath, str]]:
+    p: YamlPath = (block_key, name)
+    refs: list[tuple[YamlPath, Any]] = []
+    if block_key == "train":
+        refs.append(((*p, "base"), block.get("base")))
+    elif block_key == "apply":
+        refs += [((*p, "adapter"), block.get("adapter")), ((*p, "to"), block.get("to"))]
+        for i, a in enumerate(block.get("adapters") or []):
+            if isinstance(a, dict):
+                refs.append(((*p, "adapters", i, "adapter"), a.get("adapter")))
+    else:
+        refs += [((*p, "models", i), m) for i, m in enumerate(block.get("models") or [])]
+        refs.append(((*p, "reference"), block.get("reference")))
+    return [(path, v) for path, v in refs if isinstance(v, str)]
+
+
+def _check_step(c: Checker, d: int, kind: str, name: str, block: dict[str, Any]) -> None:
+    p: YamlPath = (kind, name)
+    if kind == "train":
+        if ("base" in block) == ("init" in block):
+            c.add(
+                d,
+                p,
+                f"train step `{name}` needs exactly one of `base` (a model) or `init` (from scratch)",
+                at_key=True,
+                code="train-shape",
+            )
+        method = block.get("method", "lora")
+        for key, methods in (
+            ("lora", {"lora", "qlora", "dora"}),
+            ("quantization", {"qlora"}),
+            ("prompt_tuning", {"prompt_tuning"}),
+            ("prefix_tuning", {"prefix_tuning"}),
+            ("ia3", {"ia3"}),
+        ):
+            if key in block and isinstance(method, str) and method not in methods:
+                c.add(
+                    d,
+                    (*p, key),
+                    f"`{key}` has no effect with method `{method}`",
+                    at_key=True,
+                    severity="warning",
+                    code="unused-setting",
+                )
+    elif kind == "apply":
+        if ("adapter" in block) == ("adapters" in block):
+            c.add(
+                d,
+                p,
+                f"apply step `{name}` needs exactly one of `adapter` or `adapters`",
+                at_key=True,
+                code="apply-shape",
+            )
+    else:
+        data: dict[str, Any] = block["data"] if isinstance(block.get("data"), dict) else {}
+        for gate in block.get("gate") or {}:
+            if gate not in data:
+                c.add(
+                    d,
+                    (*p, "gate", gate),
+                    f"gate `{gate}` names no dataset of `data`",
+                    at_key=True,
+                    code="unknown-dataset",
+                    hint=did_you_mean(gate, data) or f"datasets: {', '.join(data) or 'none'}",
+                )
+
+
+def _check_ref(
+    c: Checker, d: int, path: YamlPath, text: str, graph: nx.DiGraph, owner: str, resolve: bool
+) -> None:
+    ref = ModelRef.parse(text)
+    for part in [ref.name] + ([ref.lora or ""] if "+" in text else []):
+        if not part:
+            c.add(
+                d,
+                path,
+                f"`{text}` has an empty model or adapter name",
+                code="bad-ref",
+                hint="write `model+adapter`, both parts non-empty",
+            )
+            continue
+        try:
+            kind = classify_name(part, c.step_names, c.recipe_dir)
+        except UnknownReference as error:
+            c.add(d, path, error.message, hint=error.hint, got=part, code="unknown-ref")
+            continue
+        if kind == "step":
+            graph.add_edge(part, owner, path=(d, path))
+        elif kind == "local" and local_path(part, c.recipe_dir) is None:
+            c.add(
+                d,
+                path,
+                f"local path `{part}` does not exist",
+                code="missing-path",
+                hint="paths are relative to the recipe's directory (then the current directory)",
+            )
+        elif (
+            resolve
+            and part == ref.name
+            and kind == "hub"
+            and read_model_config(ref, kind, c.recipe_dir) is None
+        ):
+            c.add(
+                d,
+                path,
+                f"`{part}` is not in the hub cache; its config.json was not checked",
+                severity="warning",
+                code="unresolved",
+                hint=f"`hf download {part} config.json` makes it checkable offline",
+            )
+
+
+def _check_resolved(c: Checker, d: int, doc: dict[str, Any]) -> None:
+    """--resolve: layer ranges and architectures against each model's config.json."""
+    configs: dict[str, tuple[YamlPath, dict[str, Any]]] = {}
+    for path, text in _merge_refs(doc):
+        ref = ModelRef.parse(text)
+        if ref.name in c.step_names:
+            continue
+        try:
+            kind = classify_name(ref.name, c.step_names, c.recipe_dir)
+        except UnknownReference:
+            continue
+        config = read_model_config(ref, kind, c.recipe_dir)
+        if config is not None:
+            configs.setdefault(ref.name, (path, config))
+            layers = config.get("num_hidden_layers")
+            lr = c.get(d, path[:-1]).get("layer_range") if path[-1] == "model" else None
+            if (
+                isinstance(layers, int)
+                and isinstance(lr, list)
+                and len(lr) == 2
+                and isinstance(lr[1], int)
+                and lr[1] > layers
+            ):
+                c.add(
+                    d,
+                    (*path[:-1], "layer_range"),
+                    f"layer_range ends at {lr[1]} but `{ref.name}` has {layers} layers",
+                    expected=f"end <= {layers}",
+                    got=str(lr[1]),
+                    code="layer-range",
+                )
+    for key in ("architectures", "hidden_size"):
+        seen = {
+            name: cfg.get(key) for name, (_, cfg) in configs.items() if cfg.get(key) is not None
+        }
+        if len({str(v) for v in seen.values()}) > 1:
+            c.add(
+                d,
+                ("merge_method",),
+                f"models disagree on {key}: " + ", ".join(f"{n}={v}" for n, v in seen.items()),
+                code="incompatible-models",
+                hint="mergekit merges only models of one architecture and size (--allow-crimes overrides)",
+            )
+
+
+def check_documents(docs: list[Any], c: Checker, *, resolve: bool = False) -> list[Problem]:
+    """Append every semantic problem of `docs` to `c.problems` and return them."""
+    c.docs = docs
+    seen: dict[str, tuple[int, YamlPath]] = {}
+    owners: list[tuple[int, str, list[tuple[YamlPath, str]]]] = []
+    for d, doc in enumerate(docs):
+        if not isinstance(doc, dict):
+            continue
+        named: list[tuple[str, YamlPath]] = []
+        for kind in ("train", "apply", "eval"):
+            if isinstance(doc.get(kind), dict):
+                named += [(n, (kind, n)) for n in doc[kind]]
+        if is_merge_document(doc):
+            named.append((stage_name(doc), ("name",) if "name" in doc else ()))
+        for name, path in named:
+            if name in seen:
+                first = c.positions[seen[name][0]].key_at(seen[name][1])[0]
+                c.add(
+                    d,
+                    path,
+                    f"step name `{name}` is used twice (first on line {first})",
+                    at_key=True,
+                    code="duplicate-step",
+                    hint="give every step and merge stage its own `name`" if not path else None,
+                )
+            else:
+                seen[name] = (d, path)
+    c.step_names = set(seen)
+    graph = nx.DiGraph()
+    for d, doc in enumerate(docs):
+        if not isinstance(doc, dict):
+            continue
+        if is_merge_document(doc):
+            check_merge(c, d, doc)
+            owners.append((d, stage_name(doc), _merge_refs(doc)))
+            if resolve:
+                _check_resolved(c, d, doc)
+        for kind in ("train", "apply", "eval"):
+            for name, block in (
+                (doc.get(kind) or {}).items() if isinstance(doc.get(kind), dict) else ()
+            ):
+                if isinstance(block, dict):
+                    _check_step(c, d, kind, name, block)
+                    owners.append((d, name, _step_refs(kind, name, block)))
+    for d, owner, refs in owners:
+        for path, text in refs:
+            _check_ref(c, d, path, text, graph, owner, resolve)
+    for cycle in find_cycles(graph):
+        d, path = graph.edges[cycle[-1], cycle[0]]["path"]
+        c.add(
+            d,
+            path,
+            f"steps depend on each other in a cycle: {describe_cycle(cycle)}",
+            code="cycle",
+            hint="a step cannot use its own output, directly or through other steps",
+        )
+    return c.problems

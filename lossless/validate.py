@@ -1,0 +1,200 @@
+"""Recipe file → (Recipe, warnings), or `RecipeInvalid` with every problem found at once.
+
+Order: read YAML (syntax, duplicate keys, tags) → JSON Schema pass per document → semantic pass
+(methods, parameters, references, cycles) → build the frozen Recipe. The schema and semantic
+passes both always run, so a user fixes everything in one round.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from lossless.build import build_recipe
+from lossless.errors import Problem, RecipeInvalid
+from lossless.recipe import Recipe
+from lossless.refs import did_you_mean
+from lossless.schema import validator
+from lossless.semantic import Checker, check_documents
+from lossless.yaml_io import Positions, parse_documents, source_line
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _schema_problem(error: Any, file: str, lines: list[str], pos: Positions) -> list[Problem]:
+    """One jsonschema error → Problems with the location and an expected/got/hint."""
+    path = tuple(error.absolute_path)
+    kind, schema = error.validator, error.schema
+
+    def make(message: str, at: tuple, *, key: bool = False, **kw: Any) -> Problem:
+        line, col = pos.key_at(at) if key else pos.value_at(at)
+        return Problem(
+            message,
+            file=file,
+            path=at,
+            line=line,
+            col=col,
+            source_line=source_line(lines, line),
+            **kw,
+        )
+
+    if kind == "additionalProperties":
+        allowed = list(schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in allowed]
+        out = []
+        for k in extra:
+            close = did_you_mean(k, allowed)
+            out.append(
+                make(
+                    f"unknown key `{k}`",
+                    (*path, k),
+                    key=True,
+                    code="unknown-key",
+                    expected=None if close else "one of: " + ", ".join(allowed),
+                    hint=close or "remove it (unknown keys are errors, not ignored)",
+                )
+            )
+        return out
+    if kind == "enum":
+        choices = [str(c) for c in error.validator_value]
+        what = "merge method" if path[-1:] == ("merge_method",) else "value"
+        return [
+            make(
+                f"unknown {what} {_short(error.instance)}",
+                path,
+                code="unknown-value",
+                expected=", ".join(choices),
+                got=_short(error.instance),
+                hint=did_you_mean(str(error.instance), choices),
+            )
+        ]
+    if kind == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return [make(f"missing required key `{missing}`", path, key=True, code="missing-key")]
+    if kind == "dependentRequired":
+        return [
+            make(
+                "a merge stage needs `merge_method`",
+                path,
+                code="missing-key",
+                hint="add `merge_method: linear` (or ties, slerp, ...)",
+            )
+        ]
+    if kind in ("anyOf", "oneOf"):
+        # A branch that failed on more than its type is the one the user meant: report its errors
+        # (e.g. `{value: 1, filtr: mlp}` → unknown key `filtr`), not "matches no alternative".
+        meant = [e for e in error.context if e.validator not in ("type", "const", "anyOf", "oneOf")]
+        if meant and len({e.schema_path[0] for e in meant}) == 1:
+            return [p for e in meant for p in _schema_problem(e, file, lines, pos)]
+        return [
+            make(
+                f"`{path[-1] if path else 'document'}` has the wrong shape",
+                path,
+                code="wrong-type",
+                expected=schema.get("description"),
+                got=_short(error.instance),
+            )
+        ]
+    if kind == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return [
+            make(
+                f"wrong type: expected {expected}",
+                path,
+                code="wrong-type",
+                expected=str(expected),
+                got=_short(error.instance),
+            )
+        ]
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return [
+            make(
+                f"value out of range ({kind} {error.validator_value})",
+                path,
+                code="out-of-range",
+                expected=f"{kind} {error.validator_value}",
+                got=_short(error.instance),
+            )
+        ]
+    if (kind == "pattern" and path[-1:] == ("name",)) or kind == "propertyNames":
+        return [
+            make(
+                "a step name may hold only letters, digits, `_`, `-` and `.`",
+                path,
+                code="bad-name",
+                got=_short(error.instance),
+            )
+        ]
+    return [make(error.message, path, code="schema")]
+
+
+def schema_problems(data: Any, file: str, lines: list[str], pos: Positions) -> list[Problem]:
+    problems: list[Problem] = []
+    errors = sorted(validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    for error in errors:
+        problems += _schema_problem(error, file, lines, pos)
+    return problems
+
+
+def check_text(
+    text: str, file: str = "", *, recipe_dir: str | Path | None = None, resolve: bool = False
+) -> tuple[list[Any], list[Problem]]:
+    """Every problem of a recipe's text (errors and warnings), and its documents as data."""
+    lines = text.splitlines()
+    documents, problems = parse_documents(text, file)
+    if not documents and not problems:
+        problems.append(Problem("the recipe is empty", file=file, code="empty"))
+    syntax_only = [p for p in problems if p.code.startswith("yaml-") and p.code != "yaml-tag"]
+    if syntax_only:
+        return [], problems
+    docs = [data for data, _ in documents]
+    positions = [pos for _, pos in documents]
+    tagged = {p.path for p in problems if p.code == "yaml-tag"}  # the tag error says it all
+    for data, pos in documents:
+        problems += [
+            p
+            for p in schema_problems(data, file, lines, pos)
+            if not any(p.path[: len(t)] == t for t in tagged)
+        ]
+    checker = Checker(file, lines, positions, Path(recipe_dir) if recipe_dir else None)
+    problems += check_documents(docs, checker, resolve=resolve)
+    return docs, _dedupe(problems)
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for p in problems:
+        key = (p.line, p.col, p.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return sorted(out, key=lambda p: (p.line, p.col))
+
+
+def load_recipe(
+    path: str | Path, *, strict: bool = False, resolve: bool = False
+) -> tuple[Recipe, list[Problem]]:
+    """Read and check a recipe; raise `RecipeInvalid` if anything is an error.
+
+    Under `strict`, warnings count as errors. Returns the Recipe and its warnings.
+    """
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecipeInvalid(
+            [Problem(f"cannot read the recipe: {error}", file=file, code="io")]
+        ) from None
+    docs, problems = check_text(text, file, recipe_dir=Path(path).parent, resolve=resolve)
+    if strict:
+        problems = [replace(p, severity="error") for p in problems]
+    if any(p.severity == "error" for p in problems):
+        raise RecipeInvalid(problems)
+    return build_recipe(file, docs), problems
