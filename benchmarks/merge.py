@@ -153,6 +153,7 @@ def run_child(code: str, args: list[str]) -> tuple[dict[str, float], float]:
 
 
 def has_ties() -> bool:
+    sys.path.insert(0, str(ROOT))  # run as a script, benchmarks/ is on the path, not the repo
     try:
         from lossless.methods.table import METHODS
 
