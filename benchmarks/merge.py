@@ -153,6 +153,7 @@ def run_child(code: str, args: list[str]) -> tuple[dict[str, float], float]:
 
 
 def has_ties() -> bool:
+    sys.path.insert(0, str(ROOT))  # run as a script, benchmarks/ is on the path, not the repo
     try:
         from lossless.methods.table import METHODS
 
@@ -206,8 +207,8 @@ def main() -> None:
                 f"  peak RSS {rss:5.2f} GiB",
                 flush=True,
             )
-    if not args.keep:
-        shutil.rmtree(args.dir, ignore_errors=True)
+        if not args.keep:  # only this size's checkpoints: other sizes may be kept on purpose
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

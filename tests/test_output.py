@@ -187,3 +187,13 @@ def test_refuses_to_write_over_an_input(models: dict[str, Path], tmp_path: Path)
         with pytest.raises(LosslessError, match="is or contains the input"):
             build(models, target)
     assert (models["a"] / "config.json").is_file()
+
+
+def test_model_card_without_base_and_with_lock() -> None:
+    from lossless.merge.model_card import render_model_card
+
+    card = render_model_card("a: 1\n", name="m", lock_text="org/x: abc123\n")
+    front = yaml.safe_load(card.split("---")[1])
+    assert front == {"tags": ["merge", "lossless"], "library_name": "transformers"}
+    blocks = [b.split("```")[0] for b in card.split("```yaml\n")[1:]]
+    assert [yaml.safe_load(b) for b in blocks] == [{"a": 1}, {"org/x": "abc123"}]

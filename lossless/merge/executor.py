@@ -81,9 +81,9 @@ def _resume(out_dir: Path, shards: list[ShardSpec], digest: str) -> list[dict[st
             for line in lines[1:]:
                 try:
                     entry = json.loads(line)
-                except json.JSONDecodeError:
+                    recorded[str(entry["file"])] = str(entry["sha256"])
+                except (json.JSONDecodeError, KeyError, TypeError):
                     break  # a line cut short by a kill
-                recorded[entry["file"]] = entry["sha256"]
     done: list[dict[str, str]] = []
     for shard in shards:
         path = out_dir / shard.file

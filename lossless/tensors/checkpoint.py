@@ -212,6 +212,12 @@ class Checkpoint:
         self._pickle = True
         if (self.path / PICKLE_INDEX).is_file():
             self._where = _weight_map(self.path / PICKLE_INDEX)
+            for shard in sorted(set(self._where.values())):
+                if Path(shard).name != shard or not (self.path / shard).is_file():
+                    raise LosslessError(
+                        f"{self.path / PICKLE_INDEX}: lists shard {shard!r}, which is not a "
+                        f"file in {self.path}"
+                    )
         else:
             state = self._open(PICKLE_SINGLE)
             self._where = {name: PICKLE_SINGLE for name in state}
