@@ -6,6 +6,7 @@ absence is a clear error that says how to install it rather than an ImportError 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ def run_tasks(
     }
     if device:
         kwargs["device"] = device
+    # Older lm_eval releases lack the seed arguments: pass only what this version accepts.
+    accepted = inspect.signature(lm_eval.simple_evaluate).parameters
+    kwargs = {k: v for k, v in kwargs.items() if k in accepted}
     try:
         output = lm_eval.simple_evaluate(**kwargs)
     except Exception as exc:  # lm_eval raises plain exceptions for unknown tasks and the like
