@@ -117,9 +117,8 @@ def score_examples(
 
     from lossless.data import encode
 
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
+    # Padding is masked out and labelled IGNORE, so any id works when a tokenizer has no pad token.
+    pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
     encoded = [encode(tokenizer, ex, max_len, loss_on="answer") for ex in examples]
     want_em = "exact_match" in metrics and bool(examples)
     want_em = want_em and all(ex.format in EXACT_MATCH_FORMATS for ex in examples)
