@@ -139,3 +139,26 @@ def test_no_exact_match_for_text(tiny) -> None:
     scores = score_examples(model, tok, [Example("", "the cat sat on the mat", "text")])
     assert set(scores) == {"examples", "tokens", "loss", "perplexity"}
     assert normalise("  Paris<|im_end|>\n\t", ["<|im_end|>"]) == "Paris"
+
+
+def test_generation_stops_at_the_models_eos_ids(tiny) -> None:
+    from lossless.data import Example, encode
+    from lossless.evaluation.metrics import score_examples
+
+    model, tok = tiny
+    ids, labels = encode(tok, Example("the cat", "x", "chat"), 128, loss_on="answer")
+    prompt = ids[: next(i for i, lab in enumerate(labels) if lab != -100)]
+    with torch.no_grad():
+        out = model.generate(
+            torch.tensor([prompt]), max_new_tokens=4, do_sample=False, pad_token_id=2
+        )
+    t1, t2, t3 = out[0, len(prompt) : len(prompt) + 3].tolist()
+    assert t3 not in (t1, t2)  # precondition: the stop token is not said earlier
+    saved = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [1, t3]  # like a chat model's [<|im_end|>, eos]
+    try:
+        two = Example("the cat", tok.decode([t1, t2], skip_special_tokens=True), "chat")
+        kwargs = dict(metrics=("exact_match",), max_new_tokens=4)
+        assert score_examples(model, tok, [two], **kwargs)["exact_match"] == 1.0
+    finally:
+        model.generation_config.eos_token_id = saved

@@ -122,7 +122,7 @@ def score_examples(
     encoded = [encode(tokenizer, ex, max_len, loss_on="answer") for ex in examples]
     want_em = "exact_match" in metrics and bool(examples)
     want_em = want_em and all(ex.format in EXACT_MATCH_FORMATS for ex in examples)
-    stop_ids = {i for i in (tokenizer.eos_token_id, pad_id) if i is not None}
+    stop_ids = _stop_ids(model, tokenizer) | {pad_id}
     specials = list(getattr(tokenizer, "all_special_tokens", []))
 
     total_nll, total_tokens, matches = 0.0, 0, 0
@@ -159,6 +159,22 @@ def score_examples(
     if want_em:
         scores["exact_match"] = matches / len(examples)
     return scores
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Tokens that end an answer: the tokenizer's eos and the model's generation eos ids.
+
+    generate() stops a row at any generation eos id but keeps that token in its output, and chat
+    models list several (Qwen2-Instruct: <|im_end|> and <|endoftext|>), so all of them are cut.
+    """
+    ids: set[int] = set()
+    config = getattr(model, "generation_config", None)
+    for value in (tokenizer.eos_token_id, getattr(config, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    return ids
 
 
 def _prompt_ids(ids: list[int], labels: list[int]) -> list[int]:
