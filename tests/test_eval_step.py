@@ -145,6 +145,16 @@ def test_gate_failure_names_model_dataset_value_threshold(setup, tmp_path: Path)
     assert ("merged on text: loss" in message) == text_worse
     assert "eval.json" in message  # the hint says where the numbers are
 
+    # A cached (fresh) eval step is skipped, but its saved numbers are gated again.
+    from lossless.steps.eval import check_saved_gates
+
+    with pytest.raises(GateFailed) as again:
+        check_saved_gates(gated, tmp_path)
+    assert str(again.value) == message
+    check_saved_gates(step(gate={"qa": {"min_score": 10.0}}), tmp_path)  # a loss ceiling of 10
+    with pytest.raises(LosslessError, match="--force forgetting"):
+        check_saved_gates(gated, tmp_path / "nowhere")
+
 
 def test_gate_and_task_mistakes_fail_before_scoring(setup, tmp_path: Path, monkeypatch) -> None:
     from lossless.steps.eval import run_eval

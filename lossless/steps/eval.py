@@ -104,12 +104,7 @@ def run_eval(
     console.print(report.render_table(scores, reference, datasets, title))
     if chart_note:
         console.print(f"[yellow]{chart_note}[/yellow]")
-    if breaches:
-        lines = "\n".join(f"  - {b.message()}" for b in breaches)
-        raise GateFailed(
-            f"eval {step.name!r}: {len(breaches)} gate(s) breached:\n{lines}",
-            hint=f"every number is in {json_path}",
-        )
+    _raise_for_breaches(step, breaches, json_path)
     return EvalResult(
         step=step.name,
         scores=scores,
@@ -120,6 +115,40 @@ def run_eval(
         chart_path=chart_path,
         tasks=task_scores,
     )
+
+
+def check_saved_gates(step: EvalStep, out_dir: Path) -> None:
+    """Re-apply the gates to a fresh (cached) eval's `eval.json`: a skipped step still fails CI."""
+    import json
+
+    json_path = out_dir / "eval.json"
+    try:
+        saved = json.loads(json_path.read_text())
+        scores = {
+            model: {
+                dataset: {k: float("nan") if v is None else float(v) for k, v in metrics.items()}
+                for dataset, metrics in per_dataset.items()
+            }
+            for model, per_dataset in saved["scores"].items()
+        }
+        formats = {name: info["format"] for name, info in saved["datasets"].items()}
+        reference = saved["reference"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise LosslessError(
+            f"eval {step.name!r}: cannot read its saved results {json_path}: {exc}",
+            hint=f"rerun it with --force {step.name}",
+        ) from exc
+    breaches = check_gates(step.gate, scores, reference=reference, formats=formats)
+    _raise_for_breaches(step, breaches, json_path)
+
+
+def _raise_for_breaches(step: EvalStep, breaches: list[Breach], json_path: Path) -> None:
+    if breaches:
+        lines = "\n".join(f"  - {b.message()}" for b in breaches)
+        raise GateFailed(
+            f"eval {step.name!r}: {len(breaches)} gate(s) breached:\n{lines}",
+            hint=f"every number is in {json_path}",
+        )
 
 
 def _metrics(step: EvalStep) -> tuple[str, ...]:
@@ -214,7 +243,16 @@ def _score_model(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype: Any = "auto" if device == "cuda" else torch.float32  # CPU: exact fp32 numbers
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    try:
+        # safetensors only: pickle checkpoints run code on load (see docs/hub.md).
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=dtype, use_safetensors=True
+        )
+    except OSError as exc:
+        raise LosslessError(
+            f"eval {step.name!r}: cannot load {model_name} from {model_dir}: {exc}",
+            hint="eval reads Hugging Face model dirs with .safetensors weights",
+        ) from exc
     model = model.to(device).eval()
     max_len = min(MAX_EVAL_LEN, int(getattr(model.config, "max_position_embeddings", MAX_EVAL_LEN)))
     max_new = settings.get("max_new_tokens")
