@@ -224,3 +224,47 @@ def test_lm_eval_tasks_through_its_python_api(setup, tmp_path: Path, monkeypatch
     ]
     assert result.tasks == {m: {"arc_easy": {"acc,none": 0.25}} for m in ("base", "merged")}
     assert json.loads(result.json_path.read_text())["tasks"] == result.tasks
+
+
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def test_chat_data_is_judged_and_gated_on_exact_match(setup, tmp_path: Path) -> None:
+    from lossless.steps.eval import run_eval
+
+    root, models = setup
+    chat = [
+        {
+            "messages": [
+                {"role": "user", "content": "reverse: sun bird"},
+                {"role": "assistant", "content": "bird sun"},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "add: 3 5"},
+                {"role": "assistant", "content": "8"},
+            ]
+        },
+    ]
+    write_jsonl(root / "data" / "chat.jsonl", chat)
+    gated = step(
+        data={"chat": "data/chat.jsonl"},
+        settings={"chat_template": CHATML},
+        gate={"chat": {"min_score": 0.5}},  # no metric named: exact_match for chat data
+    )
+    with pytest.raises(GateFailed) as caught:
+        run_eval(gated, model_dirs=models, out_dir=tmp_path, recipe_dir=root, quiet=True)
+    data = json.loads((tmp_path / "eval.json").read_text())
+    assert data["datasets"]["chat"]["format"] == "chat"
+    assert data["datasets"]["chat"]["metric"] == "exact_match"
+    em = data["scores"]["merged"]["chat"]["exact_match"]
+    assert em < 0.5  # a random model does not reverse words
+    assert f"merged on chat: exact_match {em:.4f} is below the minimum min_score 0.5" in str(
+        caught.value
+    )
