@@ -1,0 +1,279 @@
+"""The `eval:` step: score every model on every held-out dataset, report, and enforce the gates.
+
+    eval:
+      forgetting:
+        models: [Qwen/Qwen2-7B-Instruct, merged]     # the first one is the reference by default
+        data: {general: data/general.jsonl, new_skill: {path: data/new.jsonl, role: new}}
+        gate: {general: {max_regression: 0.02}}
+
+Writes `eval.json` (every number) and `eval.png` (grouped bars) into `out_dir`, prints a table,
+then raises GateFailed if any gate was breached, after the reports exist, so CI can show them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from lossless.errors import GateFailed, LosslessError
+from lossless.evaluation.gates import Breach, check_gates, default_metric
+from lossless.evaluation.metrics import ALL_METRICS, EXACT_MATCH_FORMATS
+from lossless.evaluation.report import DatasetInfo
+from lossless.recipe import EvalStep
+
+DEFAULT_BATCH_SIZE = 8
+MAX_EVAL_LEN = 4096  # tokens per example; the model's max_position_embeddings if smaller
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What an eval step measured; `scores` is model → dataset → metric → value."""
+
+    step: str
+    scores: dict[str, dict[str, dict[str, float]]]
+    reference: str | None
+    datasets: dict[str, DatasetInfo]
+    breaches: tuple[Breach, ...]
+    json_path: Path
+    chart_path: Path | None
+    tasks: dict[str, dict[str, dict[str, float]]]  # model → lm_eval task → metric → value
+
+
+def run_eval(
+    step: EvalStep,
+    *,
+    model_dirs: Mapping[str, Path],
+    out_dir: Path,
+    recipe_dir: Path,
+    quiet: bool = False,
+) -> EvalResult:
+    """Measure, report, gate. Raises GateFailed (exit 1) listing every breach."""
+    from rich.console import Console
+
+    from lossless.evaluation import report
+
+    settings = step.settings
+    metrics = _metrics(step)
+    reference = str(step.reference) if step.reference else str(step.models[0])
+    # The reference is measured too, first, even when it is not in `models:`.
+    order = [reference] + [str(m) for m in step.models if str(m) != reference]
+    missing = [m for m in order if m not in model_dirs]
+    if missing:
+        raise LosslessError(f"eval {step.name!r}: no model directory for {', '.join(missing)}")
+    tasks = [str(t) for t in settings.get("tasks") or []]
+    if tasks:
+        from lossless.evaluation.harness import require_lm_eval
+
+        require_lm_eval()  # fail before hours of scoring, not after
+
+    datasets, rows = _load_datasets(step, recipe_dir)
+    _precheck_gates(step, datasets, metrics)
+
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+    task_scores: dict[str, dict[str, dict[str, float]]] = {}
+    for model_name in order:
+        scores[model_name] = _score_model(
+            step, Path(model_dirs[model_name]), model_name, datasets, rows, metrics, quiet
+        )
+        if tasks:
+            from lossless.evaluation.harness import run_tasks
+
+            task_scores[model_name] = run_tasks(
+                Path(model_dirs[model_name]),
+                tasks,
+                batch_size=int(settings.get("batch_size", DEFAULT_BATCH_SIZE)),
+                limit=settings.get("max_samples"),
+                seed=int(settings.get("seed", 0)),
+            )
+
+    breaches = check_gates(
+        step.gate,
+        scores,
+        reference=reference,
+        formats={n: d.format for n, d in datasets.items()},
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    title = f"eval {step.name} (reference: {reference})"
+    payload = report.eval_payload(step.name, scores, reference, datasets, breaches, task_scores)
+    json_path = report.write_json(out_dir / "eval.json", payload)
+    chart_path, chart_note = report.write_chart(out_dir / "eval.png", scores, datasets, title)
+    console = Console()
+    console.print(report.render_table(scores, reference, datasets, title))
+    if chart_note:
+        console.print(f"[yellow]{chart_note}[/yellow]")
+    _raise_for_breaches(step, breaches, json_path)
+    return EvalResult(
+        step=step.name,
+        scores=scores,
+        reference=reference,
+        datasets=datasets,
+        breaches=tuple(breaches),
+        json_path=json_path,
+        chart_path=chart_path,
+        tasks=task_scores,
+    )
+
+
+def check_saved_gates(step: EvalStep, out_dir: Path) -> None:
+    """Re-apply the gates to a fresh (cached) eval's `eval.json`: a skipped step still fails CI."""
+    import json
+
+    json_path = out_dir / "eval.json"
+    try:
+        saved = json.loads(json_path.read_text())
+        scores = {
+            model: {
+                dataset: {k: float("nan") if v is None else float(v) for k, v in metrics.items()}
+                for dataset, metrics in per_dataset.items()
+            }
+            for model, per_dataset in saved["scores"].items()
+        }
+        formats = {name: info["format"] for name, info in saved["datasets"].items()}
+        reference = saved["reference"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise LosslessError(
+            f"eval {step.name!r}: cannot read its saved results {json_path}: {exc}",
+            hint=f"rerun it with --force {step.name}",
+        ) from exc
+    breaches = check_gates(step.gate, scores, reference=reference, formats=formats)
+    _raise_for_breaches(step, breaches, json_path)
+
+
+def _raise_for_breaches(step: EvalStep, breaches: list[Breach], json_path: Path) -> None:
+    if breaches:
+        lines = "\n".join(f"  - {b.message()}" for b in breaches)
+        raise GateFailed(
+            f"eval {step.name!r}: {len(breaches)} gate(s) breached:\n{lines}",
+            hint=f"every number is in {json_path}",
+        )
+
+
+def _metrics(step: EvalStep) -> tuple[str, ...]:
+    metrics = tuple(str(m) for m in step.settings.get("metrics") or ALL_METRICS)
+    unknown = [m for m in metrics if m not in ALL_METRICS]
+    if unknown:
+        raise LosslessError(
+            f"eval.{step.name}.metrics: unknown metric(s) {', '.join(unknown)}",
+            hint=f"choose from {', '.join(ALL_METRICS)}",
+        )
+    return metrics
+
+
+def _load_datasets(
+    step: EvalStep, recipe_dir: Path
+) -> tuple[dict[str, DatasetInfo], dict[str, list[dict[str, Any]]]]:
+    """Each `data:` entry read once (rows shared by every model), its format detected."""
+    from lossless.data import detect_format, load_rows
+
+    default_max = step.settings.get("max_samples")
+    infos: dict[str, DatasetInfo] = {}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for name, spec in step.data.items():
+        spec = {"path": spec} if isinstance(spec, str) else dict(spec)
+        where = f"eval.{step.name}.data.{name}"
+        path = Path(spec["path"])
+        path = path if path.is_absolute() else recipe_dir / path
+        if not path.exists():
+            raise LosslessError(
+                f"{where}: data file {path} does not exist",
+                hint="paths are relative to the recipe's directory",
+            )
+        data = load_rows(path)
+        limit = spec.get("max_samples", default_max)
+        data = data[: int(limit)] if limit else data
+        fmt = spec.get("format") or "auto"
+        if fmt == "auto":
+            fmt = detect_format(data, str(path))
+        metrics = _metrics(step)
+        metric = default_metric(fmt)
+        if metric not in metrics:  # e.g. metrics: [loss] on chat data
+            metric = "loss" if "loss" in metrics else metrics[0]
+        infos[name] = DatasetInfo(name, str(path), fmt, str(spec.get("role", "old")), metric)
+        rows[name] = data
+    return infos, rows
+
+
+def _precheck_gates(
+    step: EvalStep, datasets: Mapping[str, DatasetInfo], metrics: tuple[str, ...]
+) -> None:
+    """Gate mistakes found before any model is loaded (check_gates would find them only after)."""
+    for name, gate in step.gate.items():
+        where = f"eval.{step.name}.gate.{name}"
+        if name not in datasets:
+            raise LosslessError(
+                f"{where}: no dataset {name!r} in this step's `data:`",
+                hint=f"gate one of: {', '.join(datasets) or '(none)'}",
+            )
+        metric = str(gate.get("metric") or default_metric(datasets[name].format))
+        if metric not in metrics:
+            raise LosslessError(
+                f"{where}: metric {metric!r} is not measured",
+                hint=f"add it to `metrics:` (measured: {', '.join(metrics)})",
+            )
+        if metric == "exact_match" and datasets[name].format not in EXACT_MATCH_FORMATS:
+            raise LosslessError(
+                f"{where}: exact_match needs prompts and answers, but {name!r} is "
+                f"{datasets[name].format} data",
+                hint="gate it on `metric: loss` instead",
+            )
+
+
+def _score_model(
+    step: EvalStep,
+    model_dir: Path,
+    model_name: str,
+    datasets: Mapping[str, DatasetInfo],
+    rows: Mapping[str, list[dict[str, Any]]],
+    metrics: tuple[str, ...],
+    quiet: bool,
+) -> dict[str, dict[str, float]]:
+    """Load one model once, score it on every dataset, free it."""
+    import torch
+    from rich.progress import Progress
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lossless.data import to_examples
+    from lossless.evaluation.metrics import score_examples
+
+    settings = step.settings
+    torch.manual_seed(int(settings.get("seed", 0)))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype: Any = "auto" if device == "cuda" else torch.float32  # CPU: exact fp32 numbers
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    try:
+        # safetensors only: pickle checkpoints run code on load (see docs/hub.md).
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=dtype, use_safetensors=True
+        )
+    except OSError as exc:
+        raise LosslessError(
+            f"eval {step.name!r}: cannot load {model_name} from {model_dir}: {exc}",
+            hint="eval reads Hugging Face model dirs with .safetensors weights",
+        ) from exc
+    model = model.to(device).eval()
+    max_len = min(MAX_EVAL_LEN, int(getattr(model.config, "max_position_embeddings", MAX_EVAL_LEN)))
+    max_new = settings.get("max_new_tokens")
+    result: dict[str, dict[str, float]] = {}
+    with Progress(disable=quiet, transient=True) as bar:
+        for name, info in datasets.items():
+            examples = to_examples(
+                rows[name], info.format, tokenizer, settings.get("chat_template")
+            )
+            task = bar.add_task(f"{model_name} · {name}", total=len(examples))
+            result[name] = score_examples(
+                model,
+                tokenizer,
+                examples,
+                metrics=metrics,
+                batch_size=int(settings.get("batch_size", DEFAULT_BATCH_SIZE)),
+                max_len=max_len,
+                max_new_tokens=int(max_new) if max_new else None,
+                progress=partial(bar.advance, task),
+            )
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return result
