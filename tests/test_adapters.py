@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from lossless.adapters import check_fits, load_adapter
+from lossless.errors import LosslessError
 from lossless.tensors.adapted import AdaptedSource
 from lossless.tensors.checkpoint import Checkpoint
 from tests.factories import make_lora_adapter, make_model, read_tensors
@@ -95,3 +96,83 @@ def test_lazy_apply_equals_peft_merge(
     changed = {n for n in before if not torch.equal(before[n], lazy[n])}
     assert changed
     assert "model.norm.weight" not in changed
+
+
+FAMILY_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    # Qwen2 has q/k/v biases: `bias: lora_only` saves them whole, `lora_bias` adds s·lora_B.bias
+    "qwen2_biases": (
+        "qwen2",
+        dict(target_modules=["q_proj", "v_proj"], bias="lora_only", lora_bias=True),
+    ),
+    "qwen2_bias_all": ("qwen2", dict(target_modules=["k_proj"], bias="all")),
+    # GPT-2's Conv1D stores W as [in, out]: peft transposes B·A (fan_in_fan_out)
+    "gpt2_fan_in_fan_out": ("gpt2", dict(target_modules=["c_attn", "c_fc"], fan_in_fan_out=True)),
+    "gpt2_dora": ("gpt2", dict(target_modules=["c_attn"], fan_in_fan_out=True, use_dora=True)),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(FAMILY_VARIANTS))
+def test_other_families_equal_peft_merge(tmp_path: Path, variant: str) -> None:
+    family, kwargs = FAMILY_VARIANTS[variant]
+    base = make_model(tmp_path / "base", family=family, seed=0, tokenizer=False)
+    target = make_model(tmp_path / "target", family=family, seed=1, tokenizer=False)
+    adapter = make_lora_adapter(base, tmp_path / "adapter", seed=4, **kwargs)
+    assert_same(lazy_applied(target, adapter), peft_merged(target, adapter))
+
+
+def test_adapter_for_other_shapes_is_refused_naming_module_and_shapes(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    wide = make_model(tmp_path / "wide", seed=0, tokenizer=False, hidden_size=48)
+    adapter = load_adapter(make_lora_adapter(wide, tmp_path / "adapter", target_modules=["q_proj"]))
+    with pytest.raises(LosslessError) as caught:
+        check_fits(adapter, Checkpoint(models["instruct"], label="instruct"))
+    message = str(caught.value)
+    assert "`model.layers.0.self_attn.q_proj.weight`" in message
+    assert "adapter expects shape [48, 48], model has [32, 32]" in message
+    assert "does not fit `instruct`" in message and "hint:" in message
+
+
+def test_adapter_for_missing_module_is_refused(models: dict[str, Path], tmp_path: Path) -> None:
+    deep = make_model(tmp_path / "deep", seed=0, layers=3, tokenizer=False)
+    adapter = load_adapter(make_lora_adapter(deep, tmp_path / "adapter", target_modules=["v_proj"]))
+    with pytest.raises(LosslessError, match=r"`model\.layers\.2\.self_attn\.v_proj\.weight` is not"):
+        check_fits(adapter, Checkpoint(models["base"]))
+
+
+def test_missing_adapter_files_fail_clearly(models: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(LosslessError, match="adapter_config.json is missing"):
+        load_adapter(tmp_path / "nowhere")
+    adapter = make_lora_adapter(models["base"], tmp_path / "adapter")
+    (adapter / "adapter_model.safetensors").unlink()
+    with pytest.raises(LosslessError, match="adapter_model.safetensors is missing"):
+        load_adapter(adapter)
+
+
+def test_pickled_adapter_needs_allow_pickle(models: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file
+
+    adapter = make_lora_adapter(models["base"], tmp_path / "adapter")
+    pickled = Path(shutil.copytree(adapter, tmp_path / "pickled"))
+    weights = pickled / "adapter_model.safetensors"
+    torch.save(load_file(str(weights)), pickled / "adapter_model.bin")
+    weights.unlink()
+    with pytest.raises(LosslessError, match="--allow-pickle"):
+        load_adapter(pickled)
+    from_pickle = load_adapter(pickled, allow_pickle=True)
+    source = AdaptedSource(Checkpoint(models["base"]), [(from_pickle, 1.0)], label="pickled")
+    applied = {name: source.get(name) for name in source.tensor_names()}
+    assert_same(applied, peft_merged(models["base"], adapter))
+
+
+def test_non_lora_adapter_is_refused(models: dict[str, Path], tmp_path: Path) -> None:
+    from peft import IA3Config, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(models["base"])
+    config = IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"])
+    get_peft_model(model, config).save_pretrained(tmp_path / "ia3")
+    with pytest.raises(LosslessError, match="IA3 adapter cannot be applied"):
+        load_adapter(tmp_path / "ia3")
