@@ -136,16 +136,18 @@ def test_adapter_for_other_shapes_is_refused_naming_module_and_shapes(
 def test_adapter_for_missing_module_is_refused(models: dict[str, Path], tmp_path: Path) -> None:
     deep = make_model(tmp_path / "deep", seed=0, layers=3, tokenizer=False)
     adapter = load_adapter(make_lora_adapter(deep, tmp_path / "adapter", target_modules=["v_proj"]))
-    with pytest.raises(LosslessError, match=r"`model\.layers\.2\.self_attn\.v_proj\.weight` is not"):
+    with pytest.raises(
+        LosslessError, match=r"`model\.layers\.2\.self_attn\.v_proj\.weight` is not"
+    ):
         check_fits(adapter, Checkpoint(models["base"]))
 
 
 def test_missing_adapter_files_fail_clearly(models: dict[str, Path], tmp_path: Path) -> None:
-    with pytest.raises(LosslessError, match="adapter_config.json is missing"):
+    with pytest.raises(LosslessError, match=r"adapter_config\.json is missing"):
         load_adapter(tmp_path / "nowhere")
     adapter = make_lora_adapter(models["base"], tmp_path / "adapter")
     (adapter / "adapter_model.safetensors").unlink()
-    with pytest.raises(LosslessError, match="adapter_model.safetensors is missing"):
+    with pytest.raises(LosslessError, match=r"adapter_model\.safetensors is missing"):
         load_adapter(adapter)
 
 
