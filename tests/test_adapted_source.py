@@ -98,3 +98,33 @@ def test_bf16_target_computed_in_float32_and_cast_once(files: dict[str, Path]) -
         files["first"], "model.layers.0.self_attn.q_proj", 2.0
     )
     assert torch.equal(got, exact.to(torch.bfloat16))
+
+
+def test_written_out_equals_peft_merge_on_disk(files: dict[str, Path], tmp_path: Path) -> None:
+    """`apply: {save: true}`: the lazy view written with the passthrough plan (steps/apply.py)
+    loads in transformers with exactly peft's merged weights, on a model it was not trained on."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from lossless.merge.output import build_output
+    from lossless.steps.apply import copy_plan
+
+    target = make_model(tmp_path / "instruct", seed=7)
+    adapter = load_adapter(files["dora"])
+    lazy = AdaptedSource(Checkpoint(target), [(adapter, 1.0)], label="adapted")
+    out = build_output(
+        copy_plan("adapted", lazy),
+        {"adapted": lazy},
+        tmp_path / "out",
+        fingerprint="test",
+        recipe_text="",
+        tokenizer_dir=target,
+        write_model_card=False,
+        quiet=True,
+    )
+    written = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    model = AutoModelForCausalLM.from_pretrained(target)
+    expected = PeftModel.from_pretrained(model, files["dora"]).merge_and_unload().state_dict()
+    assert set(written) == set(expected)
+    for name, tensor in expected.items():
+        torch.testing.assert_close(written[name], tensor, atol=2e-6, rtol=1e-5, msg=name)
