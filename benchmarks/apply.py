@@ -9,8 +9,10 @@ with `instruct` and `base` as the reference. Inputs are Llama-shaped random bf16
 Each case runs in a fresh subprocess, so its peak RSS is its own:
   - lazy:        TIES over an AdaptedSource (W + s·B·A computed per tensor while streaming);
   - materialise: the adapted model written out in full (a passthrough plan through
-                 build_output, as `apply: {save: true}` does, and as mergekit's `model+lora`
-                 does first), then TIES from the files on disk.
+                 build_output, as `apply: {save: true}` does), then TIES from the files on disk;
+  - peft:        what mergekit's `model+lora` does first: the whole target loaded in
+                 transformers, `PeftModel.from_pretrained(...).merge_and_unload()`,
+                 `save_pretrained`, then TIES from the files on disk.
 Prints a table; asserts nothing.
 """
 
@@ -24,7 +26,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from merge import SIZES, llama_shapes, run_child, write_checkpoint
+from merge import SIZES, VOCAB, llama_shapes, run_child, write_checkpoint
 
 RANK, ALPHA = 16, 32
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -47,6 +49,23 @@ def write_adapter(path: Path, shapes: list[tuple[str, tuple[int, ...]]], seed: i
     save_file(tensors, str(path / "adapter_model.safetensors"))
     config = {"peft_type": "LORA", "r": RANK, "lora_alpha": ALPHA, "target_modules": TARGETS}
     (path / "adapter_config.json").write_text(json.dumps(config))
+
+
+def llama_config(hidden: int, inter: int, layers: int) -> dict[str, object]:
+    """A config transformers can load the random checkpoints with (for the peft case)."""
+    return {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": hidden // 64,
+        "num_key_value_heads": 4,
+        "head_dim": 64,
+        "vocab_size": VOCAB,
+        "tie_word_embeddings": False,
+        "dtype": "bfloat16",
+    }
 
 
 CHILD = """
@@ -76,6 +95,14 @@ def build(plan, sources, out):
 
 if mode == "lazy":
     first = adapted()
+elif mode == "peft":
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(instruct_dir, dtype=torch.bfloat16)
+    model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    model.save_pretrained(work / "adapted")
+    del model
+    first = Checkpoint(work / "adapted", label="adapted")
 else:
     source = adapted()
     build(copy_plan("adapted", source), {"adapted": source}, work / "adapted")
@@ -111,12 +138,16 @@ def main() -> None:
             if not (d / "model.safetensors.index.json").is_file():
                 print(f"writing {d} ({params / 1e6:.0f}M params, bf16)", flush=True)
                 write_checkpoint(d, shapes, seed=seed)
-                config = {"model_type": "llama", "hidden_size": hidden, "num_hidden_layers": layers}
-                (d / "config.json").write_text(json.dumps(config))
+                (d / "config.json").write_text(json.dumps(llama_config(hidden, inter, layers)))
         if not (adapter / "adapter_model.safetensors").is_file():
             write_adapter(adapter, shapes, seed=7)
         results = {}
-        for mode in ("lazy", "materialise", "lazy"):  # lazy twice: the first warms the cache
+        for mode in (
+            "lazy",
+            "materialise",
+            "peft",
+            "lazy",
+        ):  # lazy twice: the first warms the cache
             work = root / f"work-{mode}"
             shutil.rmtree(work, ignore_errors=True)
             child = [mode, str(base), str(instruct), str(adapter), str(work)]
@@ -132,11 +163,13 @@ def main() -> None:
         print(f"{size:>6} {mode:<12} {total:8.1f} {apply:8.1f} {rss:13.2f}")
     by = {(r[0], r[1]): r for r in rows}
     for size in args.sizes.split(","):
-        lazy, full = by[(size, "lazy")], by[(size, "materialise")]
-        print(
-            f"{size}: lazy is {full[2] / lazy[2]:.2f}x faster, "
-            f"peak RSS {lazy[4] / full[4]:.2f}x of materialise"
-        )
+        lazy = by[(size, "lazy")]
+        for other in ("materialise", "peft"):
+            full = by[(size, other)]
+            print(
+                f"{size}: lazy vs {other}: {full[2] / lazy[2]:.2f}x faster, "
+                f"peak RSS {lazy[4] / full[4]:.2f}x"
+            )
 
 
 if __name__ == "__main__":
