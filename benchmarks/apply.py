@@ -14,6 +14,9 @@ Each case runs in a fresh subprocess, so its peak RSS is its own:
                  transformers, `PeftModel.from_pretrained(...).merge_and_unload()`,
                  `save_pretrained`, then TIES from the files on disk.
 Prints a table; asserts nothing.
+
+Measured 2026-11-23, 336M params, 2 shared CPU cores, page cache warm (TIES dominates):
+  lazy 31.7 s / 1.59 GiB; materialise 35.4 s / 1.69 GiB; peft 40.9 s / 1.91 GiB.
 """
 
 from __future__ import annotations
