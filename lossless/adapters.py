@@ -1,0 +1,262 @@
+"""A PEFT LoRA adapter directory read as "what it does to each tensor of a model".
+
+An `Adapter` maps target tensor names (`model.layers.0.self_attn.q_proj.weight`) to how the
+adapter changes them, following peft 0.21's `merge_and_unload` exactly:
+
+- LoRA on a Linear: W + s·B·A with s = alpha/r (alpha/√r with `use_rslora`), r and alpha taken
+  from `rank_pattern` / `alpha_pattern` when a pattern matches the module (peft's regex rule
+  `(.*\\.)?(PATTERN)$`); transposed for `fan_in_fan_out` (GPT-2 Conv1D stores W as [in, out]).
+- LoRA on an Embedding: W + s·(B·A)ᵀ (`lora_embedding_A` is [r, vocab], `_B` is [dim, r]).
+- DoRA (`lora_magnitude_vector`): W' = m · (W + ΔW) / ‖W + ΔW‖, the norm taken per output row
+  for a Linear (per embedding column for an Embedding), m broadcast the same way.
+- `lora_bias`: bias + s·lora_B.bias.
+- Full tensors saved in the adapter (`modules_to_save`, trained biases with `bias: all|lora_only`,
+  an embedding's `base_layer.weight` that peft saves when it targets embeddings) replace the
+  target model's tensor, as `PeftModel.from_pretrained` loads them over it.
+
+The delta math is pure tensor code; AdaptedSource (tensors/adapted.py) applies it while streaming.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lossless.errors import LosslessError
+
+if TYPE_CHECKING:
+    import torch
+
+    from lossless.tensors.source import TensorSource
+
+CONFIG = "adapter_config.json"
+WEIGHTS = "adapter_model.safetensors"
+PICKLE_WEIGHTS = "adapter_model.bin"
+PREFIX = "base_model.model."  # peft's saved keys: PREFIX + module path + suffix
+
+# Key suffix → role, for the keys that carry LoRA factors rather than whole tensors.
+LORA_SUFFIXES: dict[str, str] = {
+    ".lora_A.weight": "A",
+    ".lora_B.weight": "B",
+    ".lora_B.bias": "bias",
+    ".lora_embedding_A": "emb_A",
+    ".lora_embedding_B": "emb_B",
+    ".lora_magnitude_vector": "magnitude",
+    ".lora_magnitude_vector.weight": "magnitude",  # peft < 0.12 spelling
+}
+
+
+@dataclass(frozen=True)
+class LoraFactors:
+    """One module's LoRA: the factors, its scale and how the product lines up with W."""
+
+    module: str  # "model.layers.0.self_attn.q_proj"
+    a: torch.Tensor  # [r, in] (Linear) or [r, vocab] (Embedding)
+    b: torch.Tensor  # [out, r] (Linear) or [dim, r] (Embedding)
+    scale: float  # alpha / r, e.g. 8 / 4 = 2.0
+    embedding: bool = False
+    fan_in_fan_out: bool = False
+    magnitude: torch.Tensor | None = None  # DoRA's m, [out] or [dim]
+
+    @property
+    def expected_shape(self) -> tuple[int, ...]:
+        """The shape W must have for this LoRA to fit it."""
+        rows, cols = (
+            (self.a.shape[1], self.b.shape[0])
+            if self.embedding
+            else (self.b.shape[0], self.a.shape[1])
+        )
+        return (cols, rows) if self.fan_in_fan_out else (rows, cols)
+
+    def delta(self) -> torch.Tensor:
+        """s·B·A in W's own orientation, float32."""
+        product = self.b.float() @ self.a.float()
+        if self.embedding or self.fan_in_fan_out:
+            product = product.T
+        return product * self.scale
+
+    def apply(self, weight: torch.Tensor) -> torch.Tensor:
+        """W after this LoRA (float32 in, float32 out); DoRA rescales rows (columns) to m."""
+        import torch
+
+        merged = weight + self.delta()
+        if self.magnitude is None:
+            return merged
+        # peft: norm of (W + ΔW) in [out, in] orientation along dim 1; for an Embedding the
+        # layer is treated as fan_in_fan_out, so the norm runs down each column of [vocab, dim].
+        by_columns = self.embedding or self.fan_in_fan_out
+        norm = torch.linalg.norm(merged, dim=0 if by_columns else 1)
+        factor = self.magnitude.float() / norm
+        return merged * (factor.view(1, -1) if by_columns else factor.view(-1, 1))
+
+
+@dataclass
+class Adapter:
+    """A loaded adapter: per target tensor name, the LoRA, the bias delta or the replacement."""
+
+    path: Path
+    config: Mapping[str, Any]
+    lora: dict[str, LoraFactors] = field(default_factory=dict)  # "...q_proj.weight" → factors
+    bias_deltas: dict[str, torch.Tensor] = field(default_factory=dict)  # "...q_proj.bias" → s·b
+    replaced: dict[str, torch.Tensor] = field(default_factory=dict)  # "lm_head.weight" → tensor
+
+    @property
+    def targets(self) -> set[str]:
+        return set(self.lora) | set(self.bias_deltas) | set(self.replaced)
+
+    def apply(self, name: str, weight: torch.Tensor) -> torch.Tensor:
+        """Tensor `name` after this adapter, from the target's float32 `weight`."""
+        out = weight
+        if name in self.replaced:
+            out = self.replaced[name].float()
+        if name in self.lora:
+            out = self.lora[name].apply(out)
+        if name in self.bias_deltas:
+            out = out + self.bias_deltas[name]
+        return out
+
+
+def load_adapter(path: Path, *, allow_pickle: bool = False) -> Adapter:
+    """Read a PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors)."""
+    path = Path(path)
+    config_file = path / CONFIG
+    if not config_file.is_file():
+        raise LosslessError(
+            f"{path} is not a PEFT adapter: {CONFIG} is missing",
+            hint="an adapter directory holds adapter_config.json and adapter_model.safetensors",
+        )
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as e:
+        raise LosslessError(f"{config_file}: not valid JSON ({e})") from None
+    peft_type = str(config.get("peft_type", "LORA")).upper()
+    if peft_type != "LORA":
+        raise LosslessError(
+            f"{path}: a {peft_type} adapter cannot be applied as weights; only LoRA/DoRA can",
+            hint="merge it with peft (merge_and_unload) and use the saved model instead",
+        )
+    tensors = _read_weights(path, allow_pickle)
+    return _build(path, config, tensors)
+
+
+def _read_weights(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
+    weights = path / WEIGHTS
+    if weights.is_file():
+        from safetensors.torch import load_file
+
+        from lossless.tensors.checkpoint import read_header
+
+        read_header(weights)  # refuses a corrupt or hostile header before any tensor is read
+        return load_file(str(weights))
+    pickled = path / PICKLE_WEIGHTS
+    if pickled.is_file():
+        if not allow_pickle:
+            raise LosslessError(
+                f"{pickled} is a pickle file, which can run code when loaded",
+                hint="convert it to adapter_model.safetensors, or pass --allow-pickle if you "
+                "trust its author",
+            )
+        import torch
+
+        return torch.load(pickled, map_location="cpu", weights_only=True)
+    raise LosslessError(
+        f"{path}: no adapter weights ({WEIGHTS} is missing)",
+        hint="the adapter directory is incomplete; save it again with save_pretrained",
+    )
+
+
+def _pattern_value(patterns: Mapping[str, Any], module: str, default: Any) -> Any:
+    """peft's rank_pattern/alpha_pattern rule: the first key matching the module's name end."""
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return default
+
+
+def _build(path: Path, config: Mapping[str, Any], tensors: dict[str, torch.Tensor]) -> Adapter:
+    adapter = Adapter(path=path, config=config)
+    parts: dict[str, dict[str, torch.Tensor]] = {}  # module → role → tensor
+    for key, tensor in tensors.items():
+        name = key.removeprefix(PREFIX)
+        for suffix, role in LORA_SUFFIXES.items():
+            if name.endswith(suffix):
+                parts.setdefault(name.removesuffix(suffix), {})[role] = tensor
+                break
+        else:
+            # A whole tensor saved by peft: modules_to_save, trained biases, or an embedding's
+            # base weight; `base_layer.` is peft's wrapper level, absent from the model's names.
+            adapter.replaced[name.replace(".base_layer.", ".")] = tensor
+    rank_pattern = config.get("rank_pattern") or {}
+    alpha_pattern = config.get("alpha_pattern") or {}
+    for module, found in parts.items():
+        embedding = "emb_A" in found
+        a, b = (
+            (found.get("emb_A"), found.get("emb_B"))
+            if embedding
+            else (found.get("A"), found.get("B"))
+        )
+        if a is None or b is None:
+            raise LosslessError(
+                f"{path / WEIGHTS}: module `{module}` has only part of its LoRA factors "
+                f"({', '.join(sorted(found))})",
+                hint="the adapter file is incomplete; save it again with save_pretrained",
+            )
+        r = int(_pattern_value(rank_pattern, module, config.get("r", a.shape[0])))
+        alpha = float(_pattern_value(alpha_pattern, module, config.get("lora_alpha", r)))
+        if r != a.shape[0]:
+            raise LosslessError(
+                f"{path}: module `{module}` has rank {a.shape[0]} in its weights but {r} in "
+                f"{CONFIG}",
+                hint="the config and weights come from different adapters",
+            )
+        scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+        factors = LoraFactors(
+            module=module,
+            a=a,
+            b=b,
+            scale=scale,
+            embedding=embedding,
+            fan_in_fan_out=bool(config.get("fan_in_fan_out")) and not embedding,
+            magnitude=found.get("magnitude"),
+        )
+        adapter.lora[f"{module}.weight"] = factors
+        if "bias" in found:
+            adapter.bias_deltas[f"{module}.bias"] = found["bias"].float() * scale
+    return adapter
+
+
+def check_fits(adapter: Adapter, base: TensorSource) -> None:
+    """Refuse, before anything is written, an adapter whose targets the model lacks or misshapes."""
+    names = set(base.tensor_names())
+    problems: list[str] = []
+    for name in sorted(adapter.targets):
+        if name not in names:
+            problems.append(f"`{name}` is not in the model")
+            continue
+        have = tuple(base.shape(name))
+        wants = []
+        if name in adapter.lora:
+            wants.append(tuple(adapter.lora[name].expected_shape))
+        if name in adapter.bias_deltas:
+            wants.append(tuple(adapter.bias_deltas[name].shape))
+        if name in adapter.replaced:
+            wants.append(tuple(adapter.replaced[name].shape))
+        for want in wants:
+            if want != have:
+                problems.append(
+                    f"`{name}`: adapter expects shape {list(want)}, model has {list(have)}"
+                )
+    if problems:
+        shown = "\n  ".join(problems[:8]) + (
+            f"\n  ... {len(problems) - 8} more" if len(problems) > 8 else ""
+        )
+        raise LosslessError(
+            f"adapter {adapter.path} does not fit `{base.label}`:\n  {shown}",
+            hint="apply an adapter to a model of the architecture and sizes it was trained on "
+            f"(adapter_config.json names {adapter.config.get('base_model_name_or_path')!r})",
+        )

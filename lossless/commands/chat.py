@@ -1,0 +1,142 @@
+"""`lossless chat MODEL`: talk to a model in the terminal, the "try the merged model" step.
+
+The conversation is rendered with the model's own chat template (ChatML when the tokenizer has
+none), tokens are printed as they are generated, and decoding is greedy at `--temperature 0`
+(the default), so `lossless chat out/ --prompt "..."` is reproducible in scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from lossless.errors import LosslessError
+
+EXIT_WORDS = {"exit", "quit", "/exit", "/quit"}
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return chat(_model_dir(args.model), args)
+    except LosslessError as error:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _model_dir(reference: str) -> Path:
+    """A local model directory as is; a hub id (`org/name[@rev]`) downloaded into the cache."""
+    from lossless.hub import resolve_model
+
+    return resolve_model(reference).path
+
+
+def chat(model_dir: Path, args: argparse.Namespace) -> int:
+    """One-shot with `args.prompt`, else an interactive loop until EOF or `exit`."""
+    tokenizer, model = _load(model_dir, trust_remote_code=getattr(args, "trust_remote_code", False))
+    messages: list[dict[str, str]] = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    if args.prompt is not None:
+        messages.append({"role": "user", "content": args.prompt})
+        _answer(tokenizer, model, messages, args)
+        return 0
+    print(f"chatting with {model_dir} (type `exit` or Ctrl-D to leave)", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        if line.strip() in EXIT_WORDS:
+            return 0
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line})
+        messages.append({"role": "assistant", "content": _answer(tokenizer, model, messages, args)})
+
+
+def _load(model_dir: Path, *, trust_remote_code: bool) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lossless.chat_templates import CHATML
+
+    if not (model_dir / "config.json").is_file():
+        raise LosslessError(
+            f"{model_dir} is not a model directory (config.json is missing)",
+            hint="pass a directory written by `lossless run` or `save_pretrained`",
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype="auto", trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as e:
+        raise LosslessError(f"cannot load the model in {model_dir}: {e}") from None
+    if not tokenizer.chat_template:
+        print(f"note: {model_dir} has no chat template; using ChatML", file=sys.stderr)
+        tokenizer.chat_template = CHATML
+    model.eval()
+    return tokenizer, model
+
+
+def _stop_ids(tokenizer: Any) -> list[int]:
+    """EOS plus the end-of-turn markers of common templates that are in the vocabulary."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    vocab = tokenizer.get_vocab()
+    for marker in ("<|im_end|>", "<|eot_id|>", "<|end|>", "[|endofturn|]"):
+        if marker in vocab and vocab[marker] not in ids:
+            ids.append(vocab[marker])
+    return ids
+
+
+def _answer(tokenizer: Any, model: Any, messages: list[dict[str, str]], args: Any) -> str:
+    """Generate the assistant's reply, printing it token by token; returns the full text."""
+    import torch
+    from transformers import TextIteratorStreamer
+
+    inputs = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    sampled = args.temperature > 0
+    stop = _stop_ids(tokenizer)
+    kwargs: dict[str, Any] = dict(
+        **inputs,
+        max_new_tokens=args.max_new_tokens,
+        do_sample=sampled,
+        streamer=streamer,
+        eos_token_id=stop or None,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0],
+    )
+    if sampled:
+        kwargs.update(temperature=args.temperature, top_p=args.top_p)
+    else:  # a model's generation_config may ask for sampling; greedy means greedy
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    failure: list[BaseException] = []
+
+    def generate() -> None:
+        try:
+            with torch.inference_mode():
+                model.generate(**kwargs)
+        except BaseException as e:  # surfaced in the main thread below
+            failure.append(e)
+            streamer.end()
+
+    worker = threading.Thread(target=generate, daemon=True)
+    worker.start()
+    parts = []
+    for piece in streamer:
+        parts.append(piece)
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    worker.join()
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    if failure:
+        raise LosslessError(f"generation failed: {failure[0]}") from failure[0]
+    return "".join(parts)
