@@ -1,0 +1,110 @@
+"""`lossless run` end to end on tiny checkpoints: merged files, loaded back and run by transformers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.factories import make_model, read_tensors
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lossless", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def family_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    make_model(root / "base", seed=0, shard_size="40KB")
+    make_model(root / "ft1", seed=1)
+    make_model(root / "ft2", seed=2, shard_size="40KB")
+    return root
+
+
+def write_recipe(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_ties_merge_matches_closed_form_and_loads(family_models: Path, tmp_path: Path) -> None:
+    recipe = write_recipe(
+        tmp_path / "ties.yaml",
+        f"""
+        models:
+          - model: {family_models / "ft1"}
+            parameters: {{weight: 1.0, density: 1.0}}
+          - model: {family_models / "ft2"}
+            parameters: {{weight: 1.0, density: 1.0}}
+        merge_method: ties
+        base_model: {family_models / "base"}
+        parameters: {{normalize: true}}
+        dtype: float32
+        """,
+    )
+    out = tmp_path / "merged"
+    result = run_cli("run", str(recipe), str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    merged = read_tensors(out)
+    base, ft1, ft2 = (read_tensors(family_models / n) for n in ("base", "ft1", "ft2"))
+    name = "model.layers.1.mlp.up_proj.weight"
+    d1, d2 = ft1[name] - base[name], ft2[name] - base[name]
+    # density 1: no trimming; sign election by the sign of the sum; disjoint mean of agreeing deltas
+    sign = torch.sign(d1 + d2)
+    agree1, agree2 = (torch.sign(d1) == sign).float(), (torch.sign(d2) == sign).float()
+    expected = base[name] + (d1 * agree1 + d2 * agree2) / (agree1 + agree2).clamp(min=1)
+    torch.testing.assert_close(merged[name], expected, rtol=1e-5, atol=1e-6)
+    assert (out / "mergekit_config.yml").is_file()
+    assert (out / "README.md").read_text().startswith("---")
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    logits = model(**tokenizer("the cat sat", return_tensors="pt")).logits
+    assert torch.isfinite(logits).all()
+
+
+def test_second_run_is_fresh_and_weight_change_reruns(family_models: Path, tmp_path: Path) -> None:
+    text = f"""
+        models:
+          - model: {family_models / "ft1"}
+            parameters: {{weight: WEIGHT}}
+          - model: {family_models / "ft2"}
+            parameters: {{weight: 0.5}}
+        merge_method: linear
+        dtype: float32
+        """
+    recipe = write_recipe(tmp_path / "linear.yaml", text.replace("WEIGHT", "0.5"))
+    out = tmp_path / "merged"
+    assert run_cli("run", str(recipe), str(out)).returncode == 0
+    manifest = json.loads((out / "lossless-manifest.json").read_text())
+    again = run_cli("run", str(recipe), str(out))
+    assert again.returncode == 0 and "fresh" in again.stderr
+    assert json.loads((out / "lossless-manifest.json").read_text()) == manifest
+    write_recipe(recipe, text.replace("WEIGHT", "1.5"))
+    changed = run_cli("run", str(recipe), str(out))
+    assert changed.returncode == 0 and "running" in changed.stderr
+    merged = read_tensors(out)["model.norm.weight"]
+    ft1, ft2 = (read_tensors(family_models / n)["model.norm.weight"] for n in ("ft1", "ft2"))
+    torch.testing.assert_close(merged, (1.5 * ft1 + 0.5 * ft2) / 2.0)
+
+
+def test_invalid_recipe_exits_2_without_traceback(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path / "bad.yaml", "merge_methd: ties\nmodels: []\n")
+    result = run_cli("run", str(recipe), str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "merge_method" in result.stderr  # did-you-mean
+    assert not (tmp_path / "out").exists()
