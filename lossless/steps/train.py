@@ -1,0 +1,202 @@
+"""`train:` steps: load a model, build the dataset, train with transformers' Trainer, save.
+
+Straight-line: tokenizer+model → examples → token ids → Trainer → adapter or full model,
+tokenizer, metrics.json. The runner keeps `out_dir` across an interrupted run, so checkpoints in
+out_dir/checkpoints are resumed from. Heavy imports live inside functions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from lossless.errors import LosslessError
+from lossless.recipe import TrainStep
+
+PEFT_METHODS = ("lora", "dora", "qlora")
+METHODS = (*PEFT_METHODS, "full")
+
+
+def run_train(
+    step: TrainStep,
+    *,
+    base_dir: Path | None,
+    out_dir: Path,
+    recipe_dir: Path,
+    quiet: bool = False,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Train `step` and write its output into out_dir; returns the metrics dict."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+    s = dict(step.settings)
+    method = step.method or s.get("method", "lora")
+    if method not in METHODS:
+        raise LosslessError(
+            f"train.{step.name}: method {method!r} is not supported yet",
+            hint=f"use one of {', '.join(METHODS)}",
+        )
+    seed = int(s.get("seed", seed if seed is not None else 0))
+    torch.manual_seed(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if base_dir is None:
+        raise LosslessError(
+            f"train.{step.name}: needs `base:`", hint="init: is not available in this build"
+        )
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    bf16 = _use_bf16(s.get("precision", "auto"))
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    if method in PEFT_METHODS:
+        model = _wrap_lora(model, s, method)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    features = _build_dataset(step, s, tokenizer, recipe_dir)
+    args = TrainingArguments(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=float(s.get("epochs", 1)),
+        max_steps=int(s.get("max_steps", -1)),
+        learning_rate=float(s.get("learning_rate", 2e-4 if method != "full" else 5e-5)),
+        lr_scheduler_type=s.get("lr_scheduler", "cosine"),
+        warmup_steps=float(s.get("warmup_steps", s.get("warmup_ratio", 0))),
+        per_device_train_batch_size=int(s.get("batch_size", 4)),
+        gradient_accumulation_steps=int(s.get("gradient_accumulation_steps", 1)),
+        gradient_checkpointing=bool(s.get("gradient_checkpointing", False)),
+        bf16=bf16,
+        fp16=s.get("precision") == "fp16",
+        seed=seed,
+        logging_steps=int(s.get("logging_steps", 1)),
+        save_steps=int(s.get("save_steps", 50)),
+        save_total_limit=2,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=features,
+        data_collator=_collate(tokenizer.pad_token_id),
+    )
+    resume = _last_checkpoint(out_dir / "checkpoints")
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    wall = time.perf_counter() - t0
+
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    model.save_pretrained(out_dir)
+    if s.get("chat_template"):
+        from lossless.chat_templates import resolve_chat_template
+
+        tokenizer.chat_template = resolve_chat_template(s["chat_template"])
+    tokenizer.save_pretrained(out_dir)
+    metrics = {
+        "method": method,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "losses": losses,
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "wall_seconds": round(wall, 3),
+        "trainable_params": trainable,
+        "examples": len(features),
+        "resumed_from": resume.name if resume else None,
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _use_bf16(precision: str) -> bool:
+    """auto → bf16 only where CUDA supports it; fp32 on CPU."""
+    import torch
+
+    if precision == "bf16":
+        return True
+    return precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _wrap_lora(model: Any, s: dict[str, Any], method: str) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    lora = dict(s.get("lora") or {})
+    config = LoraConfig(
+        r=int(lora.get("r", 8)),
+        lora_alpha=float(lora.get("alpha", 16)),
+        lora_dropout=float(lora.get("dropout", 0.0)),
+        target_modules=lora.get("target_modules", "all-linear"),
+        modules_to_save=lora.get("modules_to_save"),
+        use_rslora=bool(lora.get("use_rslora", False)),
+        use_dora=bool(lora.get("use_dora", method == "dora")),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def _data_paths(data: Any, recipe_dir: Path) -> list[tuple[str, str | None]]:
+    """settings["data"] → [(path or hub id, format or None)]; local paths are recipe-relative."""
+    items = data if isinstance(data, list) else [data]
+    out = []
+    for item in items:
+        path, fmt = (
+            (item.get("path"), item.get("format")) if isinstance(item, dict) else (item, None)
+        )
+        if not isinstance(path, str):
+            raise LosslessError(
+                "train: `data` needs a path", hint="data: file.jsonl, or {path: ..., format: chat}"
+            )
+        local = recipe_dir / path
+        out.append((str(local) if local.exists() or "." in Path(path).name else path, fmt))
+    return out
+
+
+def _build_dataset(
+    step: TrainStep, s: dict[str, Any], tokenizer: Any, recipe_dir: Path
+) -> list[dict[str, list[int]]]:
+    from lossless.data import detect_format, encode, load_rows, to_examples
+
+    if not s.get("data"):
+        raise LosslessError(f"train.{step.name}: `data` is required")
+    max_len = int(s.get("max_seq_length", 512))
+    features = []
+    for path, fmt in _data_paths(s["data"], recipe_dir):
+        rows = load_rows(Path(path) if Path(path).exists() else path)
+        fmt = fmt or s.get("format", "auto")
+        if fmt == "auto":
+            fmt = detect_format(rows, path)
+        examples = to_examples(rows, fmt, tokenizer, s.get("chat_template"), source=path)
+        loss_on = s.get("loss_on", "all" if fmt == "text" else "answer")
+        for ex in examples:
+            ids, labels = encode(tokenizer, ex, max_len, loss_on=loss_on)
+            features.append({"input_ids": ids, "labels": labels})
+    return features
+
+
+def _collate(pad_id: int) -> Any:
+    """Right-pad input_ids with pad_id, labels with -100; attention mask marks real tokens."""
+    import torch
+
+    def collate(batch: list[dict[str, list[int]]]) -> dict[str, Any]:
+        n = max(len(b["input_ids"]) for b in batch)
+        ids = [b["input_ids"] + [pad_id] * (n - len(b["input_ids"])) for b in batch]
+        labels = [b["labels"] + [-100] * (n - len(b["labels"])) for b in batch]
+        mask = [[1] * len(b["input_ids"]) + [0] * (n - len(b["input_ids"])) for b in batch]
+        return {
+            "input_ids": torch.tensor(ids),
+            "labels": torch.tensor(labels),
+            "attention_mask": torch.tensor(mask),
+        }
+
+    return collate
+
+
+def _last_checkpoint(ckpt_dir: Path) -> Path | None:
+    """checkpoints/checkpoint-N with the largest N, or None."""
+    if not ckpt_dir.is_dir():
+        return None
+    found = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
