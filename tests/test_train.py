@@ -80,3 +80,20 @@ def test_full_writes_loadable_model_and_resumes(world) -> None:
     assert again["resumed_from"] == "checkpoint-2" and again["steps"] == 4
     # The loss history of steps 1-2 comes back from the checkpoint; steps 3-4 were trained again.
     assert again["losses"][:2] == first["losses"][:2] and len(again["losses"]) == 4
+
+
+def test_qlora_runs_a_step_on_cpu(tmp_path: Path) -> None:
+    base = make_model(tmp_path / "base", layers=1, hidden_size=64, intermediate_size=128)
+    write_jsonl(tmp_path / "data.jsonl", ROWS)
+    step = _step("qlora", max_steps=2, batch_size=4, quantization={"bits": 4, "quant_type": "nf4"})
+    m = run_train(step, base_dir=base, out_dir=tmp_path / "q", recipe_dir=tmp_path, quiet=True)
+    assert m["steps"] == 2 and (tmp_path / "q" / "adapter_model.safetensors").exists()
+    _logits(base, tmp_path / "q")  # the adapter loads onto the unquantised base
+
+
+def test_qlora_refuses_cpu_shapes_bitsandbytes_cannot_run(world) -> None:
+    from lossless.errors import LosslessError
+
+    root, base = world  # hidden_size 32
+    with pytest.raises(LosslessError, match="divisible by 64"):
+        run_train(_step("qlora", max_steps=1), base_dir=base, out_dir=root / "q", recipe_dir=root)

@@ -51,7 +51,10 @@ def run_train(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     bf16 = _use_bf16(s.get("precision", "auto"))
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    if method == "qlora":
+        model = _load_4bit(base_dir, s)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     if method in PEFT_METHODS:
         model = _wrap_lora(model, s, method)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -118,6 +121,48 @@ def _use_bf16(precision: str) -> bool:
     if precision == "bf16":
         return True
     return precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _load_4bit(base_dir: Path, s: dict[str, Any]) -> Any:
+    """QLoRA base: bitsandbytes 4-bit weights (nf4 by default, double quantisation).
+
+    bitsandbytes 0.50 runs 4-bit layers on CPU, but its CPU kernel needs every quantised
+    Linear's in_features to be a multiple of the 64-element block (hidden 32 fails inside
+    bnb with "shape '[32, 0]' is invalid"); we check that up front for a clear message."""
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
+
+    q = dict(s.get("quantization") or {})
+    if int(q.get("bits", 4)) != 4:
+        raise LosslessError("qlora: only `quantization.bits: 4` is supported")
+    config = AutoConfig.from_pretrained(base_dir)
+    if not torch.cuda.is_available():
+        sizes = [getattr(config, k, 64) for k in ("hidden_size", "intermediate_size")]
+        if any(int(n) % 64 for n in sizes):
+            raise LosslessError(
+                f"qlora on CPU needs hidden_size and intermediate_size divisible by 64 (got {sizes})",
+                hint="bitsandbytes' CPU 4-bit kernel quantises in blocks of 64; use method: lora",
+            )
+    dtype = getattr(
+        torch,
+        str(q.get("compute_dtype", "float32"))
+        .replace("fp32", "float32")
+        .replace("bf16", "bfloat16"),
+    )
+    bnb = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=q.get("quant_type", "nf4"),
+        bnb_4bit_use_double_quant=bool(q.get("double_quant", True)),
+        bnb_4bit_compute_dtype=dtype,
+    )
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(
+        base_dir, quantization_config=bnb, device_map=device
+    )
+    return prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=bool(s.get("gradient_checkpointing", False))
+    )
 
 
 def _wrap_lora(model: Any, s: dict[str, Any], method: str) -> Any:
