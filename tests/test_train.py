@@ -97,3 +97,35 @@ def test_qlora_refuses_cpu_shapes_bitsandbytes_cannot_run(world) -> None:
     root, base = world  # hidden_size 32
     with pytest.raises(LosslessError, match="divisible by 64"):
         run_train(_step("qlora", max_steps=1), base_dir=base, out_dir=root / "q", recipe_dir=root)
+
+
+def test_init_preset_with_trained_tokenizer(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    (tmp_path / "corpus.txt").write_text("the cat sat on the mat\none plus two is three\n" * 5)
+    write_jsonl(tmp_path / "data.jsonl", ROWS)
+    init = {
+        "config": "tiny-qwen2",
+        "tokenizer": {"train_on": ["corpus.txt", "data.jsonl"], "vocab_size": 300},
+    }
+    step = TrainStep(
+        name="t",
+        base=None,
+        method="full",
+        init=init,
+        settings={"data": "corpus.txt", "max_steps": 3, "learning_rate": 1e-3},
+    )
+    m = run_train(step, base_dir=None, out_dir=tmp_path / "m", recipe_dir=tmp_path, quiet=True)
+    assert m["steps"] == 3 and m["last_loss"] < m["first_loss"]
+    tok = AutoTokenizer.from_pretrained(tmp_path / "m")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    assert (
+        model.config.vocab_size == len(tok)
+        and len(tok) in (300, 301)
+        and model.config.hidden_size == 64
+    )
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert tok.convert_tokens_to_ids("<|im_end|>") == 4  # a single special token, not bytes

@@ -42,19 +42,30 @@ def run_train(
     seed = int(s.get("seed", seed if seed is not None else 0))
     torch.manual_seed(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
+    bf16 = _use_bf16(s.get("precision", "auto"))
     if base_dir is None:
-        raise LosslessError(
-            f"train.{step.name}: needs `base:`", hint="init: is not available in this build"
-        )
+        if not step.init:
+            raise LosslessError(f"train.{step.name}: needs `base:` or `init:`")
+        if method != "full":
+            raise LosslessError(
+                f"train.{step.name}: a model from `init:` is trained with method: full"
+            )
+        from lossless.training.init import init_model
 
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        model, tokenizer = init_model(dict(step.init), recipe_dir, seed)
+        if not s.get("data"):  # init only: save the random model and its tokenizer
+            model.save_pretrained(out_dir)
+            tokenizer.save_pretrained(out_dir)
+            return {"method": "init", "steps": 0, "trainable_params": model.num_parameters()}
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        model = (
+            _load_4bit(base_dir, s)
+            if method == "qlora"
+            else AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    bf16 = _use_bf16(s.get("precision", "auto"))
-    if method == "qlora":
-        model = _load_4bit(base_dir, s)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     if method in PEFT_METHODS:
         model = _wrap_lora(model, s, method)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
