@@ -68,9 +68,24 @@ def run_train(
         tokenizer.pad_token = tokenizer.eos_token
     if method in PEFT_METHODS:
         model = _wrap_lora(model, s, method)
+    if s.get("freeze"):
+        from lossless.training.freeze import freeze
+
+        fz = dict(s["freeze"])
+        freeze(model, int(fz.get("first_layers", 0)), list(fz.get("patterns") or []))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-    features = _build_dataset(step, s, tokenizer, recipe_dir)
+    features = _build_dataset(step, s, tokenizer, recipe_dir, seed)
+    collate = _collate(tokenizer.pad_token_id)
+    trainer_class: Any = Trainer
+    if s.get("ewc"):
+        from lossless.training.ewc import ewc_trainer_class, fisher_diagonal
+
+        ewc = dict(s["ewc"])
+        old = _features(ewc, s, tokenizer, recipe_dir)[: int(ewc.get("samples", 32))]
+        fisher = fisher_diagonal(model, [collate([f]) for f in old])
+        anchor = {n: p.detach().clone() for n, p in model.named_parameters() if n in fisher}
+        trainer_class = ewc_trainer_class(fisher, anchor, float(ewc.get("lambda", 1.0)))
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=float(s.get("epochs", 1)),
@@ -91,11 +106,11 @@ def run_train(
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
     )
-    trainer = Trainer(
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=features,
-        data_collator=_collate(tokenizer.pad_token_id),
+        data_collator=collate,
     )
     resume = _last_checkpoint(out_dir / "checkpoints")
     t0 = time.perf_counter()
@@ -120,6 +135,7 @@ def run_train(
         "trainable_params": trainable,
         "examples": len(features),
         "resumed_from": resume.name if resume else None,
+        "ewc_last_penalty": getattr(trainer, "last_penalty", None),
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -211,17 +227,32 @@ def _data_paths(data: Any, recipe_dir: Path) -> list[tuple[str, str | None]]:
 
 
 def _build_dataset(
-    step: TrainStep, s: dict[str, Any], tokenizer: Any, recipe_dir: Path
+    step: TrainStep, s: dict[str, Any], tokenizer: Any, recipe_dir: Path, seed: int
 ) -> list[dict[str, list[int]]]:
-    from lossless.data import detect_format, encode, load_rows, to_examples
-
+    """Token features of `data` (several files concatenated), plus replayed old rows."""
     if not s.get("data"):
         raise LosslessError(f"train.{step.name}: `data` is required")
+    features = _features(s, s, tokenizer, recipe_dir)
+    if s.get("replay"):
+        from lossless.training.replay import replay_rows
+
+        replay = dict(s["replay"])
+        old = _features(replay, s, tokenizer, recipe_dir)
+        features += replay_rows(old, len(features), float(replay.get("fraction", 0.1)), seed)
+    return features
+
+
+def _features(
+    block: dict[str, Any], s: dict[str, Any], tokenizer: Any, recipe_dir: Path
+) -> list[dict[str, list[int]]]:
+    """Token features of block["data"] (the step itself, or a replay/ewc block)."""
+    from lossless.data import detect_format, encode, load_rows, to_examples
+
     max_len = int(s.get("max_seq_length", 512))
     features = []
-    for path, fmt in _data_paths(s["data"], recipe_dir):
+    for path, fmt in _data_paths(block.get("data"), recipe_dir):
         rows = load_rows(Path(path) if Path(path).exists() else path)
-        fmt = fmt or s.get("format", "auto")
+        fmt = fmt or block.get("format", s.get("format", "auto"))
         if fmt == "auto":
             fmt = detect_format(rows, path)
         examples = to_examples(rows, fmt, tokenizer, s.get("chat_template"), source=path)
