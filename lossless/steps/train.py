@@ -15,7 +15,7 @@ from typing import Any
 from lossless.errors import LosslessError
 from lossless.recipe import TrainStep
 
-PEFT_METHODS = ("lora", "dora", "qlora")
+PEFT_METHODS = ("lora", "dora", "qlora", "prompt_tuning", "prefix_tuning", "ia3")
 METHODS = (*PEFT_METHODS, "full")
 
 
@@ -67,7 +67,7 @@ def run_train(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if method in PEFT_METHODS:
-        model = _wrap_lora(model, s, method)
+        model = _wrap_peft(model, s, method, base_dir)
     if s.get("freeze"):
         from lossless.training.freeze import freeze
 
@@ -190,6 +190,42 @@ def _load_4bit(base_dir: Path, s: dict[str, Any]) -> Any:
     return prepare_model_for_kbit_training(
         model, use_gradient_checkpointing=bool(s.get("gradient_checkpointing", False))
     )
+
+
+def _wrap_peft(model: Any, s: dict[str, Any], method: str, base_dir: Path | None) -> Any:
+    """peft config for the method: prompt/prefix tuning (virtual tokens), IA³, or LoRA."""
+    from peft import IA3Config, PrefixTuningConfig, PromptTuningConfig, get_peft_model
+
+    if method == "prompt_tuning":
+        pt = dict(s.get("prompt_tuning") or {})
+        text = pt.get("init_text")
+        extra = (
+            {
+                "prompt_tuning_init": "TEXT",
+                "prompt_tuning_init_text": text,
+                "tokenizer_name_or_path": str(base_dir),
+            }
+            if text
+            else {}
+        )
+        config: Any = PromptTuningConfig(
+            task_type="CAUSAL_LM", num_virtual_tokens=int(pt.get("num_virtual_tokens", 8)), **extra
+        )
+    elif method == "prefix_tuning":
+        pf = dict(s.get("prefix_tuning") or {})
+        config = PrefixTuningConfig(
+            task_type="CAUSAL_LM", num_virtual_tokens=int(pf.get("num_virtual_tokens", 8))
+        )
+    elif method == "ia3":
+        ia = dict(s.get("ia3") or {})
+        config = IA3Config(
+            task_type="CAUSAL_LM",
+            target_modules=ia.get("target_modules"),
+            feedforward_modules=ia.get("feedforward_modules"),
+        )
+    else:
+        return _wrap_lora(model, s, method)
+    return get_peft_model(model, config)
 
 
 def _wrap_lora(model: Any, s: dict[str, Any], method: str) -> Any:
