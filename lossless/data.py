@@ -1,17 +1,13 @@
-"""Held-out and training data: rows from files, their format, (prompt, answer) examples, tokens.
+"""Training/eval data: read rows from files or the hub, detect their format, turn them into
+(prompt, answer) examples and token ids with labels.
 
-STAND-IN written by the eval helper so the eval step and its tests run on this branch; the real
-module is train's `lossless/data.py` (same API). On merge, take train's version.
-
-Formats (detected from the first row's keys):
-    chat         {"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}]}
-    instruction  {"instruction": ..., "input": ..., "output": ...}
-    completion   {"prompt": ..., "completion": ...}
-    text         {"text": ...} or lines of a .txt file
+Shared by `train:` and `eval:` steps so both read a dataset the same way. Heavy imports
+(datasets, pyarrow) happen inside functions: `lossless validate` imports this module.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,92 +15,208 @@ from typing import Any
 
 from lossless.errors import LosslessError
 
-IGNORE = -100
+FORMATS = ("chat", "instruction", "completion", "text")
+
+# Prompt layout for instruction rows, e.g. "### Instruction:\nReverse: a b\n\n### Response:\n".
+INSTRUCTION_PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
+INSTRUCTION_WITH_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+
+
+def load_rows(path: Path | str) -> list[dict[str, Any]]:
+    """Rows of a .jsonl/.json/.parquet/.csv/.txt file, or of a hub dataset id ("org/name")."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if not p.exists():
+        if suffix in (".jsonl", ".json", ".parquet", ".csv", ".txt") or str(path).startswith(
+            (".", "/")
+        ):
+            raise LosslessError(
+                f"dataset file not found: {p}",
+                hint="check the `data:` path (relative to the recipe)",
+            )
+        return _load_hub(str(path))
+    if suffix == ".jsonl":
+        rows = []
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise LosslessError(f"{p}: row {i}: invalid JSON ({e.msg})") from None
+            rows.append(_check_dict(row, p, i))
+        return rows
+    if suffix == ".json":
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise LosslessError(f"{p}: invalid JSON at line {e.lineno} ({e.msg})") from None
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            data = data["data"]  # {"data": [...]} as written by some exporters
+        if not isinstance(data, list):
+            raise LosslessError(
+                f"{p}: expected a JSON list of objects", hint='e.g. [{"text": "..."}]'
+            )
+        return [_check_dict(row, p, i) for i, row in enumerate(data, start=1)]
+    if suffix == ".csv":
+        with p.open(newline="", encoding="utf-8") as f:
+            return [dict(row) for row in csv.DictReader(f)]
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_table(p).to_pylist())
+    if suffix == ".txt":
+        return [
+            {"text": line} for line in p.read_text(encoding="utf-8").splitlines() if line.strip()
+        ]
+    raise LosslessError(
+        f"{p}: unsupported data file type {suffix!r}",
+        hint="use .jsonl, .json, .parquet, .csv or .txt",
+    )
+
+
+def _check_dict(row: Any, path: Path, number: int) -> dict[str, Any]:
+    if not isinstance(row, dict):
+        raise LosslessError(
+            f"{path}: row {number}: expected a JSON object, got {type(row).__name__}"
+        )
+    return row
+
+
+def _load_hub(ref: str) -> list[dict[str, Any]]:
+    """A datasets-hub id, optionally with a split: "org/name" or "org/name:split" (default train)."""
+    name, _, split = ref.partition(":")
+    try:
+        import datasets
+    except ImportError:
+        raise LosslessError(
+            f"cannot load hub dataset {ref!r}: `datasets` is not installed"
+        ) from None
+    try:
+        ds = datasets.load_dataset(name, split=split or "train")
+    except Exception as e:
+        raise LosslessError(
+            f"cannot load dataset {ref!r}: {e}", hint="a local path, or a hub id that exists"
+        ) from None
+    return [dict(r) for r in ds]
+
+
+def detect_format(rows: list[dict[str, Any]], source: str) -> str:
+    """chat (messages) / instruction (instruction+output) / completion (prompt+completion) / text."""
+    if not rows:
+        raise LosslessError(f"{source}: the dataset has no rows")
+    keys = set(rows[0])
+    if "messages" in keys:
+        return "chat"
+    if {"instruction", "output"} <= keys:
+        return "instruction"
+    if {"prompt", "completion"} <= keys:
+        return "completion"
+    if "text" in keys:
+        return "text"
+    raise LosslessError(
+        f"{source}: row 1: cannot tell the format from fields {sorted(keys)}",
+        hint="rows need `messages`, `instruction`+`output`, `prompt`+`completion`, or `text`",
+    )
 
 
 @dataclass(frozen=True)
 class Example:
-    """One scored item: the model reads `prompt` and is judged on `answer`."""
+    """One training/eval item: loss is taken on `answer`; `prompt` is the context."""
 
     prompt: str
     answer: str
     format: str
 
 
-def load_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a .jsonl / .json file, or one {"text": line} per non-empty line of a text file."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise LosslessError(f"{path}:{number}: not valid JSON: {exc.msg}") from exc
-        return rows
-    if path.suffix == ".json":
-        data = json.loads(text)
-        return data if isinstance(data, list) else [data]
-    return [{"text": line} for line in text.splitlines() if line.strip()]
-
-
-def detect_format(rows: list[dict[str, Any]], source: str) -> str:
-    if not rows:
-        raise LosslessError(f"{source}: no rows")
-    keys = set(rows[0])
-    for fmt, needed in (
-        ("chat", {"messages"}),
-        ("instruction", {"instruction", "output"}),
-        ("completion", {"prompt", "completion"}),
-        ("text", {"text"}),
-    ):
-        if needed <= keys:
-            return fmt
-    raise LosslessError(
-        f"{source}: cannot tell the data format from keys {sorted(keys)}",
-        hint="use messages | instruction+output | prompt+completion | text",
-    )
-
-
 def to_examples(
-    rows: list[dict[str, Any]], fmt: str, tokenizer: Any, chat_template: str | None
+    rows: list[dict[str, Any]],
+    fmt: str,
+    tokenizer: Any,
+    chat_template: str | None,
+    source: str = "data",
 ) -> list[Example]:
-    examples = []
-    for row in rows:
+    """Rows → Examples. chat: prompt = template(messages before the last assistant turn,
+    add_generation_prompt=True), answer = that turn's content. `chat_template`: a built-in name
+    (chatml, llama3, ...) or Jinja; None = the tokenizer's own, else chatml."""
+    if fmt not in FORMATS:
+        raise LosslessError(
+            f"{source}: unknown format {fmt!r}", hint=f"use one of {', '.join(FORMATS)} or auto"
+        )
+    template = _template(tokenizer, chat_template) if fmt == "chat" else None
+    out = []
+    for i, row in enumerate(rows, start=1):
+        where = f"{source}: row {i}"
         if fmt == "chat":
-            messages = row["messages"]
-            prompt = tokenizer.apply_chat_template(
-                messages[:-1],
-                chat_template=chat_template,
-                tokenize=False,
-                add_generation_prompt=True,
-            )
-            full = tokenizer.apply_chat_template(
-                messages, chat_template=chat_template, tokenize=False
-            )
-            examples.append(Example(prompt, full[len(prompt) :], fmt))
+            out.append(_chat_example(row, tokenizer, template, where))
         elif fmt == "instruction":
-            extra = f"\n{row['input']}" if row.get("input") else ""
-            examples.append(Example(f"{row['instruction']}{extra}\n", row["output"], fmt))
+            instruction, output = _field(row, "instruction", where), _field(row, "output", where)
+            extra = row.get("input") or ""
+            prompt = (INSTRUCTION_WITH_INPUT if extra else INSTRUCTION_PROMPT).format(
+                instruction=instruction, input=extra
+            )
+            out.append(Example(prompt, output, fmt))
         elif fmt == "completion":
-            examples.append(Example(row["prompt"], row["completion"], fmt))
+            out.append(Example(_field(row, "prompt", where), _field(row, "completion", where), fmt))
         else:
-            examples.append(Example("", row["text"], fmt))
-    return examples
+            out.append(Example("", _field(row, "text", where), fmt))
+    return out
+
+
+def _field(row: dict[str, Any], name: str, where: str) -> str:
+    value = row.get(name)
+    if value is None:
+        raise LosslessError(
+            f"{where}: missing field {name!r}", hint=f"fields present: {sorted(row)}"
+        )
+    if not isinstance(value, str):
+        raise LosslessError(f"{where}: field {name!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _template(tokenizer: Any, chat_template: str | None) -> str:
+    from lossless.chat_templates import BUILTIN_TEMPLATES, resolve_chat_template
+
+    if chat_template:
+        resolved = resolve_chat_template(chat_template)
+        if resolved:
+            return resolved
+    return getattr(tokenizer, "chat_template", None) or BUILTIN_TEMPLATES["chatml"]
+
+
+def _chat_example(row: dict[str, Any], tokenizer: Any, template: str | None, where: str) -> Example:
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise LosslessError(
+            f"{where}: field 'messages' must be a non-empty list of {{role, content}}"
+        )
+    for j, m in enumerate(messages):
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get("role"), str)
+            or not isinstance(m.get("content"), str)
+        ):
+            raise LosslessError(f"{where}: messages[{j}] needs string fields 'role' and 'content'")
+    last = max((j for j, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    if last is None:
+        raise LosslessError(f"{where}: field 'messages' has no assistant turn to learn")
+    prompt = tokenizer.apply_chat_template(
+        messages[:last], chat_template=template, tokenize=False, add_generation_prompt=True
+    )
+    return Example(prompt, messages[last]["content"], "chat")
 
 
 def encode(
     tokenizer: Any, example: Example, max_len: int, *, loss_on: str = "answer"
 ) -> tuple[list[int], list[int]]:
-    """(input_ids, labels): BOS + prompt + answer + EOS; labels IGNORE on the prompt."""
-    prompt = tokenizer(example.prompt, add_special_tokens=False).input_ids if example.prompt else []
-    if tokenizer.bos_token_id is not None:
-        prompt = [tokenizer.bos_token_id, *prompt]
-    answer = tokenizer(example.answer, add_special_tokens=False).input_ids
+    """(input_ids, labels): labels are -100 on prompt tokens unless loss_on="all"; eos follows
+    the answer; both truncated to max_len (the prompt's start kept, the answer's end cut)."""
+    prompt_ids = (
+        tokenizer(example.prompt, add_special_tokens=False)["input_ids"] if example.prompt else []
+    )
+    answer_ids = tokenizer(example.answer, add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is not None:
-        answer = [*answer, tokenizer.eos_token_id]
-    ids = (prompt + answer)[:max_len]
-    masked = [IGNORE] * len(prompt) if loss_on == "answer" else prompt
-    return ids, (masked + answer)[:max_len]
+        answer_ids = [*answer_ids, tokenizer.eos_token_id]
+    ids = [*prompt_ids, *answer_ids][:max_len]
+    labels = list(ids) if loss_on == "all" else ([-100] * len(prompt_ids) + answer_ids)[:max_len]
+    return ids, labels

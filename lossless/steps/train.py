@@ -1,0 +1,325 @@
+"""`train:` steps: load a model, build the dataset, train with transformers' Trainer, save.
+
+Straight-line: tokenizer+model → examples → token ids → Trainer → adapter or full model,
+tokenizer, metrics.json. The runner keeps `out_dir` across an interrupted run, so checkpoints in
+out_dir/checkpoints are resumed from. Heavy imports live inside functions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from lossless.errors import LosslessError
+from lossless.recipe import TrainStep
+
+PEFT_METHODS = ("lora", "dora", "qlora", "prompt_tuning", "prefix_tuning", "ia3")
+METHODS = (*PEFT_METHODS, "full")
+
+
+def run_train(
+    step: TrainStep,
+    *,
+    base_dir: Path | None,
+    out_dir: Path,
+    recipe_dir: Path,
+    quiet: bool = False,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Train `step` and write its output into out_dir; returns the metrics dict."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+    s = dict(step.settings)
+    method = step.method or s.get("method", "lora")
+    if method not in METHODS:
+        raise LosslessError(
+            f"train.{step.name}: method {method!r} is not supported yet",
+            hint=f"use one of {', '.join(METHODS)}",
+        )
+    seed = int(s.get("seed", seed if seed is not None else 0))
+    torch.manual_seed(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bf16 = _use_bf16(s.get("precision", "auto"))
+    if base_dir is None:
+        if not step.init:
+            raise LosslessError(f"train.{step.name}: needs `base:` or `init:`")
+        if method != "full":
+            raise LosslessError(
+                f"train.{step.name}: a model from `init:` is trained with method: full"
+            )
+        from lossless.training.init import init_model
+
+        model, tokenizer = init_model(dict(step.init), recipe_dir, seed)
+        if not s.get("data"):  # init only: save the random model and its tokenizer
+            model.save_pretrained(out_dir)
+            tokenizer.save_pretrained(out_dir)
+            return {"method": "init", "steps": 0, "trainable_params": model.num_parameters()}
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        model = (
+            _load_4bit(base_dir, s)
+            if method == "qlora"
+            else AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if method in PEFT_METHODS:
+        model = _wrap_peft(model, s, method, base_dir)
+    if s.get("freeze"):
+        from lossless.training.freeze import freeze
+
+        fz = dict(s["freeze"])
+        freeze(model, int(fz.get("first_layers", 0)), list(fz.get("patterns") or []))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    features = _build_dataset(step, s, tokenizer, recipe_dir, seed)
+    collate = _collate(tokenizer.pad_token_id)
+    trainer_class: Any = Trainer
+    if s.get("ewc"):
+        from lossless.training.ewc import ewc_trainer_class, fisher_diagonal
+
+        ewc = dict(s["ewc"])
+        old = _features(ewc, s, tokenizer, recipe_dir)[: int(ewc.get("samples", 32))]
+        fisher = fisher_diagonal(model, [collate([f]) for f in old])
+        anchor = {n: p.detach().clone() for n, p in model.named_parameters() if n in fisher}
+        trainer_class = ewc_trainer_class(fisher, anchor, float(ewc.get("lambda", 1.0)))
+    args = TrainingArguments(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=float(s.get("epochs", 1)),
+        max_steps=int(s.get("max_steps", -1)),
+        learning_rate=float(s.get("learning_rate", 2e-4 if method != "full" else 5e-5)),
+        lr_scheduler_type=s.get("lr_scheduler", "cosine"),
+        warmup_steps=float(s.get("warmup_steps", s.get("warmup_ratio", 0))),
+        per_device_train_batch_size=int(s.get("batch_size", 4)),
+        gradient_accumulation_steps=int(s.get("gradient_accumulation_steps", 1)),
+        gradient_checkpointing=bool(s.get("gradient_checkpointing", False)),
+        bf16=bf16,
+        fp16=s.get("precision") == "fp16",
+        seed=seed,
+        logging_steps=int(s.get("logging_steps", 1)),
+        save_steps=int(s.get("save_steps", 50)),
+        save_total_limit=2,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        train_dataset=features,
+        data_collator=collate,
+    )
+    resume = _last_checkpoint(out_dir / "checkpoints")
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    wall = time.perf_counter() - t0
+
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    model.save_pretrained(out_dir)
+    if s.get("chat_template"):
+        from lossless.chat_templates import resolve_chat_template
+
+        tokenizer.chat_template = resolve_chat_template(s["chat_template"])
+    tokenizer.save_pretrained(out_dir)
+    metrics = {
+        "method": method,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "losses": losses,
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "wall_seconds": round(wall, 3),
+        "trainable_params": trainable,
+        "examples": len(features),
+        "resumed_from": resume.name if resume else None,
+        "ewc_last_penalty": getattr(trainer, "last_penalty", None),
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _use_bf16(precision: str) -> bool:
+    """auto → bf16 only where CUDA supports it; fp32 on CPU."""
+    import torch
+
+    if precision == "bf16":
+        return True
+    return precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _load_4bit(base_dir: Path, s: dict[str, Any]) -> Any:
+    """QLoRA base: bitsandbytes 4-bit weights (nf4 by default, double quantisation).
+
+    bitsandbytes 0.50 runs 4-bit layers on CPU, but its CPU kernel needs every quantised
+    Linear's in_features to be a multiple of the 64-element block (hidden 32 fails inside
+    bnb with "shape '[32, 0]' is invalid"); we check that up front for a clear message."""
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
+
+    q = dict(s.get("quantization") or {})
+    if int(q.get("bits", 4)) != 4:
+        raise LosslessError("qlora: only `quantization.bits: 4` is supported")
+    config = AutoConfig.from_pretrained(base_dir)
+    if not torch.cuda.is_available():
+        sizes = [getattr(config, k, 64) for k in ("hidden_size", "intermediate_size")]
+        if any(int(n) % 64 for n in sizes):
+            raise LosslessError(
+                f"qlora on CPU needs hidden_size and intermediate_size divisible by 64 (got {sizes})",
+                hint="bitsandbytes' CPU 4-bit kernel quantises in blocks of 64; use method: lora",
+            )
+    dtype = getattr(
+        torch,
+        str(q.get("compute_dtype", "float32"))
+        .replace("fp32", "float32")
+        .replace("bf16", "bfloat16"),
+    )
+    bnb = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=q.get("quant_type", "nf4"),
+        bnb_4bit_use_double_quant=bool(q.get("double_quant", True)),
+        bnb_4bit_compute_dtype=dtype,
+    )
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(
+        base_dir, quantization_config=bnb, device_map=device
+    )
+    return prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=bool(s.get("gradient_checkpointing", False))
+    )
+
+
+def _wrap_peft(model: Any, s: dict[str, Any], method: str, base_dir: Path | None) -> Any:
+    """peft config for the method: prompt/prefix tuning (virtual tokens), IA³, or LoRA."""
+    from peft import IA3Config, PrefixTuningConfig, PromptTuningConfig, get_peft_model
+
+    if method == "prompt_tuning":
+        pt = dict(s.get("prompt_tuning") or {})
+        text = pt.get("init_text")
+        extra = (
+            {
+                "prompt_tuning_init": "TEXT",
+                "prompt_tuning_init_text": text,
+                "tokenizer_name_or_path": str(base_dir),
+            }
+            if text
+            else {}
+        )
+        config: Any = PromptTuningConfig(
+            task_type="CAUSAL_LM", num_virtual_tokens=int(pt.get("num_virtual_tokens", 8)), **extra
+        )
+    elif method == "prefix_tuning":
+        pf = dict(s.get("prefix_tuning") or {})
+        config = PrefixTuningConfig(
+            task_type="CAUSAL_LM", num_virtual_tokens=int(pf.get("num_virtual_tokens", 8))
+        )
+    elif method == "ia3":
+        ia = dict(s.get("ia3") or {})
+        config = IA3Config(
+            task_type="CAUSAL_LM",
+            target_modules=ia.get("target_modules"),
+            feedforward_modules=ia.get("feedforward_modules"),
+        )
+    else:
+        return _wrap_lora(model, s, method)
+    return get_peft_model(model, config)
+
+
+def _wrap_lora(model: Any, s: dict[str, Any], method: str) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    lora = dict(s.get("lora") or {})
+    config = LoraConfig(
+        r=int(lora.get("r", 8)),
+        lora_alpha=float(lora.get("alpha", 16)),
+        lora_dropout=float(lora.get("dropout", 0.0)),
+        target_modules=lora.get("target_modules", "all-linear"),
+        modules_to_save=lora.get("modules_to_save"),
+        use_rslora=bool(lora.get("use_rslora", False)),
+        use_dora=bool(lora.get("use_dora", method == "dora")),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def _data_paths(data: Any, recipe_dir: Path) -> list[tuple[str, str | None]]:
+    """settings["data"] → [(path or hub id, format or None)]; local paths are recipe-relative."""
+    items = data if isinstance(data, list) else [data]
+    out = []
+    for item in items:
+        path, fmt = (
+            (item.get("path"), item.get("format")) if isinstance(item, dict) else (item, None)
+        )
+        if not isinstance(path, str):
+            raise LosslessError(
+                "train: `data` needs a path", hint="data: file.jsonl, or {path: ..., format: chat}"
+            )
+        local = recipe_dir / path
+        out.append((str(local) if local.exists() or "." in Path(path).name else path, fmt))
+    return out
+
+
+def _build_dataset(
+    step: TrainStep, s: dict[str, Any], tokenizer: Any, recipe_dir: Path, seed: int
+) -> list[dict[str, list[int]]]:
+    """Token features of `data` (several files concatenated), plus replayed old rows."""
+    if not s.get("data"):
+        raise LosslessError(f"train.{step.name}: `data` is required")
+    features = _features(s, s, tokenizer, recipe_dir)
+    if s.get("replay"):
+        from lossless.training.replay import replay_rows
+
+        replay = dict(s["replay"])
+        old = _features(replay, s, tokenizer, recipe_dir)
+        features += replay_rows(old, len(features), float(replay.get("fraction", 0.1)), seed)
+    return features
+
+
+def _features(
+    block: dict[str, Any], s: dict[str, Any], tokenizer: Any, recipe_dir: Path
+) -> list[dict[str, list[int]]]:
+    """Token features of block["data"] (the step itself, or a replay/ewc block)."""
+    from lossless.data import detect_format, encode, load_rows, to_examples
+
+    max_len = int(s.get("max_seq_length", 512))
+    features = []
+    for path, fmt in _data_paths(block.get("data"), recipe_dir):
+        rows = load_rows(Path(path) if Path(path).exists() else path)
+        fmt = fmt or block.get("format", s.get("format", "auto"))
+        if fmt == "auto":
+            fmt = detect_format(rows, path)
+        examples = to_examples(rows, fmt, tokenizer, s.get("chat_template"), source=path)
+        loss_on = s.get("loss_on", "all" if fmt == "text" else "answer")
+        for ex in examples:
+            ids, labels = encode(tokenizer, ex, max_len, loss_on=loss_on)
+            features.append({"input_ids": ids, "labels": labels})
+    return features
+
+
+def _collate(pad_id: int) -> Any:
+    """Right-pad input_ids with pad_id, labels with -100; attention mask marks real tokens."""
+    import torch
+
+    def collate(batch: list[dict[str, list[int]]]) -> dict[str, Any]:
+        n = max(len(b["input_ids"]) for b in batch)
+        ids = [b["input_ids"] + [pad_id] * (n - len(b["input_ids"])) for b in batch]
+        labels = [b["labels"] + [-100] * (n - len(b["labels"])) for b in batch]
+        mask = [[1] * len(b["input_ids"]) + [0] * (n - len(b["input_ids"])) for b in batch]
+        return {
+            "input_ids": torch.tensor(ids),
+            "labels": torch.tensor(labels),
+            "attention_mask": torch.tensor(mask),
+        }
+
+    return collate
+
+
+def _last_checkpoint(ckpt_dir: Path) -> Path | None:
+    """checkpoints/checkpoint-N with the largest N, or None."""
+    if not ckpt_dir.is_dir():
+        return None
+    found = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)

@@ -1,0 +1,1 @@
+"""Pieces of `train:` steps that are not the training loop itself: init, replay, freeze, ewc."""

@@ -1,0 +1,131 @@
+"""train: steps on tiny models — LoRA lowers the loss and changes outputs, adapters load, full
+fine-tunes write a loadable model, an interrupted run resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lossless.recipe import TrainStep
+from lossless.steps.train import run_train
+from tests.factories import make_model, write_jsonl
+
+ROWS = [{"prompt": f"add {i} {i}:", "completion": f" {2 * i}"} for i in range(8)]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("world")
+    base = make_model(root / "base", layers=1)
+    write_jsonl(root / "data.jsonl", ROWS)
+    return root, base
+
+
+def _step(method: str, **settings) -> TrainStep:
+    return TrainStep(
+        name="t", base=None, method=method, settings={"data": "data.jsonl", **settings}
+    )
+
+
+def _logits(model_dir: Path, adapter: Path | None = None):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    with torch.no_grad():
+        return model(torch.tensor([[5, 6, 7, 8]])).logits
+
+
+def test_lora_lowers_loss_and_adapter_loads(world) -> None:
+    import torch
+
+    root, base = world
+    out = root / "lora"
+    m = run_train(
+        _step("lora", max_steps=8, learning_rate=1e-2, batch_size=8, lora={"r": 4}),
+        base_dir=base,
+        out_dir=out,
+        recipe_dir=root,
+        quiet=True,
+    )
+    assert m["steps"] == 8 and m["last_loss"] < m["first_loss"]
+    assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
+    assert (
+        json.loads((out / "metrics.json").read_text())["trainable_params"]
+        == m["trainable_params"]
+        > 0
+    )
+    assert not torch.allclose(_logits(base), _logits(base, out))
+
+
+def test_full_writes_loadable_model_and_resumes(world) -> None:
+    import shutil
+
+    root, base = world
+    out = root / "full"
+    step = _step("full", max_steps=4, learning_rate=1e-3, batch_size=4, save_steps=2)
+    first = run_train(step, base_dir=base, out_dir=out, recipe_dir=root, quiet=True)
+    assert first["last_loss"] < first["first_loss"]
+    assert (out / "model.safetensors").exists()
+    _logits(out)  # loads with transformers
+    # Simulate an interruption after step 2: drop the final checkpoint, run again → resumes at 2.
+    shutil.rmtree(out / "checkpoints" / "checkpoint-4")
+    again = run_train(step, base_dir=base, out_dir=out, recipe_dir=root, quiet=True)
+    assert again["resumed_from"] == "checkpoint-2" and again["steps"] == 4
+    # The loss history of steps 1-2 comes back from the checkpoint; steps 3-4 were trained again.
+    assert again["losses"][:2] == first["losses"][:2] and len(again["losses"]) == 4
+
+
+def test_qlora_runs_a_step_on_cpu(tmp_path: Path) -> None:
+    base = make_model(tmp_path / "base", layers=1, hidden_size=64, intermediate_size=128)
+    write_jsonl(tmp_path / "data.jsonl", ROWS)
+    step = _step("qlora", max_steps=2, batch_size=4, quantization={"bits": 4, "quant_type": "nf4"})
+    m = run_train(step, base_dir=base, out_dir=tmp_path / "q", recipe_dir=tmp_path, quiet=True)
+    assert m["steps"] == 2 and (tmp_path / "q" / "adapter_model.safetensors").exists()
+    _logits(base, tmp_path / "q")  # the adapter loads onto the unquantised base
+
+
+def test_qlora_refuses_cpu_shapes_bitsandbytes_cannot_run(world) -> None:
+    from lossless.errors import LosslessError
+
+    root, base = world  # hidden_size 32
+    with pytest.raises(LosslessError, match="divisible by 64"):
+        run_train(_step("qlora", max_steps=1), base_dir=base, out_dir=root / "q", recipe_dir=root)
+
+
+def test_init_preset_with_trained_tokenizer(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    (tmp_path / "corpus.txt").write_text("the cat sat on the mat\none plus two is three\n" * 5)
+    write_jsonl(tmp_path / "data.jsonl", ROWS)
+    init = {
+        "config": "tiny-qwen2",
+        "tokenizer": {"train_on": ["corpus.txt", "data.jsonl"], "vocab_size": 300},
+    }
+    step = TrainStep(
+        name="t",
+        base=None,
+        method="full",
+        init=init,
+        settings={"data": "corpus.txt", "max_steps": 3, "learning_rate": 1e-3},
+    )
+    m = run_train(step, base_dir=None, out_dir=tmp_path / "m", recipe_dir=tmp_path, quiet=True)
+    assert m["steps"] == 3 and m["last_loss"] < m["first_loss"]
+    tok = AutoTokenizer.from_pretrained(tmp_path / "m")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    assert (
+        model.config.vocab_size == len(tok)
+        and len(tok) in (300, 301)
+        and model.config.hidden_size == 64
+    )
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert tok.convert_tokens_to_ids("<|im_end|>") == 4  # a single special token, not bytes
