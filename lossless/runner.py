@@ -398,10 +398,13 @@ class Runner:
                 recipe_dir=self.recipe_dir,
                 quiet=self.options.quiet,
             )
-        except GateFailed:
-            # The numbers are good even when a gate is breached: keep them, then fail.
+        except GateFailed as failed:
+            # The numbers are good even when a gate is breached: keep them, then fail, pointing
+            # at where they now live.
             self._finish(step, partial, output, fingerprint)
-            raise
+            raise GateFailed(
+                failed.message, hint=f"every number is in {output / 'eval.json'}"
+            ) from None
         self._finish(step, partial, output, fingerprint)
 
     def _materialise(self, step: ApplyStep) -> Path:

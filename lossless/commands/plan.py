@@ -93,33 +93,131 @@ def render_text(plan: list[dict[str, Any]]) -> str:
     from rich.table import Table
 
     table = Table(title="plan (run order)", show_lines=False)
-    for column in ("#", "step", "kind", "what", "inputs", "outputs"):
+    for column in ("#", "step", "kind", "what", "inputs", "outputs", "state"):
         table.add_column(column)
     for i, row in enumerate(plan, start=1):
         inputs = "\n".join(f"{x['role']}: {x['ref']}" for x in row["inputs"])
+        state = row.get("state", "")
+        if row.get("why") and state != "fresh":
+            state += f" ({row['why']})"
         table.add_row(
-            str(i), row["name"], row["kind"], row["summary"], inputs, ", ".join(row["outputs"])
+            str(i),
+            row["name"],
+            row["kind"],
+            row["summary"],
+            inputs,
+            ", ".join(row["outputs"]),
+            state,
         )
     buffer = StringIO()
     Console(file=buffer, width=140, no_color=True).print(table)
     return buffer.getvalue().rstrip()
 
 
+def add_freshness(recipe: Recipe, plan: list[dict[str, Any]], work_dir: str | None) -> None:
+    """Each step's state (fresh / stale / missing / lazy) and why, from the runner's records."""
+    from pathlib import Path
+
+    from lossless.errors import LosslessError
+    from lossless.runner import RunOptions, statuses
+
+    try:
+        found = {
+            s.name: s
+            for s in statuses(recipe, RunOptions(work_dir=Path(work_dir) if work_dir else None))
+        }
+    except LosslessError as error:  # e.g. a hub model not cached while offline
+        for row in plan:
+            row["state"], row["why"] = "unknown", str(error).splitlines()[0]
+        return
+    for row in plan:
+        status = found.get(row["name"])
+        row["state"] = status.state if status else "unknown"
+        row["why"] = "; ".join(status.reasons) if status else ""
+        row["output"] = str(status.output) if status and status.output else None
+
+
+def downloads(recipe: Recipe) -> list[str]:
+    """What running the recipe would fetch from the hub, and how many bytes."""
+    from pathlib import Path
+
+    from lossless.errors import LosslessError
+    from lossless.graph import external_refs
+    from lossless.hub import describe_downloads, parse_hub_ref, plan_downloads
+    from lossless.refs import local_path
+
+    recipe_dir = Path(recipe.path).resolve().parent
+    refs = [
+        str(r)
+        for r in external_refs(recipe)
+        if local_path(r.name, recipe_dir) is None and parse_hub_ref(r.name) is not None
+    ]
+    if not refs:
+        return []
+    try:
+        return describe_downloads(plan_downloads(refs))
+    except LosslessError as error:
+        return [f"downloads unknown: {str(error).splitlines()[0]}"]
+
+
+def merge_params(recipe: Recipe, work_dir: str | None) -> list[dict[str, Any]]:
+    """Resolved per-layer merge parameters, for every merge whose inputs exist now."""
+    from pathlib import Path
+
+    from lossless.errors import LosslessError
+    from lossless.merge.plan import build_plan, describe_params
+    from lossless.recipe import MergeStep
+    from lossless.resolve import sources_for
+    from lossless.runner import Runner, RunOptions
+
+    runner = Runner(recipe, RunOptions(work_dir=Path(work_dir) if work_dir else None, quiet=True))
+    rows: list[dict[str, Any]] = []
+    for step in runner.order:
+        status = runner.status(step)
+        if status.output is not None and status.state == "fresh":
+            runner.resolver.step_dirs[step.name] = status.output
+        if not isinstance(step, MergeStep):
+            continue
+        try:
+            plan = build_plan(step, sources_for(step, runner.resolver))
+        except LosslessError as error:
+            rows.append({"step": step.name, "error": str(error).splitlines()[0]})
+            continue
+        rows += [{"step": step.name, **row} for row in describe_params(plan)]
+    return rows
+
+
 def main(args: argparse.Namespace) -> int:
+    from lossless.commands.common import recipe_file
     from lossless.render import render_problems
     from lossless.validate import load_recipe
 
     try:
-        recipe, warnings = load_recipe(args.recipe)
+        recipe, warnings = load_recipe(recipe_file(args.recipe, quiet=True))
     except RecipeInvalid as invalid:
         print(render_problems(invalid.problems, "text"))
         return 2
     if args.format == "dot":
         print(render_dot(recipe))
-    elif args.format == "json":
-        print(json.dumps(describe_plan(recipe), indent=2))
-    else:
-        if warnings:
-            print(render_problems(warnings, "text") + "\n")
-        print(render_text(describe_plan(recipe)))
+        return 0
+    plan = describe_plan(recipe)
+    add_freshness(recipe, plan, args.work_dir)
+    fetch = downloads(recipe)
+    params = merge_params(recipe, args.work_dir) if args.params else []
+    if args.format == "json":
+        print(json.dumps({"steps": plan, "downloads": fetch, "params": params}, indent=2))
+        return 0
+    if warnings:
+        print(render_problems(warnings, "text") + "\n")
+    print(render_text(plan))
+    for line in fetch:
+        print(line)
+    for row in params:
+        if "error" in row:
+            print(f"{row['step']}: parameters unknown: {row['error']}")
+        else:
+            layer = "-" if row.get("layer") is None else row["layer"]
+            print(
+                f"{row['step']}  layer {layer}  {row['tensor']}  {row['model']}.{row['param']} = {row['value']}"
+            )
     return 0

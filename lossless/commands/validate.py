@@ -17,7 +17,10 @@ def main(args: argparse.Namespace) -> int:
     failed: list[str] = []
     for file in args.files:
         try:
-            _, problems = load_recipe(file, strict=args.strict, resolve=args.resolve)
+            from lossless.commands.common import recipe_file
+
+            path = recipe_file(file, quiet=True)  # hub:org/name or a model repo clone, too
+            _, problems = load_recipe(path, strict=args.strict, resolve=args.resolve)
         except RecipeInvalid as invalid:
             problems = invalid.problems
             failed.append(file)
