@@ -248,16 +248,22 @@ def write_lock(recipe_path: str | Path, entries: Mapping[str, Entry]) -> Path:
     """Write `RECIPE.lock` beside the recipe (temp file + rename: never a half-written lock)."""
     recipe_path = Path(recipe_path)
     target = lock_path(recipe_path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(lock_text(recipe_path, entries))
+    os.replace(tmp, target)
+    return target
+
+
+def lock_text(recipe_path: str | Path, entries: Mapping[str, Entry]) -> str:
+    """The lock file's JSON text (also embedded in output model cards)."""
+    recipe_path = Path(recipe_path)
     document = {
         "lossless_lock": LOCK_VERSION,
         "recipe": recipe_path.name,
         "recipe_sha256": hashlib.sha256(recipe_path.read_bytes()).hexdigest(),
         "inputs": dict(sorted(entries.items())),
     }
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, target)
-    return target
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
 def read_lock(path: str | Path) -> dict[str, Entry]:

@@ -140,6 +140,7 @@ class Runner:
             materialise=self._materialise,
         )
         self._fingerprints: dict[str, Fingerprint] = {}
+        self.lock_text: str | None = None  # RECIPE.lock's text, embedded in model cards
         from lossless.graph import topological_steps
 
         self.order: list[Step] = topological_steps(recipe)

@@ -192,8 +192,18 @@ def test_refuses_to_write_over_an_input(models: dict[str, Path], tmp_path: Path)
 def test_model_card_without_base_and_with_lock() -> None:
     from lossless.merge.model_card import render_model_card
 
-    card = render_model_card("a: 1\n", name="m", lock_text="org/x: abc123\n")
+    lock = '{"inputs": {"org/x": {"commit": "abc123"}}, "lossless_lock": 1}\n'
+    card = render_model_card("a: 1\n", name="m", lock_text=lock)
     front = yaml.safe_load(card.split("---")[1])
     assert front == {"tags": ["merge", "lossless"], "library_name": "transformers"}
     blocks = [b.split("```")[0] for b in card.split("```yaml\n")[1:]]
-    assert [yaml.safe_load(b) for b in blocks] == [{"a": 1}, {"org/x": "abc123"}]
+    assert [yaml.safe_load(b) for b in blocks] == [{"a": 1}]
+    # the lock sits in a json block where `lossless run hub:org/name` finds it again
+    import tempfile
+    from pathlib import Path
+
+    from lossless.reproduce import find_lock
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "README.md").write_text(card)
+        assert find_lock(Path(tmp)) == lock

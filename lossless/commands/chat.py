@@ -29,10 +29,39 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _model_dir(reference: str) -> Path:
-    """A local model directory as is; a hub id (`org/name[@rev]`) downloaded into the cache."""
+    """A local model directory as is; `RECIPE.yaml:STEP` the output of a recipe's step (which
+    must have run); a hub id (`org/name[@rev]`) downloaded into the cache."""
+    recipe_part, colon, step_name = reference.rpartition(":")
+    if colon and recipe_part.endswith((".yaml", ".yml")) and Path(recipe_part).is_file():
+        return _step_output(Path(recipe_part), step_name)
     from lossless.hub import resolve_model
 
     return resolve_model(reference).path
+
+
+def _step_output(recipe_path: Path, step_name: str) -> Path:
+    from lossless.errors import RecipeInvalid
+    from lossless.runner import RunOptions, statuses
+    from lossless.validate import load_recipe
+
+    try:
+        recipe, _ = load_recipe(recipe_path)
+    except RecipeInvalid as invalid:
+        raise LosslessError(
+            f"{recipe_path} is not a valid recipe", hint=f"lossless validate {recipe_path}"
+        ) from invalid
+    found = {s.name: s for s in statuses(recipe, RunOptions(quiet=True))}
+    status = found.get(step_name)
+    if status is None:
+        raise LosslessError(
+            f"{recipe_path} has no step `{step_name}`", hint=f"steps: {', '.join(found)}"
+        )
+    if status.output is None or not status.output.is_dir() or status.state == "missing":
+        raise LosslessError(
+            f"step `{step_name}` has no output yet",
+            hint=f"lossless run {recipe_path} --only {step_name}",
+        )
+    return status.output
 
 
 def chat(model_dir: Path, args: argparse.Namespace) -> int:

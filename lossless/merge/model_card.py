@@ -36,5 +36,5 @@ def render_model_card(
         body += ["", "Models merged:", ""] + [f"- {m}" for m in merged_models]
     body += ["", "## Recipe", "", "```yaml", recipe_text.rstrip("\n"), "```", ""]
     if lock_text:
-        body += ["## Lock", "", "```yaml", lock_text.rstrip("\n"), "```", ""]
+        body += ["## Lock", "", "```json", lock_text.rstrip("\n"), "```", ""]
     return "\n".join(front + body)

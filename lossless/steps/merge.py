@@ -115,6 +115,7 @@ def run_merge(step: MergeStep, runner: Runner, output: Path, fingerprint: str) -
             method=step.merge_method,
             mergekit_config=runner.recipe.is_plain_mergekit,
             write_model_card=options.write_model_card,
+            lock_text=runner.lock_text,
             shard_size=options.shard_size,
             num_threads=options.num_threads,
             seed=options.seed,
