@@ -62,6 +62,7 @@ def test_lora_lowers_loss_and_adapter_loads(world) -> None:
         > 0
     )
     assert not torch.allclose(_logits(base), _logits(base, out))
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_full_writes_loadable_model_and_resumes(world) -> None:
@@ -76,7 +77,7 @@ def test_full_writes_loadable_model_and_resumes(world) -> None:
     _logits(out)  # loads with transformers
     # Simulate an interruption after step 2: drop the final checkpoint, run again → resumes at 2.
     shutil.rmtree(out / "checkpoints" / "checkpoint-4")
-    again = run_train(step, base_dir=base, out_dir=out, recipe_dir=root, quiet=True)
+    again = run_train(step, base_dir=base, out_dir=out, recipe_dir=root, quiet=False)
     assert again["resumed_from"] == "checkpoint-2" and again["steps"] == 4
     # The loss history of steps 1-2 comes back from the checkpoint; steps 3-4 were trained again.
     assert again["losses"][:2] == first["losses"][:2] and len(again["losses"]) == 4

@@ -112,6 +112,10 @@ def run_train(
         train_dataset=features,
         data_collator=collate,
     )
+    if not quiet:
+        from lossless.training.progress import rich_progress_callback
+
+        trainer.add_callback(rich_progress_callback(f"train {step.name}"))
     resume = _last_checkpoint(out_dir / "checkpoints")
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -137,6 +141,11 @@ def run_train(
         "resumed_from": resume.name if resume else None,
         "ewc_last_penalty": getattr(trainer, "last_penalty", None),
     }
+    from lossless.training.plot import write_loss_plot
+
+    metrics["plot_note"] = write_loss_plot(
+        losses, out_dir / "loss.png", f"train {step.name} ({method})"
+    )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
