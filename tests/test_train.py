@@ -114,7 +114,13 @@ def test_init_preset_with_trained_tokenizer(tmp_path: Path) -> None:
         base=None,
         method="full",
         init=init,
-        settings={"data": "corpus.txt", "max_steps": 3, "learning_rate": 1e-3},
+        settings={
+            "data": "corpus.txt",
+            "packing": True,
+            "max_seq_length": 16,
+            "max_steps": 3,
+            "learning_rate": 1e-3,
+        },
     )
     m = run_train(step, base_dir=None, out_dir=tmp_path / "m", recipe_dir=tmp_path, quiet=True)
     assert m["steps"] == 3 and m["last_loss"] < m["first_loss"]
@@ -130,3 +136,11 @@ def test_init_preset_with_trained_tokenizer(tmp_path: Path) -> None:
     )
     assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert tok.convert_tokens_to_ids("<|im_end|>") == 4  # a single special token, not bytes
+
+
+def test_packing_cuts_concatenated_text_into_blocks() -> None:
+    from lossless.steps.train import pack
+
+    blocks = pack([[1, 2, 9], [3, 9], [4, 5, 6, 9]], 4)
+    assert [b["input_ids"] for b in blocks] == [[1, 2, 9, 3], [9, 4, 5, 6], [9]]
+    assert all(b["labels"] == b["input_ids"] for b in blocks)

@@ -302,10 +302,20 @@ def _features(
             fmt = detect_format(rows, path)
         examples = to_examples(rows, fmt, tokenizer, s.get("chat_template"), source=path)
         loss_on = s.get("loss_on", "all" if fmt == "text" else "answer")
-        for ex in examples:
-            ids, labels = encode(tokenizer, ex, max_len, loss_on=loss_on)
-            features.append({"input_ids": ids, "labels": labels})
+        encoded = [encode(tokenizer, ex, max_len, loss_on=loss_on) for ex in examples]
+        if fmt == "text" and s.get("packing"):
+            features += pack([ids for ids, _ in encoded], max_len)
+        else:
+            features += [{"input_ids": ids, "labels": labels} for ids, labels in encoded]
     return features
+
+
+def pack(sequences: list[list[int]], max_len: int) -> list[dict[str, list[int]]]:
+    """Raw-text packing for continued pretraining: concatenate the documents (each ends in eos)
+    and cut into max_len blocks, so no step is spent on padding; the last block may be short."""
+    flat = [t for seq in sequences for t in seq]
+    blocks = [flat[i : i + max_len] for i in range(0, len(flat), max_len)]
+    return [{"input_ids": b, "labels": list(b)} for b in blocks]
 
 
 def _collate(pad_id: int) -> Any:
