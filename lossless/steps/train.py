@@ -243,7 +243,7 @@ def _wrap_lora(model: Any, s: dict[str, Any], method: str) -> Any:
     lora = dict(s.get("lora") or {})
     config = LoraConfig(
         r=int(lora.get("r", 8)),
-        lora_alpha=float(lora.get("alpha", 16)),
+        lora_alpha=int(lora.get("alpha", 16)),
         lora_dropout=float(lora.get("dropout", 0.0)),
         target_modules=lora.get("target_modules", "all-linear"),
         modules_to_save=lora.get("modules_to_save"),
