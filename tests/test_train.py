@@ -144,3 +144,27 @@ def test_packing_cuts_concatenated_text_into_blocks() -> None:
     blocks = pack([[1, 2, 9], [3, 9], [4, 5, 6, 9]], 4)
     assert [b["input_ids"] for b in blocks] == [[1, 2, 9, 3], [9, 4, 5, 6], [9]]
     assert all(b["labels"] == b["input_ids"] for b in blocks)
+
+
+def test_several_data_files_concatenated_and_bad_scheduler(world) -> None:
+    from lossless.errors import LosslessError
+
+    root, base = world
+    write_jsonl(root / "more.jsonl", [{"text": "the cat sat"}, {"text": "the dog ate"}])
+    data = ["data.jsonl", {"path": "more.jsonl", "format": "text"}]
+    m = run_train(
+        TrainStep("t", None, "lora", settings={"data": data, "max_steps": 1}),
+        base_dir=base,
+        out_dir=root / "multi",
+        recipe_dir=root,
+        quiet=True,
+    )
+    assert m["examples"] == len(ROWS) + 2
+    with pytest.raises(LosslessError, match="lr_scheduler 'cosin'"):
+        run_train(
+            _step("lora", max_steps=1, lr_scheduler="cosin"),
+            base_dir=base,
+            out_dir=root / "bad",
+            recipe_dir=root,
+            quiet=True,
+        )

@@ -91,7 +91,7 @@ def run_train(
         num_train_epochs=float(s.get("epochs", 1)),
         max_steps=int(s.get("max_steps", -1)),
         learning_rate=float(s.get("learning_rate", 2e-4 if method != "full" else 5e-5)),
-        lr_scheduler_type=s.get("lr_scheduler", "cosine"),
+        lr_scheduler_type=_scheduler(s),
         warmup_steps=float(s.get("warmup_steps", s.get("warmup_ratio", 0))),
         per_device_train_batch_size=int(s.get("batch_size", 4)),
         gradient_accumulation_steps=int(s.get("gradient_accumulation_steps", 1)),
@@ -148,6 +148,15 @@ def run_train(
     )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _scheduler(s: dict[str, Any]) -> str:
+    """cosine | linear | constant; constant with a warmup is HF's constant_with_warmup."""
+    name = str(s.get("lr_scheduler", "cosine"))
+    if name not in ("cosine", "linear", "constant"):
+        raise LosslessError(f"train: lr_scheduler {name!r} is not one of cosine, linear, constant")
+    warm = s.get("warmup_steps") or s.get("warmup_ratio")
+    return "constant_with_warmup" if name == "constant" and warm else name
 
 
 def _use_bf16(precision: str) -> bool:
