@@ -163,6 +163,12 @@ def _use_bf16(precision: str) -> bool:
     """auto → bf16 only where CUDA supports it; fp32 on CPU."""
     import torch
 
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise LosslessError(f"train: precision {precision!r} is not one of auto, fp32, bf16, fp16")
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise LosslessError(
+            "train: precision fp16 needs a CUDA GPU", hint="use auto or fp32 on CPU"
+        )
     if precision == "bf16":
         return True
     return precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -275,8 +281,12 @@ def _data_paths(data: Any, recipe_dir: Path) -> list[tuple[str, str | None]]:
             raise LosslessError(
                 "train: `data` needs a path", hint="data: file.jsonl, or {path: ..., format: chat}"
             )
+        split = item.get("split") if isinstance(item, dict) else None
         local = recipe_dir / path
-        out.append((str(local) if local.exists() or "." in Path(path).name else path, fmt))
+        if local.exists() or "." in Path(path).name:
+            out.append((str(local), fmt))
+        else:  # a hub dataset id; load_rows reads "org/name:split"
+            out.append((f"{path}:{split}" if split else path, fmt))
     return out
 
 
