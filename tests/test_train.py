@@ -168,3 +168,36 @@ def test_several_data_files_concatenated_and_bad_scheduler(world) -> None:
             recipe_dir=root,
             quiet=True,
         )
+
+
+def test_dora_on_chat_data_writes_template_into_tokenizer(world) -> None:
+    from transformers import AutoTokenizer
+
+    root, base = world
+    chat = [
+        {
+            "messages": [
+                {"role": "user", "content": f"double {i}"},
+                {"role": "assistant", "content": str(2 * i)},
+            ]
+        }
+        for i in range(4)
+    ]
+    write_jsonl(root / "chat.jsonl", chat)
+    settings = {
+        "data": "chat.jsonl",
+        "max_steps": 1,
+        "chat_template": "chatml",
+        "lora": {"r": 2, "use_rslora": True},
+    }
+    m = run_train(
+        TrainStep("t", None, "dora", settings=settings),
+        base_dir=base,
+        out_dir=root / "dora",
+        recipe_dir=root,
+        quiet=True,
+    )
+    config = json.loads((root / "dora" / "adapter_config.json").read_text())
+    assert config["use_dora"] is True and config["use_rslora"] is True and config["r"] == 2
+    assert m["examples"] == 4
+    assert "<|im_start|>" in AutoTokenizer.from_pretrained(root / "dora").chat_template
