@@ -112,6 +112,9 @@ def run_train(
         train_dataset=features,
         data_collator=collate,
     )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # disable_tqdm adds it; it prints every log dict
     if not quiet:
         from lossless.training.progress import rich_progress_callback
 
