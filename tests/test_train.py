@@ -62,6 +62,7 @@ def test_lora_lowers_loss_and_adapter_loads(world) -> None:
         > 0
     )
     assert not torch.allclose(_logits(base), _logits(base, out))
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_full_writes_loadable_model_and_resumes(world) -> None:
@@ -76,7 +77,7 @@ def test_full_writes_loadable_model_and_resumes(world) -> None:
     _logits(out)  # loads with transformers
     # Simulate an interruption after step 2: drop the final checkpoint, run again → resumes at 2.
     shutil.rmtree(out / "checkpoints" / "checkpoint-4")
-    again = run_train(step, base_dir=base, out_dir=out, recipe_dir=root, quiet=True)
+    again = run_train(step, base_dir=base, out_dir=out, recipe_dir=root, quiet=False)
     assert again["resumed_from"] == "checkpoint-2" and again["steps"] == 4
     # The loss history of steps 1-2 comes back from the checkpoint; steps 3-4 were trained again.
     assert again["losses"][:2] == first["losses"][:2] and len(again["losses"]) == 4
@@ -113,7 +114,13 @@ def test_init_preset_with_trained_tokenizer(tmp_path: Path) -> None:
         base=None,
         method="full",
         init=init,
-        settings={"data": "corpus.txt", "max_steps": 3, "learning_rate": 1e-3},
+        settings={
+            "data": "corpus.txt",
+            "packing": True,
+            "max_seq_length": 16,
+            "max_steps": 3,
+            "learning_rate": 1e-3,
+        },
     )
     m = run_train(step, base_dir=None, out_dir=tmp_path / "m", recipe_dir=tmp_path, quiet=True)
     assert m["steps"] == 3 and m["last_loss"] < m["first_loss"]
@@ -129,3 +136,68 @@ def test_init_preset_with_trained_tokenizer(tmp_path: Path) -> None:
     )
     assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert tok.convert_tokens_to_ids("<|im_end|>") == 4  # a single special token, not bytes
+
+
+def test_packing_cuts_concatenated_text_into_blocks() -> None:
+    from lossless.steps.train import pack
+
+    blocks = pack([[1, 2, 9], [3, 9], [4, 5, 6, 9]], 4)
+    assert [b["input_ids"] for b in blocks] == [[1, 2, 9, 3], [9, 4, 5, 6], [9]]
+    assert all(b["labels"] == b["input_ids"] for b in blocks)
+
+
+def test_several_data_files_concatenated_and_bad_scheduler(world) -> None:
+    from lossless.errors import LosslessError
+
+    root, base = world
+    write_jsonl(root / "more.jsonl", [{"text": "the cat sat"}, {"text": "the dog ate"}])
+    data = ["data.jsonl", {"path": "more.jsonl", "format": "text"}]
+    m = run_train(
+        TrainStep("t", None, "lora", settings={"data": data, "max_steps": 1}),
+        base_dir=base,
+        out_dir=root / "multi",
+        recipe_dir=root,
+        quiet=True,
+    )
+    assert m["examples"] == len(ROWS) + 2
+    with pytest.raises(LosslessError, match="lr_scheduler 'cosin'"):
+        run_train(
+            _step("lora", max_steps=1, lr_scheduler="cosin"),
+            base_dir=base,
+            out_dir=root / "bad",
+            recipe_dir=root,
+            quiet=True,
+        )
+
+
+def test_dora_on_chat_data_writes_template_into_tokenizer(world) -> None:
+    from transformers import AutoTokenizer
+
+    root, base = world
+    chat = [
+        {
+            "messages": [
+                {"role": "user", "content": f"double {i}"},
+                {"role": "assistant", "content": str(2 * i)},
+            ]
+        }
+        for i in range(4)
+    ]
+    write_jsonl(root / "chat.jsonl", chat)
+    settings = {
+        "data": "chat.jsonl",
+        "max_steps": 1,
+        "chat_template": "chatml",
+        "lora": {"r": 2, "use_rslora": True},
+    }
+    m = run_train(
+        TrainStep("t", None, "dora", settings=settings),
+        base_dir=base,
+        out_dir=root / "dora",
+        recipe_dir=root,
+        quiet=True,
+    )
+    config = json.loads((root / "dora" / "adapter_config.json").read_text())
+    assert config["use_dora"] is True and config["use_rslora"] is True and config["r"] == 2
+    assert m["examples"] == 4
+    assert "<|im_start|>" in AutoTokenizer.from_pretrained(root / "dora").chat_template

@@ -91,7 +91,7 @@ def run_train(
         num_train_epochs=float(s.get("epochs", 1)),
         max_steps=int(s.get("max_steps", -1)),
         learning_rate=float(s.get("learning_rate", 2e-4 if method != "full" else 5e-5)),
-        lr_scheduler_type=s.get("lr_scheduler", "cosine"),
+        lr_scheduler_type=_scheduler(s),
         warmup_steps=float(s.get("warmup_steps", s.get("warmup_ratio", 0))),
         per_device_train_batch_size=int(s.get("batch_size", 4)),
         gradient_accumulation_steps=int(s.get("gradient_accumulation_steps", 1)),
@@ -112,6 +112,13 @@ def run_train(
         train_dataset=features,
         data_collator=collate,
     )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # disable_tqdm adds it; it prints every log dict
+    if not quiet:
+        from lossless.training.progress import rich_progress_callback
+
+        trainer.add_callback(rich_progress_callback(f"train {step.name}"))
     resume = _last_checkpoint(out_dir / "checkpoints")
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -137,14 +144,34 @@ def run_train(
         "resumed_from": resume.name if resume else None,
         "ewc_last_penalty": getattr(trainer, "last_penalty", None),
     }
+    from lossless.training.plot import write_loss_plot
+
+    metrics["plot_note"] = write_loss_plot(
+        losses, out_dir / "loss.png", f"train {step.name} ({method})"
+    )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _scheduler(s: dict[str, Any]) -> str:
+    """cosine | linear | constant; constant with a warmup is HF's constant_with_warmup."""
+    name = str(s.get("lr_scheduler", "cosine"))
+    if name not in ("cosine", "linear", "constant"):
+        raise LosslessError(f"train: lr_scheduler {name!r} is not one of cosine, linear, constant")
+    warm = s.get("warmup_steps") or s.get("warmup_ratio")
+    return "constant_with_warmup" if name == "constant" and warm else name
 
 
 def _use_bf16(precision: str) -> bool:
     """auto → bf16 only where CUDA supports it; fp32 on CPU."""
     import torch
 
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise LosslessError(f"train: precision {precision!r} is not one of auto, fp32, bf16, fp16")
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise LosslessError(
+            "train: precision fp16 needs a CUDA GPU", hint="use auto or fp32 on CPU"
+        )
     if precision == "bf16":
         return True
     return precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -234,7 +261,7 @@ def _wrap_lora(model: Any, s: dict[str, Any], method: str) -> Any:
     lora = dict(s.get("lora") or {})
     config = LoraConfig(
         r=int(lora.get("r", 8)),
-        lora_alpha=float(lora.get("alpha", 16)),
+        lora_alpha=int(lora.get("alpha", 16)),
         lora_dropout=float(lora.get("dropout", 0.0)),
         target_modules=lora.get("target_modules", "all-linear"),
         modules_to_save=lora.get("modules_to_save"),
@@ -257,8 +284,12 @@ def _data_paths(data: Any, recipe_dir: Path) -> list[tuple[str, str | None]]:
             raise LosslessError(
                 "train: `data` needs a path", hint="data: file.jsonl, or {path: ..., format: chat}"
             )
+        split = item.get("split") if isinstance(item, dict) else None
         local = recipe_dir / path
-        out.append((str(local) if local.exists() or "." in Path(path).name else path, fmt))
+        if local.exists() or "." in Path(path).name:
+            out.append((str(local), fmt))
+        else:  # a hub dataset id; load_rows reads "org/name:split"
+            out.append((f"{path}:{split}" if split else path, fmt))
     return out
 
 
@@ -293,10 +324,20 @@ def _features(
             fmt = detect_format(rows, path)
         examples = to_examples(rows, fmt, tokenizer, s.get("chat_template"), source=path)
         loss_on = s.get("loss_on", "all" if fmt == "text" else "answer")
-        for ex in examples:
-            ids, labels = encode(tokenizer, ex, max_len, loss_on=loss_on)
-            features.append({"input_ids": ids, "labels": labels})
+        encoded = [encode(tokenizer, ex, max_len, loss_on=loss_on) for ex in examples]
+        if fmt == "text" and s.get("packing"):
+            features += pack([ids for ids, _ in encoded], max_len)
+        else:
+            features += [{"input_ids": ids, "labels": labels} for ids, labels in encoded]
     return features
+
+
+def pack(sequences: list[list[int]], max_len: int) -> list[dict[str, list[int]]]:
+    """Raw-text packing for continued pretraining: concatenate the documents (each ends in eos)
+    and cut into max_len blocks, so no step is spent on padding; the last block may be short."""
+    flat = [t for seq in sequences for t in seq]
+    blocks = [flat[i : i + max_len] for i in range(0, len(flat), max_len)]
+    return [{"input_ids": b, "labels": list(b)} for b in blocks]
 
 
 def _collate(pad_id: int) -> Any:

@@ -50,9 +50,13 @@ def ewc_trainer_class(fisher: dict[str, Any], anchor: dict[str, Any], lam: float
         last_penalty: float = 0.0
 
         def compute_loss(
-            self, model: Any, inputs: Any, return_outputs: bool = False, **kwargs: Any
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
         ) -> Any:
-            result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             penalty = ewc_penalty(model, fisher, anchor, lam)
             self.last_penalty = float(penalty)
             if return_outputs:
