@@ -279,6 +279,21 @@ class Runner:
         unknown = self.options.force - {s.name for s in self.order}
         if unknown:
             raise LosslessError(f"--force {sorted(unknown)[0]}: no step of that name")
+        from lossless import lock
+
+        entries = lock.resolve_inputs(
+            self.recipe.path, self.recipe.documents, cache_dir=self.options.cache_dir
+        )
+        if self.options.locked:
+            lock.check_locked(self.recipe.path, entries)
+            self.resolver.locked = entries
+        self.lock_text = lock.lock_text(self.recipe.path, entries)
+        results = self._run_steps()
+        if self.options.write_lock:
+            lock.write_lock(self.recipe.path, entries)
+        return results
+
+    def _run_steps(self) -> list[StepStatus]:
         results = []
         for step in self.selected():
             status = self.status(step)
