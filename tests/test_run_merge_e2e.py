@@ -108,3 +108,35 @@ def test_invalid_recipe_exits_2_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert "merge_method" in result.stderr  # did-you-mean
     assert not (tmp_path / "out").exists()
+
+
+def test_run_writes_lock_and_locked_refuses_changed_input(
+    family_models: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    model = tmp_path / "ft"
+    shutil.copytree(family_models / "ft1", model)
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        f"""
+        models:
+          - model: {model}
+            parameters: {{weight: 1.0}}
+          - model: {family_models / "ft2"}
+            parameters: {{weight: 1.0}}
+        merge_method: linear
+        """,
+    )
+    out = tmp_path / "merged"
+    assert run_cli("run", str(recipe), str(out), "--quiet").returncode == 0
+    lock = json.loads((tmp_path / "r.lock").read_text())
+    assert str(model) in lock["inputs"]
+    assert "## Lock" in (out / "README.md").read_text()
+    assert run_cli("run", str(recipe), str(out), "--locked", "--quiet").returncode == 0
+    config = json.loads((model / "config.json").read_text())
+    config["rms_norm_eps"] = 1e-5
+    (model / "config.json").write_text(json.dumps(config))
+    refused = run_cli("run", str(recipe), str(out), "--locked", "--quiet")
+    assert refused.returncode == 1
+    assert "does not match" in refused.stderr and str(model) in refused.stderr
