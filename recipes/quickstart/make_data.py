@@ -2,7 +2,7 @@
 
 - P (pretraining, raw text): counting and alphabet runs, e.g. "count 3 5 7 9" / "letters c d e f".
 - A (chat): reverse a list of words.          user "reverse: sun cat dog" → "dog cat sun"
-- B (chat): add two one-digit numbers.        user "add: 3 4"             → "7"
+- B (chat): the next number (builds on P).    user "next: 37"             → "38"
 - C (chat, the new skill): the first word.    user "first: sun cat dog"  → "sun"
 Each skill has a training file and a disjoint held-out file; the same seed gives the same bytes.
 """
@@ -52,6 +52,15 @@ def chat(prompt: str, answer: str) -> dict:
     }
 
 
+def chatml_text(run: str) -> str:
+    """A pretraining line as a ChatML exchange: the user gives the start, the assistant the rest."""
+    words = run.split()
+    head, tail = " ".join(words[:3]), " ".join(words[3:])
+    return (
+        f"<|im_start|>user\ncontinue: {head}<|im_end|>\n<|im_start|>assistant\n{tail}<|im_end|>\n"
+    )
+
+
 def skill_p(rng: random.Random) -> str:
     kind = rng.random()
     if kind < 0.6:  # counting by ones or twos: 50 starts × 2 steps × 3 lengths
@@ -63,13 +72,13 @@ def skill_p(rng: random.Random) -> str:
 
 
 def skill_a(rng: random.Random) -> dict:
-    words = rng.sample(WORDS, rng.randint(2, 4))
+    words = rng.sample(WORDS, rng.randint(2, 3))
     return chat("reverse: " + " ".join(words), " ".join(reversed(words)))
 
 
 def skill_b(rng: random.Random) -> dict:
-    a, b = rng.randint(0, 9), rng.randint(0, 9)
-    return chat(f"add: {a} {b}", str(a + b))
+    n = rng.randint(0, 98)
+    return chat(f"next: {n}", str(n + 1))
 
 
 def skill_c(rng: random.Random) -> dict:
@@ -96,15 +105,18 @@ def main(out_dir: Path = HERE / "data", seed: int = 0) -> None:
     rng = random.Random(seed)
     p_train, p_held = split(skill_p, rng, 300, 40)
     (out_dir / "p_train.txt").write_text("\n".join(p_train) + "\n")
+    # Real base models have seen chat markup in their pretraining text; so does ours, on skill P
+    # only ("continue" a run), as raw text: the base learns the markup, not skills A, B or C.
+    write_jsonl(out_dir / "p_chat_train.jsonl", [{"text": chatml_text(t)} for t in p_train])
     (out_dir / "p_heldout.txt").write_text("\n".join(p_held) + "\n")
     for name, make, n_train in (("a", skill_a, 800), ("b", skill_b, 80), ("c", skill_c, 800)):
-        n_held = 20 if name == "b" else 60  # there are only 100 distinct additions
+        n_held = 19 if name == "b" else 60  # there are only 99 distinct "next" questions
         train, held = split(make, rng, n_train, n_held)
         write_jsonl(out_dir / f"{name}_train.jsonl", train)
         write_jsonl(out_dir / f"{name}_heldout.jsonl", held)
     # The tokenizer is trained on everything the models will ever see, held-out sets included,
     # so no skill is unreadable; this is vocabulary, not knowledge.
-    corpus = [*p_train, *p_held, *WORDS, *(str(n) for n in range(20)), "reverse: add: first:"]
+    corpus = [*p_train, *p_held, *WORDS, *(str(n) for n in range(20)), "reverse: next: first:"]
     (out_dir / "tokenizer_corpus.txt").write_text("\n".join(corpus) + "\n")
 
 
