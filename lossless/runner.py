@@ -153,8 +153,48 @@ class Runner:
             if self.options.out is not None:
                 return Path(self.options.out).resolve()
             if self.recipe.output:
-                return (self.recipe_dir / self.recipe.output).resolve()
+                # A recipe from elsewhere may only write beside itself or in the work dir.
+                from lossless.safety import check_output_path
+
+                return check_output_path(
+                    self.recipe.output,
+                    [self.recipe_dir, self.work_dir],
+                    from_cli=False,
+                    base=self.recipe_dir,
+                    what=f"`output:` of {Path(self.recipe.path).name}",
+                ).resolve()
         return self.work_dir / step.name
+
+    def check_disk_space(self) -> None:
+        """Before anything starts: room for the downloads plus (roughly) every step's output."""
+        from lossless.graph import external_refs
+        from lossless.hub import check_disk_space, parse_hub_ref, plan_downloads
+        from lossless.refs import local_path
+
+        hub_refs = [
+            str(r)
+            for r in external_refs(self.recipe)
+            if local_path(r.name, self.recipe_dir) is None and parse_hub_ref(r.name) is not None
+        ]
+        planned = plan_downloads(hub_refs, cache_dir=self.options.cache_dir) if hub_refs else []
+        largest_input = max([p.bytes for p in planned] + [self._largest_local_input()], default=0)
+        outputs = sum(
+            largest_input for s in self.recipe.steps if isinstance(s, MergeStep | TrainStep)
+        )
+        check_disk_space(self.work_dir, sum(p.fetch_bytes for p in planned) + outputs)
+
+    def _largest_local_input(self) -> int:
+        sizes = [0]
+        for step in self.recipe.steps:
+            for ref in model_refs(step):
+                if self.resolver.step_for(ref) is not None:
+                    continue
+                from lossless.refs import local_path
+
+                path = local_path(ref.name, self.recipe_dir)
+                if path is not None and path.is_dir():
+                    sizes.append(sum(f.stat().st_size for f in path.glob("*.safetensors")))
+        return max(sizes)
 
     def _state_file(self, step: Step) -> Path:
         return self.work_dir / STATE_DIR / f"{step.name}.json"
@@ -288,6 +328,7 @@ class Runner:
             lock.check_locked(self.recipe.path, entries)
             self.resolver.locked = entries
         self.lock_text = lock.lock_text(self.recipe.path, entries)
+        self.check_disk_space()
         results = self._run_steps()
         if self.options.write_lock:
             lock.write_lock(self.recipe.path, entries)

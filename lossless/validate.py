@@ -164,6 +164,11 @@ def check_text(
         ]
     checker = Checker(file, lines, positions, Path(recipe_dir) if recipe_dir else None)
     problems += check_documents(docs, checker, resolve=resolve)
+    # A shared recipe may not turn on code execution itself; say which flag the user may pass.
+    from lossless.safety import code_execution_problems
+
+    first_positions = positions[0] if len(positions) == 1 else None
+    problems += code_execution_problems(docs, file, positions=first_positions)
     return docs, _dedupe(problems)
 
 

@@ -140,3 +140,39 @@ def test_run_writes_lock_and_locked_refuses_changed_input(
     refused = run_cli("run", str(recipe), str(out), "--locked", "--quiet")
     assert refused.returncode == 1
     assert "does not match" in refused.stderr and str(model) in refused.stderr
+
+
+def test_recipe_output_may_not_escape_and_code_execution_needs_a_flag(
+    family_models: Path, tmp_path: Path
+) -> None:
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        f"""
+        models:
+          - model: {family_models / "ft1"}
+            parameters: {{weight: 1.0}}
+        merge_method: linear
+        output: ../../somewhere-else
+        """,
+    )
+    escaped = run_cli("run", str(recipe), "--quiet")
+    assert escaped.returncode == 1
+    assert "output:" in escaped.stderr and "command line" in escaped.stderr
+    assert not (tmp_path.parent.parent / "somewhere-else").exists()
+    # the same path given on the command line is the user's choice
+    chosen = tmp_path / "chosen"
+    assert run_cli("run", str(recipe), str(chosen), "--quiet").returncode == 0
+
+    hostile = write_recipe(
+        tmp_path / "hostile.yaml",
+        f"""
+        models:
+          - model: {family_models / "ft1"}
+            parameters: {{weight: 1.0}}
+        merge_method: linear
+        trust_remote_code: true
+        """,
+    )
+    refused = run_cli("validate", str(hostile))
+    assert refused.returncode == 2
+    assert "--trust-remote-code" in refused.stdout + refused.stderr
