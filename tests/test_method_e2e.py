@@ -121,3 +121,21 @@ def test_cache_matrix(world: Path) -> None:
         "merged": "ran",
         "check": "ran",
     }
+
+
+def test_force_and_only(world: Path) -> None:
+    from lossless.runner import Runner, RunOptions
+    from lossless.validate import load_recipe
+
+    path = write(world, lr="3.0e-3")
+    recipe, _ = load_recipe(path)
+    only = Runner(recipe, RunOptions(quiet=True, only=frozenset({"new_skill"}))).run()
+    assert {s.name: s.state for s in only} == {"new_skill": "ran"}
+    run(path)
+    forced = Runner(recipe, RunOptions(quiet=True, force=frozenset({"merged"}))).run()
+    assert {s.name: s.state for s in forced} == {
+        "new_skill": "fresh",
+        "adapted": "lazy",
+        "merged": "ran",
+        "check": "fresh",
+    }
