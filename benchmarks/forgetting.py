@@ -115,7 +115,7 @@ def variants(seed: int, quick: bool, densities: list[float]) -> dict[str, dict]:
             ],
             "merge_method": "ties",
             "base_model": "base",
-            "parameters": {"normalize": False},
+            "parameters": {"normalize": True},
             "dtype": "float32",
         }
         out[name] = with_world(
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Seeds: {', '.join(map(str, args.seeds))}{' (quick)' if args.quick else ''}. "
         "Retention vs the instruct model (P by loss, A/B by exact match); C = exact match on held-out C.",
         "",
-        "| variant | P retained | A retained | B retained | C acquired | wall s (last step) |",
+        "| variant | P retained | A retained | B retained | C acquired | wall s (first variant includes building the world) |",
         "|---|---|---|---|---|---|",
     ]
     for name, values in rows.items():
