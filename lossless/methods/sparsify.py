@@ -43,9 +43,20 @@ def keep_top_magnitude(delta: torch.Tensor, density: float, rescale: bool) -> to
     if density <= 0 or delta.numel() == 0:
         return torch.zeros_like(delta)
     keep = max(1, int(density * delta.numel()))  # density 0.5 of 6 entries → 3
-    largest_first = torch.argsort(_ranking_magnitudes(delta), descending=True)
-    mask = torch.zeros(delta.numel(), dtype=delta.dtype, device=delta.device)
-    mask[largest_first[:keep]] = 1
+    magnitudes = _ranking_magnitudes(delta)
+    # Fast path, O(n) and no index tensor: the keep-th largest magnitude is a threshold. It picks
+    # exactly the entries a full sort would whenever the threshold value is not shared by more
+    # entries than are still needed; only then does the order among equals matter, and we sort
+    # like mergekit does.
+    threshold = torch.kthvalue(magnitudes, magnitudes.numel() - keep + 1).values
+    above = magnitudes > threshold
+    at = magnitudes == threshold
+    if int(above.sum()) + int(at.sum()) == keep:
+        mask = (above | at).to(delta.dtype)
+    else:
+        largest_first = torch.argsort(magnitudes, descending=True)
+        mask = torch.zeros(delta.numel(), dtype=delta.dtype, device=delta.device)
+        mask[largest_first[:keep]] = 1
     return _apply_mask(delta, mask.reshape_as(delta), rescale)
 
 
