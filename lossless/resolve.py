@@ -197,16 +197,19 @@ class Resolver:
         return AdaptedSource(base, loaded, label=label)
 
 
+def merge_inputs(step: MergeStep) -> list[ModelRef]:
+    """Every model a merge stage reads, base first, each once."""
+    refs = [step.base_model] if step.base_model is not None else []
+    refs += [m.model for m in step.models]
+    for slice_ in step.slices:
+        refs += [s.model for s in slice_.sources]
+        refs += [slice_.base_model] if slice_.base_model is not None else []
+    unique: dict[str, ModelRef] = {}
+    for ref in refs:
+        unique.setdefault(str(ref), ref)
+    return list(unique.values())
+
+
 def sources_for(step: MergeStep, resolver: Resolver) -> Mapping[str, TensorSource]:
     """Every model a merge stage reads, keyed by `str(ModelRef)` as the planner expects."""
-    refs: dict[str, ModelRef] = {}
-    for model in step.models:
-        refs[str(model.model)] = model.model
-    for slice_ in step.slices:
-        for source in slice_.sources:
-            refs[str(source.model)] = source.model
-        if slice_.base_model is not None:
-            refs[str(slice_.base_model)] = slice_.base_model
-    if step.base_model is not None:
-        refs[str(step.base_model)] = step.base_model
-    return {key: resolver.tensor_source(ref) for key, ref in refs.items()}
+    return {str(ref): resolver.tensor_source(ref) for ref in merge_inputs(step)}

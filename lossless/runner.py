@@ -60,28 +60,14 @@ class StepStatus:
 
 
 def model_refs(step: Step) -> list[ModelRef]:
-    """Every model reference a step reads, in recipe order, without duplicates."""
-    refs: list[ModelRef] = []
-    if isinstance(step, TrainStep):
-        refs = [step.base] if step.base else []
-    elif isinstance(step, ApplyStep):
-        refs = [step.to, *(use.adapter for use in step.adapters)]
-    elif isinstance(step, MergeStep):
-        refs = [m.model for m in step.models]
-        for slice_ in step.slices:
-            refs += [s.model for s in slice_.sources]
-            refs += [slice_.base_model] if slice_.base_model else []
-        refs += [step.base_model] if step.base_model else []
-    elif isinstance(step, EvalStep):
-        refs = [*step.models, *([step.reference] if step.reference else [])]
-    expanded: list[ModelRef] = []
-    for ref in refs:
-        expanded.append(ref)
-        if ref.lora:
-            expanded.append(ModelRef.parse(ref.lora))
+    """Every model reference a step reads (graph.step_refs), `model+lora` adapters included."""
+    from lossless.graph import step_refs
+
     unique: dict[str, ModelRef] = {}
-    for ref in expanded:
+    for _, ref in step_refs(step):
         unique.setdefault(str(ref), ref)
+        if ref.lora:
+            unique.setdefault(ref.lora, ModelRef.parse(ref.lora))
     return list(unique.values())
 
 

@@ -8,30 +8,17 @@ from typing import TYPE_CHECKING
 
 from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
 from lossless.recipe import ApplyStep, ModelRef
+from lossless.tensors.checkpoint import SAFETENSORS_TO_TORCH
 
 if TYPE_CHECKING:
     from lossless.runner import Runner
-
-# safetensors dtype spelling → torch dtype name
-TORCH_DTYPES = {
-    "F64": "float64",
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "I64": "int64",
-    "I32": "int32",
-    "I16": "int16",
-    "I8": "int8",
-    "U8": "uint8",
-    "BOOL": "bool",
-}
 
 
 def copy_plan(key: str, source) -> MergePlan:  # type: ignore[no-untyped-def]
     """Every tensor of `source` unchanged, in its stored dtype (a passthrough per tensor)."""
     jobs = []
     for name in source.tensor_names():
-        dtype = TORCH_DTYPES.get(source.dtype(name), "float32")
+        dtype = SAFETENSORS_TO_TORCH.get(source.dtype(name), "float32")
         jobs.append(
             TensorJob(
                 output=name,

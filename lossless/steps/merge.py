@@ -10,27 +10,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossless.recipe import MergeStep, ModelRef
-from lossless.resolve import sources_for
+from lossless.resolve import merge_inputs, sources_for
 
 if TYPE_CHECKING:
     from lossless.runner import Runner
     from lossless.tensors.source import TensorSource
 
 
-def _input_refs(step: MergeStep) -> list[ModelRef]:
-    refs = [m.model for m in step.models] + [s.model for sl in step.slices for s in sl.sources]
-    if step.base_model is not None:
-        refs.insert(0, step.base_model)
-    unique: dict[str, ModelRef] = {}
-    for ref in refs:
-        unique.setdefault(str(ref), ref)
-    return list(unique.values())
-
-
 def _base_key(step: MergeStep) -> str:
     if step.base_model is not None:
         return str(step.base_model)
-    return str(_input_refs(step)[0])
+    return str(merge_inputs(step)[0])
 
 
 def _tokenizer_setting(step: MergeStep) -> tuple[str | None, Mapping[str, Any], int | None]:
@@ -73,7 +63,7 @@ def run_merge(step: MergeStep, runner: Runner, output: Path, fingerprint: str) -
     resolver, options = runner.resolver, runner.options
     sources: Mapping[str, TensorSource] = sources_for(step, resolver)
     base_key = _base_key(step)
-    refs = {str(r): r for r in _input_refs(step)}
+    refs = {str(r): r for r in merge_inputs(step)}
     tokenizer_dirs = {key: resolver.tokenizer_dir(ref) for key, ref in refs.items()}
     source, tokens, pad = _tokenizer_setting(step)
     sizes = vocab_sizes(sources)
