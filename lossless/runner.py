@@ -424,6 +424,9 @@ class Runner:
             quiet=self.options.quiet,
             seed=self.options.seed,
         )
+        # Checkpoints exist to resume an interrupted run; once the step has finished they are
+        # optimizer state the size of several models, so they go before the output is published.
+        shutil.rmtree(partial / "checkpoints", ignore_errors=True)
         self._finish(step, partial, output, fingerprint)
 
     def _run_eval(self, step: EvalStep, output: Path, fingerprint: Fingerprint) -> None:

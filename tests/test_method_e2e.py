@@ -85,6 +85,9 @@ def test_method_runs_loads_and_generates(world: Path) -> None:
     assert states == {"new_skill": "ran", "adapted": "lazy", "merged": "ran", "check": "ran"}
     out = world / "merged-out"
     assert (out / "lossless-manifest.json").is_file()
+    # resume checkpoints (optimizer state) are dropped once the train step has finished
+    assert (world / ".lossless" / "new_skill" / "adapter_model.safetensors").is_file()
+    assert not (world / ".lossless" / "new_skill" / "checkpoints").exists()
     results = json.loads((world / ".lossless" / "check" / "eval.json").read_text())
     assert set(results["scores"]) == {"instruct", "merged"}
 

@@ -31,7 +31,9 @@ def run_train(
     """Train `step` and write its output into out_dir; returns the metrics dict."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our rich bar reports progress; tqdm bars would interleave
     s = dict(step.settings)
     method = step.method or s.get("method", "lora")
     if method not in METHODS:
@@ -95,7 +97,7 @@ def run_train(
         warmup_steps=float(s.get("warmup_steps", s.get("warmup_ratio", 0))),
         per_device_train_batch_size=int(s.get("batch_size", 4)),
         gradient_accumulation_steps=int(s.get("gradient_accumulation_steps", 1)),
-        gradient_checkpointing=bool(s.get("gradient_checkpointing", False)),
+        **_checkpointing_kwargs(TrainingArguments, bool(s.get("gradient_checkpointing", False))),
         bf16=bf16,
         fp16=s.get("precision") == "fp16",
         seed=seed,
@@ -151,6 +153,20 @@ def run_train(
     )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _checkpointing_kwargs(arguments_class: Any, enabled: bool) -> dict[str, bool]:
+    """transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name
+    warns); pass whichever this version has, and only when asked, so a run stays quiet."""
+    if not enabled:
+        return {}
+    fields = getattr(arguments_class, "__dataclass_fields__", {})
+    name = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in fields
+        else "gradient_checkpointing"
+    )
+    return {name: True}
 
 
 def _scheduler(s: dict[str, Any]) -> str:
