@@ -18,6 +18,8 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 def pure_merges() -> list[Path]:
     found = []
     for path in sorted(RECIPES.glob("*.yaml")):
+        if path.name.startswith("."):
+            continue  # scratch recipes of a running benchmark
         recipe, _ = load_recipe(path)
         if not any(isinstance(s, TrainStep | EvalStep) for s in recipe.steps) and recipe.merges:
             found.append(path)

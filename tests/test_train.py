@@ -201,3 +201,23 @@ def test_dora_on_chat_data_writes_template_into_tokenizer(world) -> None:
     assert config["use_dora"] is True and config["use_rslora"] is True and config["r"] == 2
     assert m["examples"] == 4
     assert "<|im_start|>" in AutoTokenizer.from_pretrained(root / "dora").chat_template
+
+
+def test_tiny_models_train_on_one_thread_and_the_count_is_restored(world) -> None:
+    import torch
+
+    from lossless.steps.train import _one_thread_for_tiny_models
+
+    root, base = world
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    run_train(_step("lora", max_steps=1), base_dir=base, out_dir=root / "t", recipe_dir=root)
+    assert torch.get_num_threads() == 2  # merges later in the run keep every core
+    model = torch.nn.Linear(4, 4)
+    model.device = torch.device("cpu")
+    model.num_parameters = lambda: 20  # a tiny model: one thread
+    try:
+        _one_thread_for_tiny_models(model)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -59,7 +59,11 @@ def test_invalid_recipe_is_rejected(case: Path) -> None:
         )
 
 
-@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
+# Hidden files are scratch recipes (benchmarks/forgetting.py writes its variants there while it runs).
+BUNDLED = sorted(p for p in (ROOT / "recipes").glob("*.yaml") if not p.name.startswith("."))
+
+
+@pytest.mark.parametrize("recipe", BUNDLED, ids=lambda p: p.stem)
 def test_bundled_recipes_validate_strictly(recipe: Path) -> None:
     built, warnings = load_recipe(recipe, strict=True)
     assert warnings == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,13 @@ def run_train(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if method in PEFT_METHODS:
-        model = _wrap_peft(model, s, method, base_dir)
+        with warnings.catch_warnings():
+            # peft asks transformers 5 for `is_gradient_checkpointing`, which warns of its rename
+            # on every LoRA run; the warning is about peft's code, not the user's recipe.
+            warnings.filterwarnings(
+                "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+            )
+            model = _wrap_peft(model, s, method, base_dir)
     if s.get("freeze"):
         from lossless.training.freeze import freeze
 
@@ -123,7 +130,12 @@ def run_train(
         trainer.add_callback(rich_progress_callback(f"train {step.name}"))
     resume = _last_checkpoint(out_dir / "checkpoints")
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    threads = torch.get_num_threads()
+    try:
+        _one_thread_for_tiny_models(model)
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    finally:
+        torch.set_num_threads(threads)  # the rest of the run (merges) keeps every core
     wall = time.perf_counter() - t0
 
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
@@ -153,6 +165,20 @@ def run_train(
     )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+TINY_MODEL_PARAMETERS = 20_000_000
+
+
+def _one_thread_for_tiny_models(model: Any) -> None:
+    """A model this small has matrices too small to split across cores: extra intra-op threads
+    only add synchronisation, and on a busy machine they stall each other (measured: the
+    quickstart's base trained several times slower with 2 threads beside another process than
+    with 1). GPU runs and larger models keep torch's default."""
+    import torch
+
+    if model.device.type == "cpu" and model.num_parameters() < TINY_MODEL_PARAMETERS:
+        torch.set_num_threads(1)
 
 
 def _checkpointing_kwargs(arguments_class: Any, enabled: bool) -> dict[str, bool]:

@@ -1,10 +1,14 @@
 """Generate the quickstart's tiny world: deterministic data for four skills (run: python make_data.py).
 
-- P (pretraining, raw text): counting and alphabet runs, e.g. "count 3 5 7 9" / "letters c d e f".
-- A (chat): reverse a list of words.          user "reverse: sun cat dog" → "dog cat sun"
-- B (chat): the next number (builds on P).    user "next: 37"             → "38"
-- C (chat, the new skill): the first word.    user "first: sun cat dog"  → "sun"
-Each skill has a training file and a disjoint held-out file; the same seed gives the same bytes.
+- P (pretraining, raw text): word lists, counting and alphabet runs, and two operations written
+  out as plain text, e.g. "words sun cat dog", "count 3 5 7 9", "letters c d e f",
+  "the last of sun cat dog is dog", "sun cat swapped is cat sun".
+- A (chat): the last word.                   user "last: sun cat dog"   → "dog"
+- B (chat): swap two words.                  user "swap: sun cat"       → "cat sun"
+- C (chat, the new skill): the first word.   user "first: sun cat dog"  → "sun"
+As in real models, A and B rest on what pretraining taught (the words, the operations as text):
+the instruct step teaches the model to answer with them. C is in neither model's data. Each skill
+has a training file and a disjoint held-out file; the same seed gives the same bytes.
 """
 
 from __future__ import annotations
@@ -63,8 +67,16 @@ def chatml_text(run: str) -> str:
 
 def skill_p(rng: random.Random) -> str:
     kind = rng.random()
-    if kind < 0.6:  # counting by ones or twos: 50 starts × 2 steps × 3 lengths
-        start, step = rng.randint(0, 49), rng.choice((1, 2))
+    if kind < 0.25:  # word lists: the base learns the words that A, B and C are about
+        return "words " + " ".join(rng.sample(WORDS, rng.randint(3, 5)))
+    if kind < 0.45:  # the operations behind skills A and B, as plain text (not C's)
+        words = rng.sample(WORDS, rng.randint(2, 4))
+        return f"the last of {' '.join(words)} is {words[-1]}"
+    if kind < 0.6:
+        first, second = rng.sample(WORDS, 2)
+        return f"{first} {second} swapped is {second} {first}"
+    if kind < 0.85:  # counting by ones or twos: 90 starts × 2 steps × 3 lengths
+        start, step = rng.randint(0, 89), rng.choice((1, 2))
         numbers = range(start, start + step * rng.randint(4, 6), step)
         return "count " + " ".join(str(n) for n in numbers)
     start = rng.randint(0, 20)
@@ -72,13 +84,13 @@ def skill_p(rng: random.Random) -> str:
 
 
 def skill_a(rng: random.Random) -> dict:
-    words = rng.sample(WORDS, rng.randint(2, 3))
-    return chat("reverse: " + " ".join(words), " ".join(reversed(words)))
+    words = rng.sample(WORDS, rng.randint(2, 4))
+    return chat("last: " + " ".join(words), words[-1])
 
 
 def skill_b(rng: random.Random) -> dict:
-    n = rng.randint(0, 98)
-    return chat(f"next: {n}", str(n + 1))
+    first, second = rng.sample(WORDS, 2)
+    return chat(f"swap: {first} {second}", f"{second} {first}")
 
 
 def skill_c(rng: random.Random) -> dict:
@@ -103,20 +115,29 @@ def write_jsonl(path: Path, rows: list) -> None:
 def main(out_dir: Path = HERE / "data", seed: int = 0) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    p_train, p_held = split(skill_p, rng, 300, 40)
+    p_train, p_held = split(skill_p, rng, 600, 60)
     (out_dir / "p_train.txt").write_text("\n".join(p_train) + "\n")
     # Real base models have seen chat markup in their pretraining text; so does ours, on skill P
     # only ("continue" a run), as raw text: the base learns the markup, not skills A, B or C.
     write_jsonl(out_dir / "p_chat_train.jsonl", [{"text": chatml_text(t)} for t in p_train])
     (out_dir / "p_heldout.txt").write_text("\n".join(p_held) + "\n")
-    for name, make, n_train in (("a", skill_a, 800), ("b", skill_b, 80), ("c", skill_c, 800)):
-        n_held = 19 if name == "b" else 60  # there are only 99 distinct "next" questions
+    for name, make, n_train, n_held in (
+        ("a", skill_a, 800, 60),
+        ("b", skill_b, 600, 60),
+        ("c", skill_c, 800, 60),
+    ):
         train, held = split(make, rng, n_train, n_held)
         write_jsonl(out_dir / f"{name}_train.jsonl", train)
         write_jsonl(out_dir / f"{name}_heldout.jsonl", held)
     # The tokenizer is trained on everything the models will ever see, held-out sets included,
     # so no skill is unreadable; this is vocabulary, not knowledge.
-    corpus = [*p_train, *p_held, *WORDS, *(str(n) for n in range(20)), "reverse: next: first:"]
+    corpus = [
+        *p_train,
+        *p_held,
+        *WORDS,
+        *(str(n) for n in range(20)),
+        "last: swap: first:",
+    ]
     (out_dir / "tokenizer_corpus.txt").write_text("\n".join(corpus) + "\n")
 
 
