@@ -58,7 +58,7 @@ def ewc_trainer_class(fisher: dict[str, Any], anchor: dict[str, Any], lam: float
         ) -> Any:
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             penalty = ewc_penalty(model, fisher, anchor, lam)
-            self.last_penalty = float(penalty)
+            self.last_penalty = float(penalty.detach())
             if return_outputs:
                 return result[0] + penalty, result[1]
             return result + penalty
