@@ -84,7 +84,7 @@ def variants(seed: int, quick: bool, densities: list[float]) -> dict[str, dict]:
 
     out["naive"] = with_world({"naive": naive_step(seed, quick)}, {}, "naive")
     out["replay"] = with_world(
-        {"naive_replay": naive_step(seed, quick, replay={"data": ab[0], "fraction": 0.2})},
+        {"naive_replay": naive_step(seed, quick, replay={"data": ab, "fraction": 0.2})},
         {},
         "naive_replay",
     )
@@ -92,7 +92,7 @@ def variants(seed: int, quick: bool, densities: list[float]) -> dict[str, dict]:
         {"naive_freeze": naive_step(seed, quick, freeze={"first_layers": 1})}, {}, "naive_freeze"
     )
     out["ewc"] = with_world(
-        {"naive_ewc": naive_step(seed, quick, ewc={"data": ab[0], "lambda": 50.0, "samples": 64})},
+        {"naive_ewc": naive_step(seed, quick, ewc={"data": ab, "lambda": 50.0, "samples": 64})},
         {},
         "naive_ewc",
     )
