@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lossless.methods import sort_replay
+from lossless.methods import sort_replay, sparsify
 
 
 def argsort_first_k(keys: torch.Tensor, k: int) -> torch.Tensor:
@@ -87,6 +87,28 @@ def test_median_of_three_follows_the_branch_order_of_libstdcxx() -> None:
     assert sort_replay._median_slot(2.0, 1.0, 3.0) == 0
     assert sort_replay._median_slot(1.0, 1.0, 1.0) == 1
     assert sort_replay._median_slot(2.0, 1.0, 1.0) == 2
+
+
+@pytest.mark.parametrize("give_up", [False, True])
+def test_top_k_selector_equals_argsort_even_when_the_replay_gives_up(
+    give_up: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if give_up:  # the introsort depth limit: the selector must sort instead
+        monkeypatch.setattr(sort_replay, "replay_top_k", lambda keys, k: None)
+    delta = (tie_heavy(5000, 9, seed=3) - 4) / 8
+    expected = argsort_first_k(delta.abs(), 1234)
+    # `remake` lets the selector rank in the delta's own memory and make it again if needed
+    select = sparsify.top_k_selector(delta.clone(), 1234, remake=delta.clone)
+    assert torch.equal(select(delta, 0), expected)
+    assert torch.equal(select(delta[1000:2000], 1000), expected[1000:2000])
+
+
+def test_nan_magnitudes_take_the_sorting_path() -> None:
+    delta = torch.tensor([0.5, float("nan"), -0.25, 0.125, 0.5, -0.5] * 5)
+    select = sparsify.top_k_selector(delta, 7)
+    expected = torch.zeros(delta.numel(), dtype=torch.bool)
+    expected[torch.argsort(delta.abs(), descending=True)[:7]] = True
+    assert torch.equal(select(delta, 0), expected)
 
 
 def test_ids_stay_int32_and_tied_indices_come_back_sorted() -> None:
