@@ -40,63 +40,30 @@ def _median_slot(a: float, b: float, c: float) -> int:
     return 2 if b > c else 1
 
 
-class _Ids:
-    """The original index of the key at each position: the identity (plus the first pivot swap)
-    until a partition has moved keys, then an array covering only the range still replayed."""
-
-    def __init__(self, n: int) -> None:
-        self.dtype = np.int32 if n < 2**31 else np.int64
-        self.array: np.ndarray | None = None
-        self.offset = 0
-        self.swapped: tuple[int, int] | None = None  # a swap recorded while still the identity
-
-    def get(self, pos: np.ndarray) -> np.ndarray:
-        """Ids at `pos` (a chunk in ascending or descending order), positions all inside or all
-        outside the materialised range: outside it nothing has moved but the first pivot swap."""
-        if not pos.size:
-            return pos
-        low, high = (pos[0], pos[-1]) if pos[0] <= pos[-1] else (pos[-1], pos[0])
-        inside = self.array is not None and self.offset <= low
-        if inside and high < self.offset + self.array.size:
-            return self.array[pos - self.offset]
-        if self.swapped is None or not any(low <= s <= high for s in self.swapped):
-            return pos
-        i, j = self.swapped
-        at_i, at_j = pos == i, pos == j
-        ids = pos.copy()
-        ids[at_i], ids[at_j] = j, i
-        return ids
-
-    def swap(self, i: int, j: int) -> None:
-        if self.array is None:
-            self.swapped = (i, j)  # only ever the first step's pivot swap
-        else:
-            a, b = i - self.offset, j - self.offset
-            self.array[[a, b]] = self.array[[b, a]]
-
-    def keep(self, first: int, last: int) -> None:
-        """Materialise the ids of [first, last), the range the next steps work in."""
-        if self.array is None:
-            self.array = np.arange(first, last, dtype=self.dtype)
-            self.offset = first
-            if self.swapped is not None:
-                for i, j in (self.swapped, self.swapped[::-1]):
-                    if first <= i < last:
-                        self.array[i - first] = j
-
-    def put(self, pos: np.ndarray, ids: np.ndarray) -> None:
-        assert self.array is not None
-        self.array[pos - self.offset] = ids
+def _pivot_slot(keys: np.ndarray) -> int:
+    """Where the median of keys[1], the middle and the last one lies; the sort swaps it to 0."""
+    slots = (1, keys.size // 2, keys.size - 1)
+    return slots[_median_slot(*(float(keys[s]) for s in slots))]
 
 
-def _pivot_to_front(keys: np.ndarray, ids: _Ids, first: int, last: int) -> float:
-    """Median of keys at first+1, the middle and last-1 swapped to `first`, as the sort does."""
-    slots = (first + 1, first + (last - first) // 2, last - 1)
-    a, b, c = (float(keys[s]) for s in slots)
-    chosen = slots[_median_slot(a, b, c)]
-    keys[first], keys[chosen] = keys[chosen], keys[first]
-    ids.swap(first, chosen)
-    return float(keys[first])
+def _first_step_ids(pos: np.ndarray, swapped: int) -> np.ndarray:
+    """Ids at `pos` before any move but the first pivot swap (0 ↔ swapped)."""
+    if swapped == 0 or not pos.size:
+        return pos
+    low, high = pos.min(), pos.max()
+    if low > 0 and not low <= swapped <= high:
+        return pos  # the usual chunk: no id to fix
+    ids = np.where(pos == swapped, 0, pos)
+    return np.where(pos == 0, swapped, ids) if low == 0 else ids
+
+
+def _first_step_range(lo: int, hi: int, swapped: int, dtype: type) -> np.ndarray:
+    """Ids of positions [lo, hi) after the first pivot swap, to keep replaying in."""
+    ids = np.arange(lo, hi, dtype=dtype)
+    for i, j in ((0, swapped), (swapped, 0)):
+        if lo <= i < hi:
+            ids[i - lo] = j
+    return ids
 
 
 def _block_counts(keys: np.ndarray, lo: int, hi: int, pivot: float) -> tuple[np.ndarray, ...]:
@@ -185,51 +152,67 @@ def replay_top_k(keys: np.ndarray, k: int) -> tuple[float, np.ndarray] | None:
     """The k first entries of a descending `torch.argsort(keys)` on CPU, as (threshold, tied):
     every key above `threshold` and the entries at `tied` (sorted indices) of the keys equal to
     it. `keys` (1-D float32, no NaN, 0 < k < len) is scrambled. None where the replay stops
-    (the introsort's depth limit, never met on real tensors): sort instead."""
+    (the introsort's depth limit, never met on real tensors): sort instead.
+
+    Each step works on the range still holding position k, re-based to start at 0; `ids` holds
+    the original index of each of its keys (None in the first step: no key has moved yet).
+    """
     n = keys.size
-    ids = _Ids(n)
-    first, last = 0, n
+    dtype = np.int32 if n < 2**31 else np.int64
+    ids: np.ndarray | None = None
+    swapped = 0  # the first step's pivot swap, while `ids` is None
     depth = 2 * (n.bit_length() - 1)  # libstdc++: 2·floor(log2 n) partitions deep, then heapsort
     picked: list[tuple[float, np.ndarray]] = []  # (pivot, ids of keys equal to it) before k
     pivot = math.nan
-    while last - first > SMALL and first < k < last:
+
+    def ids_at(pos: np.ndarray) -> np.ndarray:
+        return ids[pos] if ids is not None else _first_step_ids(pos, swapped)
+
+    while keys.size > SMALL and 0 < k < keys.size:
         if depth == 0:
             return None
         depth -= 1
-        pivot = _pivot_to_front(keys, ids, first, last)
-        lo, hi = first + 1, last
-        le, ge = _block_counts(keys, lo, hi, pivot)
-        swaps = _swap_count(keys, lo, hi, pivot, le, ge)
+        size = keys.size
+        chosen = _pivot_slot(keys)
+        keys[0], keys[chosen] = keys[chosen], keys[0]
+        if ids is None:
+            swapped = chosen
+        else:
+            ids[0], ids[chosen] = ids[chosen], ids[0]
+        pivot = float(keys[0])
+        le, ge = _block_counts(keys, 1, size, pivot)
+        swaps = _swap_count(keys, 1, size, pivot, le, ge)
         # the left scan ends at the next left stop, or at the last right stop, which now holds
         # a key <= pivot; that position starts the right part
-        ends = [_nth_stop(keys, lo, hi, pivot, le, swaps + 1, left=True)]
+        ends = [_nth_stop(keys, 1, size, pivot, le, swaps + 1, left=True)]
         if swaps:
-            ends.append(_nth_stop(keys, lo, hi, pivot, ge, swaps, left=False))
+            ends.append(_nth_stop(keys, 1, size, pivot, ge, swaps, left=False))
         cut = min(e for e in ends if e is not None)
         pairs = _pairs(
-            _stop_stream(keys, lo, hi, pivot, le, swaps, left=True),
-            _stop_stream(keys, lo, hi, pivot, ge, swaps, left=False),
+            _stop_stream(keys, 1, size, pivot, le, swaps, left=True),
+            _stop_stream(keys, 1, size, pivot, ge, swaps, left=False),
         )
-        if k < cut:  # continue in the left part; only its side of each swap matters
-            ids.keep(first, cut)
+        if k < cut:  # go on in the left part; only its side of each swap matters
+            kept = ids if ids is not None else _first_step_range(0, cut, swapped, dtype)
             for lpos, rpos in pairs:
                 keys[lpos] = keys[rpos]
-                ids.put(lpos, ids.get(rpos))
-            last = cut
+                kept[lpos] = ids_at(rpos)
+            keys, ids = keys[:cut], kept[:cut]
         else:  # the left part is all before k: note its keys equal to the pivot, go right
-            picked.append((pivot, ids.get(np.array([first]))))
-            ids.keep(cut, last)
+            picked.append((pivot, ids_at(np.zeros(1, dtype=np.int64))))
+            shift = 0 if ids is not None else cut  # the first step's ids start at `cut`
+            kept = ids if ids is not None else _first_step_range(cut, size, swapped, dtype)
             for lpos, rpos in pairs:
-                moved = keys[rpos]
-                picked.append((pivot, ids.get(rpos)[moved == pivot]))
+                at_pivot = keys[rpos] == pivot
+                if at_pivot.any():
+                    picked.append((pivot, ids_at(rpos[at_pivot])))
                 keys[rpos] = keys[lpos]
-                ids.put(rpos, ids.get(lpos))
-            first = cut
-    if first < k:  # k falls in a small range: the final insertion sort is stable
-        segment = keys[first:last]
-        take = np.argsort(-segment, kind="stable")[: k - first]
-        threshold = float(segment[take[-1]])
-        picked.append((threshold, ids.get(first + take[segment[take] == threshold])))
+                kept[rpos - shift] = ids_at(lpos)
+            keys, ids, k = keys[cut:], kept[cut - shift :], k - cut
+    if k > 0:  # k falls in a range of at most 16: the final insertion sort is stable
+        take = np.argsort(-keys, kind="stable")[:k]
+        threshold = float(keys[take[-1]])
+        picked.append((threshold, ids_at(take[keys[take] == threshold])))
     else:  # k is a partition cut: the last left part ends with its pivot
         threshold = pivot
     tied = [chunk for value, chunk in picked if value == threshold]
