@@ -38,9 +38,16 @@ def blocks(count: int) -> range:
     return range(0, count, BLOCK)
 
 
-def task_vector(tensor: torch.Tensor, base: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """`tensor − base` in `dtype`, cast block by block (no whole-tensor copies of the inputs)."""
-    out = torch.empty(tensor.shape, dtype=dtype, device=tensor.device)
+def task_vector(
+    tensor: torch.Tensor,
+    base: torch.Tensor,
+    dtype: torch.dtype,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`tensor − base` in `dtype`, cast block by block (no whole-tensor copies of the inputs),
+    into `out` if given."""
+    if out is None:
+        out = torch.empty(tensor.shape, dtype=dtype, device=tensor.device)
     flat, model, ref = out.view(-1), tensor.reshape(-1), base.reshape(-1)
     for start in blocks(flat.numel()):
         part = slice(start, start + BLOCK)
@@ -124,10 +131,16 @@ def merge_task_vectors(
     normalize = bool(params.get("normalize", normalize_default))
     kept = [sparsify.KEEP_ALL] * len(tensors)
     if sparsifier is not None:
+        # one task vector's memory for every model in turn: a Kept never holds on to it, and
+        # fresh pages cost more than the subtraction that fills them
+        scratch = torch.empty(base.shape, dtype=dtype, device=base.device)
         kept = [
-            sparsifier(functools.partial(task_vector, tensor, base, dtype), p, rescale, generator)
+            sparsifier(
+                functools.partial(task_vector, tensor, base, dtype, scratch), p, rescale, generator
+            )
             for tensor, p in zip(tensors, model_params, strict=True)
         ]
+        del scratch
     # int8_mask only saves memory in mergekit; the boolean mask is the same either way.
     mask_dtype = torch.int8 if params.get("int8_mask", False) else dtype
     scale = float(params.get("lambda", 1.0))
