@@ -70,14 +70,15 @@ def weight_column(model_params: Sequence[Mapping[str, Any]], like: torch.Tensor)
     return weights.view(-1, *([1] * (like.dim() - 1)))
 
 
-def elect_sign_mask(weighted: torch.Tensor, mask_dtype: torch.dtype) -> torch.Tensor:
-    """True where an entry's sign equals the sign of the sum over models (ties go to +).
+def elect_sign_mask(weighted: torch.Tensor) -> torch.Tensor:
+    """1.0 where an entry's sign equals the sign of the sum over models (ties go to +), else
+    0.0, in weighted's dtype (float_mask: the values of mergekit's bool or int8 mask).
 
     Zeros never agree, so a trimmed entry counts neither in the sum nor in the divisor.
     """
-    signs = weighted.sign().to(mask_dtype)
-    majority = (weighted.sum(dim=0) >= 0).to(mask_dtype) * 2 - 1
-    return signs == majority
+    total = weighted.sum(dim=0)
+    majority = torch.ge(total, 0, out=sparsify.float_mask(total)) * 2 - 1
+    return torch.eq(weighted.sign(), majority, out=sparsify.float_mask(weighted))
 
 
 def disjoint_merge(
@@ -87,7 +88,8 @@ def disjoint_merge(
     merged = (weighted * mask).sum(dim=0)
     if normalize:
         divisor = (weights * mask).sum(dim=0)
-        divisor.masked_fill_(divisor == 0, 1)
+        # a zero divisor becomes 1; the others gain +0.0, which changes no bit of them
+        divisor.add_(torch.eq(divisor, 0, out=sparsify.float_mask(divisor)))
         merged = merged / divisor
     return merged
 
@@ -141,8 +143,7 @@ def merge_task_vectors(
             for tensor, p in zip(tensors, model_params, strict=True)
         ]
         del scratch
-    # int8_mask only saves memory in mergekit; the boolean mask is the same either way.
-    mask_dtype = torch.int8 if params.get("int8_mask", False) else dtype
+    # int8_mask only saves memory in mergekit; the mask's values are the same either way.
     scale = float(params.get("lambda", 1.0))
     weights = weight_column(model_params, torch.empty(0, 0, dtype=dtype, device=base.device))
     out = torch.empty(base.shape, dtype=out_dtype, device=base.device)
@@ -157,7 +158,7 @@ def merge_task_vectors(
         ]
         weighted = torch.stack(deltas, dim=0) * weights
         if elect_sign:
-            agree = elect_sign_mask(weighted, mask_dtype)
+            agree = elect_sign_mask(weighted)
             merged = disjoint_merge(weighted, weights, agree, normalize)
         else:
             merged = plain_merge(weighted, weights, normalize)
