@@ -252,5 +252,6 @@ def test_job_bytes_counts_stored_inputs_for_methods_that_cast_themselves(
     )
     # inputs as read + output + task vector/magnitudes (4) + sort ids (≤ 4) → no float32 copies
     assert job_bytes(job, srcs, shape) == count * (2 + 4 + 2 + 4 + 4 + 2)
-    linear = TensorJob(**{**job.__dict__, "method": "linear", "base": None})
-    assert job_bytes(linear, srcs, shape) == count * (2 + 2 + 4 * 2)
+    # a method given float32 copies: inputs as read + output + one copy per input + result
+    slerp = TensorJob(**{**job.__dict__, "method": "slerp"})
+    assert job_bytes(slerp, srcs, shape) == count * (2 + 4 + 2 + 4 * 3)

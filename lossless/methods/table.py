@@ -143,6 +143,7 @@ METHODS: dict[str, MethodSpec] = _register(
         "weighted average of the models",
         model_params={"weight": WEIGHT},
         global_params={"normalize": FLAG_TRUE},
+        casts_inputs=True,
     ),
     MethodSpec(
         "slerp",
