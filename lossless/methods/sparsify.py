@@ -98,20 +98,50 @@ def _ranking_magnitudes(delta: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class TopCut:
-    """The first `k` of a descending argsort of magnitudes: every magnitude above `threshold`,
-    and of those equal to it the ones at `tied` (sorted flat indices)."""
+    """The first `k` of a sort of magnitudes, as torch's CPU sort orders them: every magnitude
+    beyond `threshold` (above it for a descending sort, below for an ascending one), and of
+    those equal to it the ones at `tied` (sorted flat indices)."""
 
     threshold: float
     tied: np.ndarray
+    ascending: bool = False
 
     def select(self, delta: torch.Tensor, start: int) -> torch.Tensor:
         """1.0 for the kept entries of the block, 0.0 for the others, in delta's dtype."""
         mask = float_mask(delta)
-        torch.gt(_ranking_magnitudes(delta), self.threshold, out=mask)
+        beyond = torch.lt if self.ascending else torch.gt
+        beyond(_ranking_magnitudes(delta), self.threshold, out=mask)
         lo, hi = np.searchsorted(self.tied, [start, start + delta.numel()])
         if hi > lo:
             mask[torch.from_numpy(self.tied[lo:hi] - start)] = 1
         return mask
+
+
+def replayable(magnitudes: torch.Tensor, k: int) -> bool:
+    """Whether replay_first can pick the first k of these magnitudes."""
+    if magnitudes.device.type != "cpu" or magnitudes.dtype != torch.float32:
+        return False
+    # max() is NaN if any entry is: one pass, no mask tensor
+    if not 0 < k < magnitudes.numel() or math.isnan(float(magnitudes.max())):
+        return False
+    return sort_replay.replay_agrees()
+
+
+def replay_first(magnitudes: torch.Tensor, k: int, ascending: bool = False) -> TopCut | None:
+    """The first `k` (0 < k < n) of torch's CPU sort of flat float32 `magnitudes`, replayed in
+    O(n) by sort_replay (which scrambles them); None where it cannot be: not CPU float32, a NaN,
+    a failed self-check, or the introsort's depth limit. An ascending sort compares exactly as
+    a descending sort of the negated keys does, so it is replayed as that."""
+    if not replayable(magnitudes, k):
+        return None
+    keys = magnitudes.contiguous()
+    if ascending:
+        keys.neg_()
+    replay = sort_replay.replay_top_k(keys.numpy(), k)
+    if replay is None:
+        return None
+    threshold, tied = replay
+    return TopCut(-threshold if ascending else threshold, tied, ascending)
 
 
 def float_mask(like: torch.Tensor) -> torch.Tensor:
@@ -152,15 +182,11 @@ def top_k_selector(
     """
     magnitudes = _owned_magnitudes(delta, remake)
     count = magnitudes.numel()
-    replayable = magnitudes.device.type == "cpu" and magnitudes.dtype == torch.float32
-    # max() is NaN if any entry is: one pass, no mask tensor
-    replayable = replayable and keep < count and not math.isnan(float(magnitudes.max()))
-    if replayable and sort_replay.replay_agrees():
-        replay = sort_replay.replay_top_k(magnitudes.contiguous().numpy(), keep)
-        if replay is not None:
-            threshold, tied = replay
-            return TopCut(threshold, tied).select
-        # the replay scrambled the magnitudes (and with `remake`, delta too): rank afresh
+    if replayable(magnitudes, keep):
+        cut = replay_first(magnitudes, keep)
+        if cut is not None:
+            return cut.select
+        # the replay gave up and scrambled the magnitudes (and delta): rank afresh
         magnitudes = _ranking_magnitudes(remake() if remake is not None else delta)
     threshold = torch.kthvalue(magnitudes, count - keep + 1).values
     above = magnitudes > threshold
@@ -197,10 +223,25 @@ def middle_magnitude(delta: torch.Tensor, density: float, gamma: float) -> Kept:
     keep = int(density * count)
     outliers = int(gamma * count)
     smallest = max(0, count - keep - outliers)
+    # kept: places [smallest, smallest + keep) of an ascending sort, i.e. the first
+    # smallest + keep minus the first `smallest`, each replayed without sorting
+    ends = (smallest + keep, smallest)
+    cuts = [replay_first(_ranking_magnitudes(delta), end, ascending=True) for end in ends]
+    if keep and all(c is not None or e in (0, count) for c, e in zip(cuts, ends, strict=True)):
+        first = [_prefix(c, e, count) for c, e in zip(cuts, ends, strict=True)]
+        return Kept(lambda block, start: first[0](block, start) - first[1](block, start))
     smallest_first = torch.sort(_ranking_magnitudes(delta), descending=False).indices
     mask = torch.zeros(count, dtype=torch.bool, device=delta.device)
     mask[smallest_first[smallest : smallest + keep]] = True
     return dense(mask, delta.dtype)
+
+
+def _prefix(cut: TopCut | None, end: int, count: int) -> Selector:
+    """A float selector of the first `end` places of a sort: all, none or a replayed cut."""
+    if cut is not None:
+        return cut.select
+    fill = 1.0 if end >= count else 0.0
+    return lambda block, start: torch.full_like(block, fill)
 
 
 def _random_work_dtype(delta: torch.Tensor) -> torch.dtype:

@@ -117,3 +117,25 @@ def test_ids_stay_int32_and_tied_indices_come_back_sorted() -> None:
     assert result is not None
     _, tied = result
     assert tied.dtype == np.int64 and bool(np.all(np.diff(tied) > 0))
+
+
+@pytest.mark.parametrize("n", [17, 1000, 30011])
+def test_ascending_sort_is_replayed_as_the_descending_sort_of_negated_keys(n: int) -> None:
+    keys = tie_heavy(n, 6, seed=n)
+    for k in (1, n // 4, n // 2, n - 1):
+        cut = sparsify.replay_first(keys.clone(), k, ascending=True)
+        assert cut is not None
+        expected = torch.zeros(n, dtype=torch.bool)
+        expected[torch.sort(keys).indices[:k]] = True
+        assert torch.equal(cut.select(keys, 0) == 1, expected)
+
+
+def test_breadcrumbs_band_matches_the_sorted_slice_with_ties() -> None:
+    delta = (tie_heavy(20000, 13, seed=1) - 6) / 4  # |delta| takes 7 values: ties everywhere
+    count, keep, outliers = 20000, 9000, 1500
+    smallest = count - keep - outliers
+    expected = torch.zeros(count, dtype=torch.bool)
+    expected[torch.sort(delta.abs()).indices[smallest : smallest + keep]] = True
+    kept = sparsify.middle_magnitude(delta, keep / count, outliers / count)
+    assert torch.equal(kept.apply(delta) != 0, expected & (delta != 0))
+    assert torch.equal(kept.apply(delta), delta * expected)

@@ -134,8 +134,9 @@ def _whole_tensor_chain(
     params: dict[str, object],
     seed: int,
 ) -> torch.Tensor:
-    """An independent whole-tensor reference of ties / dare_ties / task_arithmetic, computed as
-    mergekit does: top-k by a full argsort, DARE masks drawn for the whole tensor."""
+    """An independent whole-tensor reference of ties / breadcrumbs_ties / dare_ties /
+    task_arithmetic, computed as mergekit does: top-k and the breadcrumbs band by full sorts,
+    DARE masks drawn for the whole tensor."""
     generator = torch.Generator().manual_seed(seed)
     deltas = []
     for tensor, p in zip(tensors, model_params, strict=True):
@@ -144,6 +145,14 @@ def _whole_tensor_chain(
             keep = max(1, int(p["density"] * delta.numel()))
             mask = torch.zeros(delta.numel(), dtype=delta.dtype)
             mask[torch.argsort(delta.abs().reshape(-1), descending=True)[:keep]] = 1
+            delta = delta * mask.reshape(delta.shape)
+        elif name == "breadcrumbs_ties":
+            count = delta.numel()
+            keep, outliers = int(p["density"] * count), int(p["gamma"] * count)
+            smallest = max(0, count - keep - outliers)
+            order = torch.sort(delta.abs().reshape(-1)).indices
+            mask = torch.zeros(count, dtype=delta.dtype)
+            mask[order[smallest : smallest + keep]] = 1
             delta = delta * mask.reshape(delta.shape)
         elif name == "dare_ties":
             mask = torch.bernoulli(torch.full_like(delta, p["density"]), generator=generator)
@@ -174,7 +183,7 @@ def _bits(x: torch.Tensor) -> torch.Tensor:
     return x.view(torch.int16 if x.element_size() == 2 else torch.int32)
 
 
-@pytest.mark.parametrize("name", ["ties", "dare_ties", "task_arithmetic"])
+@pytest.mark.parametrize("name", ["ties", "breadcrumbs_ties", "dare_ties", "task_arithmetic"])
 @pytest.mark.parametrize("models", [1, 3, 6])
 @pytest.mark.parametrize("infinite", [False, True])
 def test_block_by_block_equals_the_whole_tensor_bit_for_bit(
@@ -198,7 +207,9 @@ def test_block_by_block_equals_the_whole_tensor_bit_for_bit(
         tensors[-1].view(-1)[50::101] = -float("inf")
     weights = [1.0, 0.5, -0.3, 2.0, 0.7, 1.0]
     densities = [0.5, 0.3, 0.9, 0.5, 0.1, 0.7]
-    model_params = [{"weight": weights[i], "density": densities[i]} for i in range(models)]
+    model_params = [
+        {"weight": weights[i], "density": densities[i], "gamma": 0.05 * i} for i in range(models)
+    ]
     for params in ({}, {"lambda": 0.7}, {"normalize": True}):
         got = merge(name, tensors, base, model_params, params, seed=5)
         expected = _whole_tensor_chain(name, tensors, base, model_params, params, seed=5)
