@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -16,8 +17,8 @@ import pytest
 import torch
 
 from lossless.errors import LosslessError
-from lossless.merge.executor import JOURNAL, execute, tensor_seed
-from lossless.merge.jobs import MergePlan, TensorJob
+from lossless.merge.executor import JOURNAL, execute, job_bytes, tensor_seed
+from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
 from lossless.methods.table import METHODS, MethodSpec
 from lossless.tensors.checkpoint import Checkpoint
 from lossless.tensors.writer import sha256_file
@@ -200,3 +201,57 @@ def test_resume_rewrites_a_corrupted_shard(models: dict[str, Path], tmp_path: Pa
     victim.write_bytes(bytes(data))
     execute(plan, srcs, tmp_path, shard_size=3000, quiet=True)
     assert hashes(tmp_path) == good
+
+
+def test_ties_reads_inputs_as_stored_and_matches_the_method_on_cast_inputs(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """The task-arithmetic family gets bf16 inputs uncast (casts_inputs) and casts per block;
+    the bytes must equal the method run on inputs cast to float32 first, as before."""
+    srcs = sources(models)
+    params = {"normalize": True, "int8_mask": False, "rescale": False, "lambda": 1.0}
+    model_params = ({"weight": 0.7, "density": 0.5},)
+    jobs = tuple(
+        TensorJob(
+            output=name,
+            method="ties",
+            sources=(TensorRef("b", name),),
+            base=TensorRef("a", name),
+            model_params=model_params,
+            params=params,
+            shape=srcs["a"].shape(name),
+            out_dtype="bfloat16",
+        )
+        for name in srcs["a"].tensor_names()
+    )
+    threads = torch.get_num_threads()
+    execute(MergePlan(jobs=jobs), srcs, tmp_path / "out", shard_size=10**9, quiet=True)
+    assert torch.get_num_threads() == threads  # the merge's own thread setting is undone
+    got = read_tensors(tmp_path / "out")
+    a, b = read_tensors(models["a"]), read_tensors(models["b"])
+    ties = METHODS["ties"].load()
+    for name in a:
+        expected = ties([b[name].float()], a[name].float(), list(model_params), params)
+        assert torch.equal(got[name], expected.bfloat16()), name
+
+
+def test_job_bytes_counts_stored_inputs_for_methods_that_cast_themselves(
+    models: dict[str, Path],
+) -> None:
+    srcs = sources(models)
+    name = srcs["a"].tensor_names()[0]
+    shape = srcs["a"].shape(name)
+    count = math.prod(shape)
+    job = TensorJob(
+        output=name,
+        method="ties",
+        sources=(TensorRef("b", name),),  # bf16: 2 bytes an entry
+        base=TensorRef("a", name),  # float32: 4
+        shape=shape,
+        out_dtype="bfloat16",
+    )
+    # inputs as read + output + task vector/magnitudes (4) + sort ids (≤ 4) → no float32 copies
+    assert job_bytes(job, srcs, shape) == count * (2 + 4 + 2 + 4 + 4 + 2)
+    # a method given float32 copies: inputs as read + output + one copy per input + result
+    slerp = TensorJob(**{**job.__dict__, "method": "slerp"})
+    assert job_bytes(slerp, srcs, shape) == count * (2 + 4 + 2 + 4 * 3)

@@ -16,6 +16,7 @@ ran straight through.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from lossless.errors import LosslessError
 from lossless.merge.jobs import MergePlan, TensorJob
 from lossless.methods.table import METHODS
+from lossless.tensors.checkpoint import DTYPE_BYTES
 from lossless.tensors.source import TensorSource
 from lossless.tensors.writer import ShardSpec, ShardWriter, layout_shards, sha256_file, write_index
 
@@ -117,20 +119,56 @@ def _compute(
 ) -> torch.Tensor:
     import torch
 
-    compute = getattr(torch, job.compute_dtype)
-    tensors = [sources[r.model].get(r.tensor).to(compute) for r in job.sources]
-    base = None if job.base is None else sources[job.base.model].get(job.base.tensor).to(compute)
-    generator = None
-    if METHODS[job.method].randomised:
-        generator = torch.Generator().manual_seed(tensor_seed(seed, job.output))
-    out = fn(tensors, base, list(job.model_params), dict(job.params), generator=generator)
+    spec = METHODS[job.method]
+    compute, out_dtype = getattr(torch, job.compute_dtype), getattr(torch, job.out_dtype)
+    # a method that casts its inputs itself gets them as stored (bf16 stays 2 bytes an entry)
+    cast = (lambda t: t) if spec.casts_inputs else (lambda t: t.to(compute))
+    tensors = [cast(sources[r.model].get(r.tensor)) for r in job.sources]
+    base = None if job.base is None else cast(sources[job.base.model].get(job.base.tensor))
+    kwargs: dict[str, Any] = {}
+    if spec.randomised:
+        kwargs["generator"] = torch.Generator().manual_seed(tensor_seed(seed, job.output))
+    if spec.casts_inputs:
+        kwargs.update(dtype=compute, out_dtype=out_dtype)
+    out = fn(tensors, base, list(job.model_params), dict(job.params), **kwargs)
     if tuple(out.shape) != shape:
         raise LosslessError(
             f"merge method {job.method!r} gave {job.output!r} shape {tuple(out.shape)}, "
             f"expected {shape}",
             hint="the inputs' shapes differ; check the models are the same architecture",
         )
-    return out.to(getattr(torch, job.out_dtype))
+    return out.to(out_dtype)
+
+
+def job_bytes(job: TensorJob, sources: Mapping[str, TensorSource], shape: tuple[int, ...]) -> int:
+    """Bytes a job holds while in flight: its inputs as read, its output, and the method's copies
+    (every input cast to the compute dtype, or for a method that casts block by block, one task
+    vector, its magnitudes and their sort ids)."""
+    import torch
+
+    count = math.prod(shape)
+    refs = [*job.sources, *([job.base] if job.base is not None else [])]
+    read = sum(DTYPE_BYTES.get(sources[r.model].dtype(r.tensor), 4) for r in refs)
+    compute = getattr(torch, job.compute_dtype).itemsize
+    out = getattr(torch, job.out_dtype).itemsize
+    if METHODS[job.method].casts_inputs:
+        return count * (read + out + 2 * max(compute, 4) + 2)
+    return count * (read + out + compute * (len(refs) + 1))
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Generator[None, None, None]:
+    """torch's intra-op threads set to `count` for the merge, then restored. With one job per
+    core in worker threads, more would oversubscribe the cores: on a busy 2-core machine a TIES
+    tensor took 6× longer with each worker's ops split over 2 threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _stream(
@@ -143,8 +181,8 @@ def _stream(
     """Yield computed tensors in job order while up to `workers` threads compute ahead."""
     fns = {name: METHODS[name].load() for name in {job.method for job in jobs}}
 
-    def cost(job: TensorJob) -> int:  # bytes held while a job is in flight, in float32
-        return math.prod(shapes[job.output]) * 4 * (len(job.sources) + (job.base is not None) + 1)
+    def cost(job: TensorJob) -> int:
+        return job_bytes(job, sources, shapes[job.output])
 
     pending: deque[tuple[TensorJob, int, Future[Any]]] = deque()
     inflight, next_job = 0, 0
@@ -206,31 +244,32 @@ def execute(
 
     progress = _progress(quiet)
     task = progress.add_task("merging", total=total_bytes, completed=done_bytes) if progress else 0
-    stream = _stream(todo, sources, shapes, workers, seed)
     tensors_done = len(plan.jobs) - len(todo)
-    try:
-        if progress:
-            progress.start()
-        for shard in shards[len(done) :]:
-            writer = ShardWriter(out_dir, shard)
-            try:
-                for slot in shard.slots:
-                    job, tensor = next(stream)
-                    writer.write(job.output, tensor)
-                    tensors_done += 1
-                    if progress:
-                        desc = f"merging {tensors_done}/{len(plan.jobs)} tensors"
-                        progress.update(task, advance=slot.end - slot.begin, description=desc)
-                    del tensor
-                sha = writer.close()
-            except BaseException:
-                writer.abort()
-                raise
-            _append_journal(out_dir, {"file": shard.file, "sha256": sha})
-    finally:
-        stream.close()
-        if progress:
-            progress.stop()
+    with torch_threads(max(1, (os.cpu_count() or 1) // workers)):
+        stream = _stream(todo, sources, shapes, workers, seed)
+        try:
+            if progress:
+                progress.start()
+            for shard in shards[len(done) :]:
+                writer = ShardWriter(out_dir, shard)
+                try:
+                    for slot in shard.slots:
+                        job, tensor = next(stream)
+                        writer.write(job.output, tensor)
+                        tensors_done += 1
+                        if progress:
+                            desc = f"merging {tensors_done}/{len(plan.jobs)} tensors"
+                            progress.update(task, advance=slot.end - slot.begin, description=desc)
+                        del tensor
+                    sha = writer.close()
+                except BaseException:
+                    writer.abort()
+                    raise
+                _append_journal(out_dir, {"file": shard.file, "sha256": sha})
+        finally:
+            stream.close()
+            if progress:
+                progress.stop()
     index = write_index(out_dir, shards)
     return [out_dir / s.file for s in shards] + ([index] if index else [])
 

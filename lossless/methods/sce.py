@@ -60,7 +60,7 @@ def sce(
     fraction = float(params.get("select_topk", 1.0))
     if fraction < 1:
         deltas = deltas * select_high_variance(deltas, fraction, mask_dtype).unsqueeze(0)
-    agree = elect_sign_mask(deltas, mask_dtype)
+    agree = elect_sign_mask(deltas)
     weights = energy_weights(deltas)
     weights = weights.view(-1, *([1] * (deltas.dim() - 1)))
     kept = weights * agree

@@ -1,19 +1,84 @@
 """Task-vector sparsifiers of the TIES/DARE family: which entries of `model − base` survive.
 
-Each function takes one task vector (`delta`) and returns a tensor of the same shape where the
-dropped entries are 0. With `rescale`, the survivors are multiplied so that the L1 norm of the
-result equals the L1 norm of the input (mergekit 0.1.5 rescales by the L1 norm for every
-sparsifier, not by 1/density: for DARE at density 0.5 the factor is ≈2, but exactly
-sum|delta| / sum|kept|).
+Each sparsifier looks at one whole task vector (`delta`) and returns a `Kept`: which entries
+survive and, with `rescale`, the factor that makes the L1 norm of the result equal the L1 norm
+of the input (mergekit 0.1.5 rescales by the L1 norm for every sparsifier, not by 1/density:
+for DARE at density 0.5 the factor is ≈2, but exactly sum|delta| / sum|kept|). The decision
+needs the whole tensor (a top-k, random draws in order, norms); applying it is elementwise, so
+the merge applies it block by block, with the same float operations per entry as on the whole
+tensor. The `keep_*` functions apply it to the whole tensor at once.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
 from lossless.errors import LosslessError
+from lossless.methods import sort_replay
 
 RESCALE_EPS = 1e-7  # below this L1 norm (before or after) the masked tensor is returned as is
+
+# (flat block of delta, flat index of its first entry) → mask of the block's kept entries:
+# bool, or 1.0/0.0 in delta's dtype (it multiplies the same)
+Selector = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The surviving entries of one task vector, to apply to any flat block of it.
+
+    `select` None keeps everything (the delta itself, untouched); `zero` drops everything
+    (exact zeros, not the ±0 a mask gives). Otherwise the block is multiplied by the mask in
+    `work` dtype, then by `factor` if any, and cast back, as the whole-tensor code did.
+    """
+
+    select: Selector | None = None
+    work: torch.dtype | None = None
+    factor: torch.Tensor | None = None
+    zero: bool = False
+
+    def apply(self, delta: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """The sparsified block; `delta` is flat and starts at entry `start` of the tensor."""
+        if self.zero:
+            return torch.zeros_like(delta)
+        if self.select is None:
+            return delta
+        # a bool mask multiplies as 1.0/0.0 in `work` dtype, the float mask mergekit builds
+        masked = delta.to(self.work or delta.dtype) * self.select(delta, start)
+        if self.factor is not None:
+            masked = masked * self.factor
+        return masked.to(delta.dtype)
+
+    def apply_whole(self, delta: torch.Tensor) -> torch.Tensor:
+        return self.apply(delta.reshape(-1)).reshape(delta.shape)
+
+
+KEEP_ALL = Kept()
+KEEP_NONE = Kept(zero=True)
+
+
+def dense(mask: torch.Tensor, work: torch.dtype) -> Kept:
+    """A mask decided entry by entry (random draws): stored as bool, one byte per entry."""
+    flat = (mask != 0).reshape(-1)
+    return Kept(lambda block, start: flat[start : start + block.numel()], work)
+
+
+def with_rescale(delta: torch.Tensor, kept: Kept) -> Kept:
+    """`kept` plus the L1 factor sum|delta| / sum|kept delta| (none if either is ~0), summed over
+    the whole tensors in `kept.work` dtype exactly as before, so the factor is the same float."""
+    if kept.select is None or kept.zero:
+        return kept
+    original = delta.to(kept.work or delta.dtype)
+    before = original.abs().sum()
+    after = Kept(kept.select, kept.work).apply_whole(original).abs().sum()
+    if before < RESCALE_EPS or after < RESCALE_EPS:
+        return kept
+    return Kept(kept.select, kept.work, before / after)
 
 
 def rescale_l1(original: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
@@ -25,59 +90,158 @@ def rescale_l1(original: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
     return masked * (before / after)
 
 
-def _apply_mask(delta: torch.Tensor, mask: torch.Tensor, rescale: bool) -> torch.Tensor:
-    masked = delta * mask
-    return rescale_l1(delta, masked) if rescale else masked
-
-
 def _ranking_magnitudes(delta: torch.Tensor) -> torch.Tensor:
     """|delta| flattened, in float32 on CPU (sorting half floats there is slow or missing)."""
     magnitudes = delta.abs().reshape(-1)
     return magnitudes.float() if magnitudes.device.type == "cpu" else magnitudes
 
 
-def keep_top_magnitude(delta: torch.Tensor, density: float, rescale: bool) -> torch.Tensor:
-    """TIES trim: keep the `max(1, int(density·n))` largest |delta| entries."""
-    if density >= 1:
-        return delta
-    if density <= 0 or delta.numel() == 0:
-        return torch.zeros_like(delta)
-    keep = max(1, int(density * delta.numel()))  # density 0.5 of 6 entries → 3
-    magnitudes = _ranking_magnitudes(delta)
-    # Fast path, O(n) and no index tensor: the keep-th largest magnitude is a threshold. It picks
-    # exactly the entries a full sort would whenever the threshold value is not shared by more
-    # entries than are still needed; only then does the order among equals matter, and we sort
-    # like mergekit does.
-    threshold = torch.kthvalue(magnitudes, magnitudes.numel() - keep + 1).values
+@dataclass(frozen=True)
+class TopCut:
+    """The first `k` of a sort of magnitudes, as torch's CPU sort orders them: every magnitude
+    beyond `threshold` (above it for a descending sort, below for an ascending one), and of
+    those equal to it the ones at `tied` (sorted flat indices)."""
+
+    threshold: float
+    tied: np.ndarray
+    ascending: bool = False
+
+    def select(self, delta: torch.Tensor, start: int) -> torch.Tensor:
+        """1.0 for the kept entries of the block, 0.0 for the others, in delta's dtype."""
+        mask = float_mask(delta)
+        beyond = torch.lt if self.ascending else torch.gt
+        beyond(_ranking_magnitudes(delta), self.threshold, out=mask)
+        lo, hi = np.searchsorted(self.tied, [start, start + delta.numel()])
+        if hi > lo:
+            mask[torch.from_numpy(self.tied[lo:hi] - start)] = 1
+        return mask
+
+
+def replayable(magnitudes: torch.Tensor, k: int) -> bool:
+    """Whether replay_first can pick the first k of these magnitudes."""
+    if magnitudes.device.type != "cpu" or magnitudes.dtype != torch.float32:
+        return False
+    # max() is NaN if any entry is: one pass, no mask tensor
+    if not 0 < k < magnitudes.numel() or math.isnan(float(magnitudes.max())):
+        return False
+    return sort_replay.replay_agrees()
+
+
+def replay_first(magnitudes: torch.Tensor, k: int, ascending: bool = False) -> TopCut | None:
+    """The first `k` (0 < k < n) of torch's CPU sort of flat float32 `magnitudes`, replayed in
+    O(n) by sort_replay (which scrambles them); None where it cannot be: not CPU float32, a NaN,
+    a failed self-check, or the introsort's depth limit. An ascending sort compares exactly as
+    a descending sort of the negated keys does, so it is replayed as that."""
+    if not replayable(magnitudes, k):
+        return None
+    keys = magnitudes.contiguous()
+    if ascending:
+        keys.neg_()
+    replay = sort_replay.replay_top_k(keys.numpy(), k)
+    if replay is None:
+        return None
+    threshold, tied = replay
+    return TopCut(-threshold if ascending else threshold, tied, ascending)
+
+
+def float_mask(like: torch.Tensor) -> torch.Tensor:
+    """An output for a comparison written as 1.0/0.0 in `like`'s dtype. The values a mask
+    multiplies with are the same as a bool mask's, but on CPU a comparison into a bool tensor
+    and the bool → float cast of the multiply run ~5× slower than into a float tensor."""
+    return torch.empty(like.shape, dtype=like.dtype, device=like.device)
+
+
+def _argsort_top(magnitudes: torch.Tensor, keep: int) -> torch.Tensor:
+    """The first `keep` entries of a full descending argsort, as a bool mask (what mergekit
+    does; the reference the replay must match)."""
+    mask = torch.zeros(magnitudes.numel(), dtype=torch.bool, device=magnitudes.device)
+    mask[torch.argsort(magnitudes, descending=True)[:keep]] = True
+    return mask
+
+
+def _owned_magnitudes(
+    delta: torch.Tensor, remake: Callable[[], torch.Tensor] | None
+) -> torch.Tensor:
+    """|delta| flat in float32 for ranking. With `remake` (delta can be made again) a float32
+    CPU delta is overwritten in place: one task vector's memory instead of two."""
+    inplace = remake is not None and delta.device.type == "cpu" and delta.dtype == torch.float32
+    if inplace and delta.is_contiguous():
+        return delta.abs_().view(-1)
+    return _ranking_magnitudes(delta)  # always a fresh tensor
+
+
+def top_k_selector(
+    delta: torch.Tensor, keep: int, remake: Callable[[], torch.Tensor] | None = None
+) -> Selector:
+    """Selects the `keep` largest |delta| (0 < keep), as `argsort(descending=True)[:keep]` picks
+    them, ties at the cut included. `delta` may be overwritten when `remake` is given.
+
+    On CPU the pick is replayed in O(n) (sort_replay). Elsewhere, or after a NaN or a failed
+    self-check, a `kthvalue` threshold decides whenever the cut value is not shared by more
+    entries than are still needed, and only then do we sort.
+    """
+    magnitudes = _owned_magnitudes(delta, remake)
+    count = magnitudes.numel()
+    if replayable(magnitudes, keep):
+        cut = replay_first(magnitudes, keep)
+        if cut is not None:
+            return cut.select
+        # the replay gave up and scrambled the magnitudes (and delta): rank afresh
+        magnitudes = _ranking_magnitudes(remake() if remake is not None else delta)
+    threshold = torch.kthvalue(magnitudes, count - keep + 1).values
     above = magnitudes > threshold
     at = magnitudes == threshold
     if int(above.sum()) + int(at.sum()) == keep:
-        mask = (above | at).to(delta.dtype)
+        mask = above | at
     else:
-        largest_first = torch.argsort(magnitudes, descending=True)
-        mask = torch.zeros(delta.numel(), dtype=delta.dtype, device=delta.device)
-        mask[largest_first[:keep]] = 1
-    return _apply_mask(delta, mask.reshape_as(delta), rescale)
+        mask = _argsort_top(magnitudes, keep)
+    return lambda block, start: mask[start : start + block.numel()]
 
 
-def keep_middle_magnitude(
-    delta: torch.Tensor, density: float, gamma: float, rescale: bool
-) -> torch.Tensor:
+def top_magnitude(
+    delta: torch.Tensor, density: float, remake: Callable[[], torch.Tensor] | None = None
+) -> Kept:
+    """TIES trim: keep the `max(1, int(density·n))` largest |delta| entries. With `remake`
+    (a function making `delta` again) `delta` itself may be overwritten."""
+    if density >= 1:
+        return KEEP_ALL
+    if density <= 0 or delta.numel() == 0:
+        return KEEP_NONE
+    keep = max(1, int(density * delta.numel()))  # density 0.5 of 6 entries → 3
+    return Kept(top_k_selector(delta, keep, remake), delta.dtype)
+
+
+def middle_magnitude(delta: torch.Tensor, density: float, gamma: float) -> Kept:
     """Breadcrumbs: drop the `int(gamma·n)` largest entries (outliers), then the smallest.
 
     `int(density·n)` entries are kept; when density + gamma > 1 the outlier cut shrinks so the
     kept count is still reached (n=10, density 0.9, gamma 0.2 → only the single largest is cut).
     """
     if density >= 1:
-        return delta
+        return KEEP_ALL
     count = delta.numel()
     keep = int(density * count)
     outliers = int(gamma * count)
     smallest = max(0, count - keep - outliers)
+    # kept: places [smallest, smallest + keep) of an ascending sort, i.e. the first
+    # smallest + keep minus the first `smallest`, each replayed without sorting
+    ends = (smallest + keep, smallest)
+    cuts = [replay_first(_ranking_magnitudes(delta), end, ascending=True) for end in ends]
+    if keep and all(c is not None or e in (0, count) for c, e in zip(cuts, ends, strict=True)):
+        first = [_prefix(c, e, count) for c, e in zip(cuts, ends, strict=True)]
+        return Kept(lambda block, start: first[0](block, start) - first[1](block, start))
     smallest_first = torch.sort(_ranking_magnitudes(delta), descending=False).indices
-    mask = torch.zeros(count, dtype=delta.dtype, device=delta.device)
-    mask[smallest_first[smallest : smallest + keep]] = 1
-    return _apply_mask(delta, mask.reshape_as(delta), rescale)
+    mask = torch.zeros(count, dtype=torch.bool, device=delta.device)
+    mask[smallest_first[smallest : smallest + keep]] = True
+    return dense(mask, delta.dtype)
+
+
+def _prefix(cut: TopCut | None, end: int, count: int) -> Selector:
+    """A float selector of the first `end` places of a sort: all, none or a replayed cut."""
+    if cut is not None:
+        return cut.select
+    fill = 1.0 if end >= count else 0.0
+    return lambda block, start: torch.full_like(block, fill)
 
 
 def _random_work_dtype(delta: torch.Tensor) -> torch.dtype:
@@ -87,16 +251,63 @@ def _random_work_dtype(delta: torch.Tensor) -> torch.dtype:
     return torch.float32
 
 
+def random_entries(delta: torch.Tensor, density: float, generator: torch.Generator | None) -> Kept:
+    """DARE: keep each entry independently with probability `density`."""
+    if density >= 1:
+        return KEEP_ALL
+    work = _random_work_dtype(delta)
+    probabilities = torch.full_like(delta, density, dtype=work)
+    return dense(torch.bernoulli(probabilities, generator=generator), work)
+
+
+def random_by_rank(
+    delta: torch.Tensor, density: float, epsilon: float, generator: torch.Generator | None
+) -> Kept:
+    """DELLA MagPrune: keep probability grows linearly with the magnitude rank within a row.
+
+    Along dim 1 (a 1-D tensor is one row), the smallest |delta| is kept with probability
+    density − epsilon and the largest with density + epsilon (density 0.5, epsilon 0.15 →
+    0.35 … 0.65), ranks evenly spaced in between.
+    """
+    if density >= 1:
+        return KEEP_ALL
+    if density <= 0:
+        return KEEP_NONE
+    if density + epsilon >= 1 or density - epsilon <= 0:
+        raise LosslessError(
+            f"della: density ± epsilon must lie inside (0, 1); got density={density}, "
+            f"epsilon={epsilon}",
+            hint="lower `epsilon` (default 0.15) or move `density` away from 0 and 1",
+        )
+    work = _random_work_dtype(delta)
+    rows = delta.unsqueeze(0) if delta.dim() < 2 else delta
+    order = torch.argsort(rows.abs(), dim=1, descending=False)
+    ranks = order.argsort(dim=1).to(work) + 1  # 1 = smallest magnitude in its row
+    low = ranks.min(dim=1, keepdim=True).values
+    high = ranks.max(dim=1, keepdim=True).values
+    rank_fraction = ((ranks - low) / (high - low)).clamp(0, 1)
+    probabilities = (density - epsilon) + rank_fraction * 2 * epsilon
+    return dense(torch.bernoulli(probabilities, generator=generator), work)
+
+
+def _finish(delta: torch.Tensor, kept: Kept, rescale: bool) -> torch.Tensor:
+    return (with_rescale(delta, kept) if rescale else kept).apply_whole(delta)
+
+
+def keep_top_magnitude(delta: torch.Tensor, density: float, rescale: bool) -> torch.Tensor:
+    return _finish(delta, top_magnitude(delta, density), rescale)
+
+
+def keep_middle_magnitude(
+    delta: torch.Tensor, density: float, gamma: float, rescale: bool
+) -> torch.Tensor:
+    return _finish(delta, middle_magnitude(delta, density, gamma), rescale)
+
+
 def keep_random(
     delta: torch.Tensor, density: float, rescale: bool, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """DARE: keep each entry independently with probability `density`."""
-    if density >= 1:
-        return delta
-    work = _random_work_dtype(delta)
-    probabilities = torch.full_like(delta, density, dtype=work)
-    mask = torch.bernoulli(probabilities, generator=generator)
-    return _apply_mask(delta.to(work), mask, rescale).to(delta.dtype)
+    return _finish(delta, random_entries(delta, density, generator), rescale)
 
 
 def keep_random_by_rank(
@@ -106,31 +317,4 @@ def keep_random_by_rank(
     rescale: bool,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """DELLA MagPrune: keep probability grows linearly with the magnitude rank within a row.
-
-    Along dim 1 (a 1-D tensor is one row), the smallest |delta| is kept with probability
-    density − epsilon and the largest with density + epsilon (density 0.5, epsilon 0.15 →
-    0.35 … 0.65), ranks evenly spaced in between.
-    """
-    if density >= 1:
-        return delta
-    if density <= 0:
-        return torch.zeros_like(delta)
-    if density + epsilon >= 1 or density - epsilon <= 0:
-        raise LosslessError(
-            f"della: density ± epsilon must lie inside (0, 1); got density={density}, "
-            f"epsilon={epsilon}",
-            hint="lower `epsilon` (default 0.15) or move `density` away from 0 and 1",
-        )
-    shape = delta.shape
-    work = _random_work_dtype(delta)
-    rows = delta.unsqueeze(0) if delta.dim() < 2 else delta
-    order = torch.argsort(rows.abs(), dim=1, descending=False)
-    ranks = order.argsort(dim=1).to(work) + 1  # 1 = smallest magnitude in its row
-    low = ranks.min(dim=1, keepdim=True).values
-    high = ranks.max(dim=1, keepdim=True).values
-    rank_fraction = ((ranks - low) / (high - low)).clamp(0, 1)
-    probabilities = (density - epsilon) + rank_fraction * 2 * epsilon
-    mask = torch.bernoulli(probabilities, generator=generator).to(work)
-    kept = _apply_mask(rows.to(work), mask, rescale)
-    return kept.to(delta.dtype).reshape(shape)
+    return _finish(delta, random_by_rank(delta, density, epsilon, generator), rescale)

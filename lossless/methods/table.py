@@ -75,6 +75,9 @@ class MethodSpec:
     model_params: dict[str, ParamSpec] = field(default_factory=dict)
     global_params: dict[str, ParamSpec] = field(default_factory=dict)
     randomised: bool = False
+    # Takes its inputs in their stored dtype, with `dtype=` (the compute dtype) and `out_dtype=`
+    # keywords, and casts block by block: no whole-model float32 copies of every input.
+    casts_inputs: bool = False
 
     def load(self) -> Callable[..., Any]:
         module_name, _, function_name = self.impl.partition(":")
@@ -126,6 +129,7 @@ def _task_arithmetic(
             "lambda": LAMBDA,
         },
         randomised=randomised,
+        casts_inputs=True,
     )
 
 
@@ -139,6 +143,7 @@ METHODS: dict[str, MethodSpec] = _register(
         "weighted average of the models",
         model_params={"weight": WEIGHT},
         global_params={"normalize": FLAG_TRUE},
+        casts_inputs=True,
     ),
     MethodSpec(
         "slerp",

@@ -12,6 +12,7 @@ dare_* and della* True, the rest False; `lambda` 1 for all).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -19,12 +20,46 @@ import torch
 
 from lossless.methods import sparsify
 
-# (delta, per-model params, rescale, generator) → sparsified delta
-Sparsifier = Callable[[torch.Tensor, Mapping[str, Any], bool, torch.Generator | None], torch.Tensor]
+# (a function making the whole task vector, per-model params, rescale, generator) → the entries
+# that survive. A function, not the tensor: a sparsifier may overwrite what it gets and make it
+# again if it needs it later (one pass over the inputs).
+Sparsifier = Callable[
+    [Callable[[], torch.Tensor], Mapping[str, Any], bool, torch.Generator | None], sparsify.Kept
+]
 
 
-def task_vectors(tensors: Sequence[torch.Tensor], base: torch.Tensor) -> list[torch.Tensor]:
-    return [tensor - base for tensor in tensors]
+# Entries per block of the elementwise chain. A power of two: block boundaries then fall on the
+# vector-chunk boundaries of torch's reductions over the model axis, so each entry's sum adds the
+# same numbers in the same order as on the whole tensor (tests/methods check this bit for bit).
+BLOCK = 1 << 16
+
+
+def blocks(count: int) -> range:
+    return range(0, count, BLOCK)
+
+
+def task_vector(
+    tensor: torch.Tensor,
+    base: torch.Tensor,
+    dtype: torch.dtype,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`tensor − base` in `dtype`, cast block by block (no whole-tensor copies of the inputs),
+    into `out` if given."""
+    if out is None:
+        out = torch.empty(tensor.shape, dtype=dtype, device=tensor.device)
+    flat, model, ref = out.view(-1), tensor.reshape(-1), base.reshape(-1)
+    for start in blocks(flat.numel()):
+        part = slice(start, start + BLOCK)
+        torch.sub(exact_in(model[part], dtype), ref[part].to(dtype), out=flat[part])
+    return out
+
+
+def exact_in(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`tensor` for arithmetic with a `dtype` tensor: as is when torch's type promotion takes it
+    to `dtype` exactly (bf16 or fp16 next to fp32), saving a cast per block; cast otherwise.
+    The other operand must be `dtype` already, or the op would run in the narrower type."""
+    return tensor if torch.promote_types(tensor.dtype, dtype) == dtype else tensor.to(dtype)
 
 
 def weight_column(model_params: Sequence[Mapping[str, Any]], like: torch.Tensor) -> torch.Tensor:
@@ -35,14 +70,15 @@ def weight_column(model_params: Sequence[Mapping[str, Any]], like: torch.Tensor)
     return weights.view(-1, *([1] * (like.dim() - 1)))
 
 
-def elect_sign_mask(weighted: torch.Tensor, mask_dtype: torch.dtype) -> torch.Tensor:
-    """True where an entry's sign equals the sign of the sum over models (ties go to +).
+def elect_sign_mask(weighted: torch.Tensor) -> torch.Tensor:
+    """1.0 where an entry's sign equals the sign of the sum over models (ties go to +), else
+    0.0, in weighted's dtype (float_mask: the values of mergekit's bool or int8 mask).
 
     Zeros never agree, so a trimmed entry counts neither in the sum nor in the divisor.
     """
-    signs = weighted.sign().to(mask_dtype)
-    majority = (weighted.sum(dim=0) >= 0).to(mask_dtype) * 2 - 1
-    return signs == majority
+    total = weighted.sum(dim=0)
+    majority = torch.ge(total, 0, out=sparsify.float_mask(total)) * 2 - 1
+    return torch.eq(weighted.sign(), majority, out=sparsify.float_mask(weighted))
 
 
 def disjoint_merge(
@@ -52,7 +88,8 @@ def disjoint_merge(
     merged = (weighted * mask).sum(dim=0)
     if normalize:
         divisor = (weights * mask).sum(dim=0)
-        divisor[divisor == 0] = 1
+        # a zero divisor becomes 1; the others gain +0.0, which changes no bit of them
+        divisor.add_(torch.eq(divisor, 0, out=sparsify.float_mask(divisor)))
         merged = merged / divisor
     return merged
 
@@ -62,7 +99,7 @@ def plain_merge(weighted: torch.Tensor, weights: torch.Tensor, normalize: bool) 
     merged = weighted.sum(dim=0)
     if normalize:
         divisor = weights.sum(dim=0)
-        divisor[divisor.abs() < 1e-8] = 1
+        divisor.masked_fill_(divisor.abs() < 1e-8, 1)
         merged = merged / divisor
     return merged
 
@@ -78,51 +115,101 @@ def merge_task_vectors(
     normalize_default: bool,
     rescale_default: bool,
     generator: torch.Generator | None,
+    dtype: torch.dtype | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """The shared chain; `sparsifier` None = keep every entry, `elect_sign` = TIES consensus."""
+    """The shared chain; `sparsifier` None = keep every entry, `elect_sign` = TIES consensus.
+
+    Inputs may come in their stored dtype: the math runs in `dtype` (default: the base's) and
+    the result is `out_dtype` (default `dtype`). First each task vector is sparsified whole, one
+    model at a time (the trim needs the whole tensor); then the elementwise rest runs block by
+    block, so besides the inputs only one task vector and one block are ever held.
+    """
+    dtype = dtype or base.dtype
+    out_dtype = out_dtype or dtype
     if not tensors:
-        return base
+        return base.to(dtype).to(out_dtype)
     rescale = bool(params.get("rescale", rescale_default))
     normalize = bool(params.get("normalize", normalize_default))
-    deltas = task_vectors(tensors, base)
+    kept = [sparsify.KEEP_ALL] * len(tensors)
     if sparsifier is not None:
-        deltas = [
-            sparsifier(delta, p, rescale, generator)
-            for delta, p in zip(deltas, model_params, strict=True)
+        # one task vector's memory for every model in turn: a Kept never holds on to it, and
+        # fresh pages cost more than the subtraction that fills them
+        scratch = torch.empty(base.shape, dtype=dtype, device=base.device)
+        kept = [
+            sparsifier(
+                functools.partial(task_vector, tensor, base, dtype, scratch), p, rescale, generator
+            )
+            for tensor, p in zip(tensors, model_params, strict=True)
         ]
-    stacked = torch.stack(deltas, dim=0)
-    weights = weight_column(model_params, stacked)
-    weighted = stacked * weights
-    if elect_sign:
-        # int8_mask only saves memory in mergekit; the boolean mask below is the same either way.
-        mask_dtype = torch.int8 if params.get("int8_mask", False) else base.dtype
-        merged = disjoint_merge(weighted, weights, elect_sign_mask(weighted, mask_dtype), normalize)
-    else:
-        merged = plain_merge(weighted, weights, normalize)
+        del scratch
+    # int8_mask only saves memory in mergekit; the mask's values are the same either way.
     scale = float(params.get("lambda", 1.0))
-    if scale != 1:
-        merged = merged * scale
-    return (base + merged).to(base.dtype)
+    weights = weight_column(model_params, torch.empty(0, 0, dtype=dtype, device=base.device))
+    out = torch.empty(base.shape, dtype=out_dtype, device=base.device)
+    flat, ref = out.view(-1), base.reshape(-1)
+    models = [tensor.reshape(-1) for tensor in tensors]
+    for start in blocks(flat.numel()):
+        part = slice(start, start + BLOCK)
+        anchor = ref[part].to(dtype)
+        deltas = [
+            k.apply(torch.sub(exact_in(m[part], dtype), anchor), start)
+            for k, m in zip(kept, models, strict=True)
+        ]
+        weighted = torch.stack(deltas, dim=0) * weights
+        if elect_sign:
+            agree = elect_sign_mask(weighted)
+            merged = disjoint_merge(weighted, weights, agree, normalize)
+        else:
+            merged = plain_merge(weighted, weights, normalize)
+        if scale != 1:
+            merged = merged * scale
+        torch.add(anchor, merged, out=flat[part])  # computed in `dtype`, rounded once to out
+    return out
+
+
+def _sparsifier(choose: Callable[..., sparsify.Kept]) -> Sparsifier:
+    """A sparsifier from a `Kept` chooser, adding the L1 rescale when asked for."""
+
+    def sparsify_one(
+        make_delta: Callable[[], torch.Tensor],
+        p: Mapping[str, Any],
+        rescale: bool,
+        g: torch.Generator | None,
+    ) -> sparsify.Kept:
+        delta = make_delta()
+        kept = choose(delta, p, g)
+        return sparsify.with_rescale(delta, kept) if rescale else kept
+
+    return sparsify_one
+
+
+def _density(p: Mapping[str, Any]) -> float:
+    return float(p.get("density", 1.0))
 
 
 def _top_magnitude(
-    delta: torch.Tensor, p: Mapping[str, Any], rescale: bool, _g: Any
-) -> torch.Tensor:
-    return sparsify.keep_top_magnitude(delta, float(p.get("density", 1.0)), rescale)
+    make_delta: Callable[[], torch.Tensor],
+    p: Mapping[str, Any],
+    rescale: bool,
+    g: torch.Generator | None,
+) -> sparsify.Kept:
+    """TIES trim. Without rescale the task vector is not needed after ranking its magnitudes,
+    so they are ranked in its memory."""
+    if rescale:
+        return _sparsifier(lambda d, p, g: sparsify.top_magnitude(d, _density(p)))(
+            make_delta, p, rescale, g
+        )
+    return sparsify.top_magnitude(make_delta(), _density(p), remake=make_delta)
 
 
-def _random(delta: torch.Tensor, p: Mapping[str, Any], rescale: bool, g: Any) -> torch.Tensor:
-    return sparsify.keep_random(delta, float(p.get("density", 1.0)), rescale, g)
-
-
-def _outliers(delta: torch.Tensor, p: Mapping[str, Any], rescale: bool, _g: Any) -> torch.Tensor:
-    density, gamma = float(p.get("density", 1.0)), float(p.get("gamma", 0.01))
-    return sparsify.keep_middle_magnitude(delta, density, gamma, rescale)
-
-
-def _rank_random(delta: torch.Tensor, p: Mapping[str, Any], rescale: bool, g: Any) -> torch.Tensor:
-    density, epsilon = float(p.get("density", 1.0)), float(p.get("epsilon", 0.15))
-    return sparsify.keep_random_by_rank(delta, density, epsilon, rescale, g)
+_random = _sparsifier(lambda d, p, g: sparsify.random_entries(d, _density(p), g))
+_outliers = _sparsifier(
+    lambda d, p, g: sparsify.middle_magnitude(d, _density(p), float(p.get("gamma", 0.01)))
+)
+_rank_random = _sparsifier(
+    lambda d, p, g: sparsify.random_by_rank(d, _density(p), float(p.get("epsilon", 0.15)), g)
+)
 
 
 def _member(
@@ -137,6 +224,8 @@ def _member(
         params: Mapping[str, Any],
         *,
         generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        out_dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         if base is None:
             raise ValueError("task-arithmetic methods need the base model's tensor")
@@ -150,6 +239,8 @@ def _member(
             normalize_default=normalize,
             rescale_default=rescale,
             generator=generator,
+            dtype=dtype,
+            out_dtype=out_dtype,
         )
 
     merge.__doc__ = doc

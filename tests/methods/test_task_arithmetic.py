@@ -121,3 +121,127 @@ def test_della_keep_probability_rises_linearly_with_magnitude_rank() -> None:
 def test_della_rejects_epsilon_that_leaves_the_unit_interval() -> None:
     with pytest.raises(LosslessError, match="epsilon"):
         merge("della", [torch.ones(3)], torch.zeros(3), [{"weight": 1.0, "density": 0.1}], seed=0)
+
+
+# -- block by block versus whole tensors ---------------------------------------------------------
+
+
+def _whole_tensor_chain(
+    name: str,
+    tensors: list[torch.Tensor],
+    base: torch.Tensor,
+    model_params: list[dict[str, float]],
+    params: dict[str, object],
+    seed: int,
+) -> torch.Tensor:
+    """An independent whole-tensor reference of ties / breadcrumbs_ties / dare_ties /
+    task_arithmetic, computed as mergekit does: top-k and the breadcrumbs band by full sorts,
+    DARE masks drawn for the whole tensor."""
+    generator = torch.Generator().manual_seed(seed)
+    deltas = []
+    for tensor, p in zip(tensors, model_params, strict=True):
+        delta = tensor - base
+        if name == "ties":
+            keep = max(1, int(p["density"] * delta.numel()))
+            mask = torch.zeros(delta.numel(), dtype=delta.dtype)
+            mask[torch.argsort(delta.abs().reshape(-1), descending=True)[:keep]] = 1
+            delta = delta * mask.reshape(delta.shape)
+        elif name == "breadcrumbs_ties":
+            count = delta.numel()
+            keep, outliers = int(p["density"] * count), int(p["gamma"] * count)
+            smallest = max(0, count - keep - outliers)
+            order = torch.sort(delta.abs().reshape(-1)).indices
+            mask = torch.zeros(count, dtype=delta.dtype)
+            mask[order[smallest : smallest + keep]] = 1
+            delta = delta * mask.reshape(delta.shape)
+        elif name == "dare_ties":
+            mask = torch.bernoulli(torch.full_like(delta, p["density"]), generator=generator)
+            masked = delta * mask
+            delta = masked * (delta.abs().sum() / masked.abs().sum())
+        deltas.append(delta)
+    stacked = torch.stack(deltas)
+    weights = torch.tensor([p["weight"] for p in model_params]).view(-1, *[1] * base.dim())
+    weighted = stacked * weights
+    if name == "task_arithmetic":
+        merged = weighted.sum(dim=0)
+        if params.get("normalize", False):
+            divisor = weights.sum(dim=0)
+            divisor[divisor.abs() < 1e-8] = 1
+            merged = merged / divisor
+    else:
+        signs = weighted.sign()
+        agree = signs == (weighted.sum(dim=0) >= 0).float() * 2 - 1
+        merged = (weighted * agree).sum(dim=0)
+        if params.get("normalize", name == "ties"):
+            divisor = (weights * agree).sum(dim=0)
+            divisor[divisor == 0] = 1
+            merged = merged / divisor
+    return base + merged * float(params.get("lambda", 1.0))
+
+
+def _bits(x: torch.Tensor) -> torch.Tensor:
+    return x.view(torch.int16 if x.element_size() == 2 else torch.int32)
+
+
+@pytest.mark.parametrize("name", ["ties", "breadcrumbs_ties", "dare_ties", "task_arithmetic"])
+@pytest.mark.parametrize("models", [1, 3, 6])
+@pytest.mark.parametrize("infinite", [False, True])
+def test_block_by_block_equals_the_whole_tensor_bit_for_bit(
+    name: str, models: int, infinite: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lossless.methods import sort_replay, task_arithmetic
+
+    # blocks of 64 entries over a 37×29 tensor: 17 blocks, the last one partial
+    monkeypatch.setattr(task_arithmetic, "BLOCK", 64)
+    monkeypatch.setattr(sort_replay, "BLOCK", 8)
+    generator = torch.Generator().manual_seed(models)
+    base = (torch.randn(37, 29, generator=generator) * 4).round() / 8
+    base.view(-1)[::5] = -0.0
+    # values on a 1/16 grid: many task-vector magnitudes tie at the density cut
+    tensors = [
+        base + (torch.randn(37, 29, generator=generator) * 3).round() / 16 for _ in range(models)
+    ]
+    tensors[0].view(-1)[::7] = base.view(-1)[::7]  # zero deltas
+    if infinite:  # inf task-vector entries; a trimmed one is inf·0 = NaN, as in mergekit
+        tensors[-1].view(-1)[3::101] = float("inf")
+        tensors[-1].view(-1)[50::101] = -float("inf")
+    weights = [1.0, 0.5, -0.3, 2.0, 0.7, 1.0]
+    densities = [0.5, 0.3, 0.9, 0.5, 0.1, 0.7]
+    model_params = [
+        {"weight": weights[i], "density": densities[i], "gamma": 0.05 * i} for i in range(models)
+    ]
+    for params in ({}, {"lambda": 0.7}, {"normalize": True}):
+        got = merge(name, tensors, base, model_params, params, seed=5)
+        expected = _whole_tensor_chain(name, tensors, base, model_params, params, seed=5)
+        assert torch.equal(_bits(got), _bits(expected)), params
+
+
+def test_inputs_in_their_stored_dtype_give_the_same_bits_as_cast_inputs() -> None:
+    """What the executor relies on when it hands bf16 tensors over uncast."""
+    from lossless.methods import task_arithmetic
+
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(300, 301, generator=generator).bfloat16()
+    tensors = [(base.float() + torch.randn(300, 301, generator=generator) / 50).bfloat16()]
+    tensors.append((base.float() + torch.randn(300, 301, generator=generator) / 50).bfloat16())
+    model_params = [{"weight": 1.0, "density": 0.5}, {"weight": 0.6, "density": 0.4}]
+    for name in ("ties", "dare_ties", "della", "breadcrumbs_ties", "task_arithmetic"):
+        fn = getattr(task_arithmetic, name)
+        cast = fn(
+            [t.float() for t in tensors],
+            base.float(),
+            model_params,
+            {},
+            generator=torch.Generator().manual_seed(1),
+        ).bfloat16()
+        stored = fn(
+            tensors,
+            base,
+            model_params,
+            {},
+            generator=torch.Generator().manual_seed(1),
+            dtype=torch.float32,
+            out_dtype=torch.bfloat16,
+        )
+        assert stored.dtype == torch.bfloat16
+        assert torch.equal(_bits(stored), _bits(cast)), name

@@ -1,0 +1,241 @@
+"""Which entries torch's CPU argsort puts first, found in linear time (for the TIES top-k trim).
+
+mergekit keeps the k largest |delta| as `torch.argsort(w, descending=True)[:k]`. When the k-th
+largest magnitude is shared by more entries than are still needed (routine in bf16 checkpoints,
+whose deltas take few distinct values), *which* of the equal entries are kept is decided by the
+order torch's sort leaves them in. On CPU that sort is libstdc++'s `std::sort` on (key, index)
+pairs compared by key only: an introsort (median-of-three quicksort partitions down to ranges of
+16, then one insertion sort), which is not stable, so the choice is not "lowest index first".
+
+Only the partitions that contain position k decide which entries end up before it, so
+`replay_top_k` replays exactly those partition steps, moving keys the way the sort does, one
+64K block at a time with numpy. That is a quickselect, O(n) instead of the sort's O(n log n),
+with no int64 index per entry. `replay_agrees()` checks the replay against torch.argsort once
+per process; callers use the real sort when it disagrees (another torch build or C++ library)
+or when a range would need the introsort's heap-sort fallback, which is not replayed.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+SMALL = 16  # libstdc++'s _S_threshold: ranges this small wait for the final insertion sort
+BLOCK = 1 << 16  # keys per numpy call: big enough to amortise the call, small enough for cache
+
+
+def _median_slot(a: float, b: float, c: float) -> int:
+    """Which of three keys (0, 1, 2) libstdc++'s `__move_median_to_first` moves to the front,
+    comparing with `>` as a descending sort does (its branch order decides between equals)."""
+    if a > b:
+        if b > c:
+            return 1
+        return 2 if a > c else 0
+    if a > c:
+        return 0
+    return 2 if b > c else 1
+
+
+def _pivot_slot(keys: np.ndarray) -> int:
+    """Where the median of keys[1], the middle and the last one lies; the sort swaps it to 0."""
+    slots = (1, keys.size // 2, keys.size - 1)
+    return slots[_median_slot(*(float(keys[s]) for s in slots))]
+
+
+def _first_step_ids(pos: np.ndarray, swapped: int) -> np.ndarray:
+    """Ids at `pos` before any move but the first pivot swap (0 ↔ swapped)."""
+    if swapped == 0 or not pos.size:
+        return pos
+    low, high = pos.min(), pos.max()
+    if low > 0 and not low <= swapped <= high:
+        return pos  # the usual chunk: no id to fix
+    ids = np.where(pos == swapped, 0, pos)
+    return np.where(pos == 0, swapped, ids) if low == 0 else ids
+
+
+def _first_step_range(lo: int, hi: int, swapped: int, dtype: type) -> np.ndarray:
+    """Ids of positions [lo, hi) after the first pivot swap, to keep replaying in."""
+    ids = np.arange(lo, hi, dtype=dtype)
+    for i, j in ((0, swapped), (swapped, 0)):
+        if lo <= i < hi:
+            ids[i - lo] = j
+    return ids
+
+
+def _block_counts(keys: np.ndarray, lo: int, hi: int, pivot: float) -> tuple[np.ndarray, ...]:
+    """Per block of keys[lo:hi]: how many the left scan stops at (key <= pivot) and how many the
+    right scan stops at (key >= pivot)."""
+    starts = range(lo, hi, BLOCK)
+    le = np.empty(len(starts), dtype=np.int64)
+    ge = np.empty(len(starts), dtype=np.int64)
+    scratch = np.empty(BLOCK, dtype=bool)
+    for b, start in enumerate(starts):
+        block = keys[start : min(start + BLOCK, hi)]
+        flags = scratch[: block.size]
+        le[b] = np.count_nonzero(np.less_equal(block, pivot, out=flags))
+        ge[b] = np.count_nonzero(np.greater_equal(block, pivot, out=flags))
+    return le, ge
+
+
+def _stops(keys: np.ndarray, start: int, stop: int, pivot: float, left: bool) -> np.ndarray:
+    block = keys[start:stop]
+    return np.flatnonzero(block <= pivot if left else block >= pivot) + start
+
+
+def _swap_count(
+    keys: np.ndarray, lo: int, hi: int, pivot: float, le: np.ndarray, ge: np.ndarray
+) -> int:
+    """How many swaps Hoare's partition of keys[lo:hi] makes: the i-th left stop is swapped with
+    the i-th right stop while it lies left of it, so the count is max over j of
+    min(left stops in [lo, j], right stops in (j, hi))."""
+    before_le = np.concatenate(([0], np.cumsum(le)))  # left stops before each block
+    after_ge = int(ge.sum()) - np.concatenate(([0], np.cumsum(ge)))  # right stops from each block
+    # the first block at whose end the left stops have caught up with the right stops
+    b = int(np.argmax(before_le[1:] >= after_ge[1:]))
+    start = lo + b * BLOCK
+    block = keys[start : min(start + BLOCK, hi)]
+    left = before_le[b] + np.cumsum(block <= pivot)
+    right = after_ge[b] - np.cumsum(block >= pivot)
+    return max(min(int(before_le[b]), int(after_ge[b])), int(np.minimum(left, right).max()))
+
+
+def _nth_stop(
+    keys: np.ndarray, lo: int, hi: int, pivot: float, counts: np.ndarray, nth: int, left: bool
+) -> int | None:
+    """Position of the nth (1-based) left stop counted from lo, or right stop counted from hi."""
+    order = range(len(counts)) if left else range(len(counts) - 1, -1, -1)
+    for b in order:
+        if nth <= counts[b]:
+            start = lo + b * BLOCK
+            stops = _stops(keys, start, min(start + BLOCK, hi), pivot, left)
+            return int(stops[nth - 1] if left else stops[-nth])
+        nth -= int(counts[b])
+    return None
+
+
+def _stop_stream(
+    keys: np.ndarray, lo: int, hi: int, pivot: float, counts: np.ndarray, total: int, left: bool
+) -> Iterator[np.ndarray]:
+    """The first `total` left stops in ascending order, or right stops in descending order."""
+    order = range(len(counts)) if left else range(len(counts) - 1, -1, -1)
+    for b in order:
+        if total <= 0:
+            return
+        if counts[b]:
+            start = lo + b * BLOCK
+            stops = _stops(keys, start, min(start + BLOCK, hi), pivot, left)
+            stops = stops[:total] if left else stops[::-1][:total]
+            total -= stops.size
+            yield stops
+
+
+def _pairs(left: Iterator[np.ndarray], right: Iterator[np.ndarray]) -> Iterator[tuple[Any, Any]]:
+    """Zip two streams of position chunks into equally long chunks (the swapped pairs)."""
+    lbuf = rbuf = np.empty(0, dtype=np.int64)
+    while True:
+        if not lbuf.size:
+            lbuf = next(left, None)
+        if not rbuf.size:
+            rbuf = next(right, None)
+        if lbuf is None or rbuf is None:
+            return
+        n = min(lbuf.size, rbuf.size)
+        yield lbuf[:n], rbuf[:n]
+        lbuf, rbuf = lbuf[n:], rbuf[n:]
+
+
+def replay_top_k(keys: np.ndarray, k: int) -> tuple[float, np.ndarray] | None:
+    """The k first entries of a descending `torch.argsort(keys)` on CPU, as (threshold, tied):
+    every key above `threshold` and the entries at `tied` (sorted indices) of the keys equal to
+    it. `keys` (1-D float32, no NaN, 0 < k < len) is scrambled. None where the replay stops
+    (the introsort's depth limit, never met on real tensors): sort instead.
+
+    Each step works on the range still holding position k, re-based to start at 0; `ids` holds
+    the original index of each of its keys (None in the first step: no key has moved yet).
+    """
+    n = keys.size
+    dtype = np.int32 if n < 2**31 else np.int64
+    ids: np.ndarray | None = None
+    swapped = 0  # the first step's pivot swap, while `ids` is None
+    depth = 2 * (n.bit_length() - 1)  # libstdc++: 2·floor(log2 n) partitions deep, then heapsort
+    picked: list[tuple[float, np.ndarray]] = []  # (pivot, ids of keys equal to it) before k
+    pivot = math.nan
+
+    def ids_at(pos: np.ndarray) -> np.ndarray:
+        return ids[pos] if ids is not None else _first_step_ids(pos, swapped)
+
+    while keys.size > SMALL and 0 < k < keys.size:
+        if depth == 0:
+            return None
+        depth -= 1
+        size = keys.size
+        chosen = _pivot_slot(keys)
+        keys[0], keys[chosen] = keys[chosen], keys[0]
+        if ids is None:
+            swapped = chosen
+        else:
+            ids[0], ids[chosen] = ids[chosen], ids[0]
+        pivot = float(keys[0])
+        le, ge = _block_counts(keys, 1, size, pivot)
+        swaps = _swap_count(keys, 1, size, pivot, le, ge)
+        # the left scan ends at the next left stop, or at the last right stop, which now holds
+        # a key <= pivot; that position starts the right part
+        ends = [_nth_stop(keys, 1, size, pivot, le, swaps + 1, left=True)]
+        if swaps:
+            ends.append(_nth_stop(keys, 1, size, pivot, ge, swaps, left=False))
+        cut = min(e for e in ends if e is not None)
+        pairs = _pairs(
+            _stop_stream(keys, 1, size, pivot, le, swaps, left=True),
+            _stop_stream(keys, 1, size, pivot, ge, swaps, left=False),
+        )
+        if k < cut:  # go on in the left part; only its side of each swap matters
+            kept = ids if ids is not None else _first_step_range(0, cut, swapped, dtype)
+            for lpos, rpos in pairs:
+                keys[lpos] = keys[rpos]
+                kept[lpos] = ids_at(rpos)
+            keys, ids = keys[:cut], kept[:cut]
+        else:  # the left part is all before k: note its keys equal to the pivot, go right
+            picked.append((pivot, ids_at(np.zeros(1, dtype=np.int64))))
+            shift = 0 if ids is not None else cut  # the first step's ids start at `cut`
+            kept = ids if ids is not None else _first_step_range(cut, size, swapped, dtype)
+            for lpos, rpos in pairs:
+                at_pivot = keys[rpos] == pivot
+                if at_pivot.any():
+                    picked.append((pivot, ids_at(rpos[at_pivot])))
+                keys[rpos] = keys[lpos]
+                kept[rpos - shift] = ids_at(lpos)
+            keys, ids, k = keys[cut:], kept[cut - shift :], k - cut
+    if k > 0:  # k falls in a range of at most 16: the final insertion sort is stable
+        take = np.argsort(-keys, kind="stable")[:k]
+        threshold = float(keys[take[-1]])
+        picked.append((threshold, ids_at(take[keys[take] == threshold])))
+    else:  # k is a partition cut: the last left part ends with its pivot
+        threshold = pivot
+    tied = [chunk for value, chunk in picked if value == threshold]
+    return threshold, np.sort(np.concatenate(tied).astype(np.int64))
+
+
+@functools.cache
+def replay_agrees() -> bool:
+    """Once per process: does the replay pick what torch.argsort picks on tie-heavy keys?"""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    for n, distinct in ((40, 3), (3000, 7), (70000, 50), (200003, 400)):
+        keys = torch.randint(0, distinct, (n,), generator=generator).float()
+        order = torch.argsort(keys, descending=True)
+        for k in (1, n // 3, n // 2, n - 1):
+            got = replay_top_k(keys.numpy().copy(), k)
+            if got is None:
+                return False
+            threshold, tied = got
+            expected = order[:k][keys[order[:k]] == threshold].sort().values
+            if not (
+                torch.equal(torch.from_numpy(tied), expected) and keys[order[k - 1]] == threshold
+            ):
+                return False
+    return True
