@@ -206,7 +206,7 @@ def test_dora_on_chat_data_writes_template_into_tokenizer(world) -> None:
 def test_tiny_models_train_on_one_thread_and_the_count_is_restored(world) -> None:
     import torch
 
-    from lossless.steps.train import _one_thread_for_tiny_models
+    from lossless.steps.train import _training_threads
 
     root, base = world
     before = torch.get_num_threads()
@@ -217,7 +217,6 @@ def test_tiny_models_train_on_one_thread_and_the_count_is_restored(world) -> Non
     model.device = torch.device("cpu")
     model.num_parameters = lambda: 20  # a tiny model: one thread
     try:
-        _one_thread_for_tiny_models(model)
-        assert torch.get_num_threads() == 1
+        assert _training_threads(model) == 1
     finally:
         torch.set_num_threads(before)

@@ -16,7 +16,6 @@ ran straight through.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -33,6 +32,7 @@ from lossless.methods.table import METHODS
 from lossless.tensors.checkpoint import DTYPE_BYTES
 from lossless.tensors.source import TensorSource
 from lossless.tensors.writer import ShardSpec, ShardWriter, layout_shards, sha256_file, write_index
+from lossless.threads import torch_threads
 
 if TYPE_CHECKING:
     import torch
@@ -154,21 +154,6 @@ def job_bytes(job: TensorJob, sources: Mapping[str, TensorSource], shape: tuple[
     if METHODS[job.method].casts_inputs:
         return count * (read + out + 2 * max(compute, 4) + 2)
     return count * (read + out + compute * (len(refs) + 1))
-
-
-@contextlib.contextmanager
-def torch_threads(count: int) -> Generator[None, None, None]:
-    """torch's intra-op threads set to `count` for the merge, then restored. With one job per
-    core in worker threads, more would oversubscribe the cores: on a busy 2-core machine a TIES
-    tensor took 6× longer with each worker's ops split over 2 threads."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _stream(

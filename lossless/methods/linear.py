@@ -7,9 +7,7 @@ from typing import Any
 
 import torch
 
-# Entries per block: each model's block is cast and accumulated while still in cache. A power of
-# two, so blocks split the tensor where torch's vectorised loops would, entry for entry.
-BLOCK = 1 << 16
+from lossless.methods import blocks
 
 
 def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -47,9 +45,8 @@ def linear(
     divisor = weights.sum() if params.get("normalize", True) else None
     out = torch.empty(first.shape, dtype=out_dtype or dtype, device=first.device)
     flat, models = out.view(-1), [tensor.reshape(-1) for tensor in tensors]
-    total = torch.empty(min(BLOCK, flat.numel()), dtype=accumulate, device=first.device)
-    for start in range(0, flat.numel(), BLOCK):
-        part = slice(start, start + BLOCK)
+    total = torch.empty(min(blocks.BLOCK, flat.numel()), dtype=accumulate, device=first.device)
+    for part in blocks.block_slices(flat.numel()):
         block = total[: flat[part].numel()].zero_()
         for model, weight in zip(models, weights, strict=True):
             block.addcmul_(model[part].to(dtype), weight)

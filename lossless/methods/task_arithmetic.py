@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from lossless.methods import sparsify
+from lossless.methods.blocks import block_slices
 
 # (a function making the whole task vector, per-model params, rescale, generator) → the entries
 # that survive. A function, not the tensor: a sparsifier may overwrite what it gets and make it
@@ -26,16 +27,6 @@ from lossless.methods import sparsify
 Sparsifier = Callable[
     [Callable[[], torch.Tensor], Mapping[str, Any], bool, torch.Generator | None], sparsify.Kept
 ]
-
-
-# Entries per block of the elementwise chain. A power of two: block boundaries then fall on the
-# vector-chunk boundaries of torch's reductions over the model axis, so each entry's sum adds the
-# same numbers in the same order as on the whole tensor (tests/methods check this bit for bit).
-BLOCK = 1 << 16
-
-
-def blocks(count: int) -> range:
-    return range(0, count, BLOCK)
 
 
 def task_vector(
@@ -49,8 +40,7 @@ def task_vector(
     if out is None:
         out = torch.empty(tensor.shape, dtype=dtype, device=tensor.device)
     flat, model, ref = out.view(-1), tensor.reshape(-1), base.reshape(-1)
-    for start in blocks(flat.numel()):
-        part = slice(start, start + BLOCK)
+    for part in block_slices(flat.numel()):
         torch.sub(exact_in(model[part], dtype), ref[part].to(dtype), out=flat[part])
     return out
 
@@ -149,11 +139,10 @@ def merge_task_vectors(
     out = torch.empty(base.shape, dtype=out_dtype, device=base.device)
     flat, ref = out.view(-1), base.reshape(-1)
     models = [tensor.reshape(-1) for tensor in tensors]
-    for start in blocks(flat.numel()):
-        part = slice(start, start + BLOCK)
+    for part in block_slices(flat.numel()):
         anchor = ref[part].to(dtype)
         deltas = [
-            k.apply(torch.sub(exact_in(m[part], dtype), anchor), start)
+            k.apply(torch.sub(exact_in(m[part], dtype), anchor), part.start)
             for k, m in zip(kept, models, strict=True)
         ]
         weighted = torch.stack(deltas, dim=0) * weights

@@ -15,6 +15,7 @@ from typing import Any
 
 from lossless.errors import LosslessError
 from lossless.recipe import TrainStep
+from lossless.threads import torch_threads
 
 PEFT_METHODS = ("lora", "dora", "qlora", "prompt_tuning", "prefix_tuning", "ia3")
 METHODS = (*PEFT_METHODS, "full")
@@ -130,12 +131,8 @@ def run_train(
         trainer.add_callback(rich_progress_callback(f"train {step.name}"))
     resume = _last_checkpoint(out_dir / "checkpoints")
     t0 = time.perf_counter()
-    threads = torch.get_num_threads()
-    try:
-        _one_thread_for_tiny_models(model)
+    with torch_threads(_training_threads(model)):  # restored after: merges keep every core
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    finally:
-        torch.set_num_threads(threads)  # the rest of the run (merges) keeps every core
     wall = time.perf_counter() - t0
 
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
@@ -170,15 +167,15 @@ def run_train(
 TINY_MODEL_PARAMETERS = 20_000_000
 
 
-def _one_thread_for_tiny_models(model: Any) -> None:
-    """A model this small has matrices too small to split across cores: extra intra-op threads
-    only add synchronisation, and on a busy machine they stall each other (measured: the
-    quickstart's base trained several times slower with 2 threads beside another process than
-    with 1). GPU runs and larger models keep torch's default."""
+def _training_threads(model: Any) -> int:
+    """1 for a tiny model on CPU: its matrices are too small to split across cores, so extra
+    intra-op threads only add synchronisation (see lossless/threads.py). GPU runs and larger
+    models keep torch's current count."""
     import torch
 
     if model.device.type == "cpu" and model.num_parameters() < TINY_MODEL_PARAMETERS:
-        torch.set_num_threads(1)
+        return 1
+    return torch.get_num_threads()
 
 
 def _checkpointing_kwargs(arguments_class: Any, enabled: bool) -> dict[str, bool]:
