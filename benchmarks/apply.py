@@ -75,10 +75,10 @@ CHILD = """
 import sys, time, json
 import torch  # imported before the clock starts
 from pathlib import Path
-from lossless.adapters import check_fits, load_adapter
+from lossless.tensors.adapters import check_fits, load_adapter
 from lossless.merge.output import build_output
 from lossless.merge.plan import build_plan
-from lossless.recipe import InputModel, MergeStep, ModelRef
+from lossless.recipe.model import InputModel, MergeStep, ModelRef
 from lossless.steps.apply import copy_plan
 from lossless.tensors.adapted import AdaptedSource
 from lossless.tensors.checkpoint import Checkpoint

@@ -127,8 +127,8 @@ def variants(seed: int, quick: bool, densities: list[float]) -> dict[str, dict]:
 
 
 def run_variant(recipe: dict, path: Path, work_dir: Path) -> tuple[dict, float]:
-    from lossless.runner import Runner, RunOptions
-    from lossless.validate import load_recipe
+    from lossless.engine.runner import Runner, RunOptions
+    from lossless.validation.recipe_check import load_recipe
 
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     loaded, _ = load_recipe(path)

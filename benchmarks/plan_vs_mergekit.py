@@ -26,7 +26,7 @@ from mergekit.options import MergeOptions
 from mergekit.plan import MergePlanner
 
 from lossless.merge.plan import build_plan
-from lossless.recipe import InputModel, MergeStep, ModelRef, Slice
+from lossless.recipe.model import InputModel, MergeStep, ModelRef, Slice
 from tests.factories import make_model
 from tests.test_plan import CheckpointHeader
 

@@ -284,7 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
 def use_fake_hub(fake: FakeHub, monkeypatch: object, home: str | Path) -> None:
     """Point huggingface_hub at a serving `fake`, with a private HF_HOME and no token or offline flag.
 
-    huggingface_hub reads its environment at import; lossless.hub reads HF_ENDPOINT, HF_HOME and
+    huggingface_hub reads its environment at import; lossless.hub.repos reads HF_ENDPOINT, HF_HOME and
     HF_HUB_OFFLINE at call time, so setting them here is enough. The token file constant is
     patched so a developer's real token is never sent to the fake server.
     """

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lossless.adapters import load_adapter
 from lossless.tensors.adapted import AdaptedSource
+from lossless.tensors.adapters import load_adapter
 from lossless.tensors.checkpoint import Checkpoint
 from tests.factories import make_lora_adapter, make_model
 

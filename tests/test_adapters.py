@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import torch
 
-from lossless.adapters import check_fits, load_adapter
 from lossless.errors import LosslessError
 from lossless.tensors.adapted import AdaptedSource
+from lossless.tensors.adapters import check_fits, load_adapter
 from lossless.tensors.checkpoint import Checkpoint
 from tests.factories import make_lora_adapter, make_model, read_tensors
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lossless import cli
-from lossless.chat_templates import CHATML
+from lossless.merge.chat_templates import CHATML
 from tests.factories import make_model
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lossless.chat_templates import BUILTIN_TEMPLATES, resolve_chat_template
 from lossless.errors import LosslessError
+from lossless.merge.chat_templates import BUILTIN_TEMPLATES, resolve_chat_template
 from tests.factories import make_tokenizer
 
 CHAT = [

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lossless.data import Example, detect_format, encode, load_rows, to_examples
 from lossless.errors import LosslessError
+from lossless.training.datasets import Example, detect_format, encode, load_rows, to_examples
 from tests.factories import make_tokenizer, write_jsonl
 
 

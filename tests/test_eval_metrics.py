@@ -51,8 +51,8 @@ def test_loss_sums_padding_aware(tiny) -> None:
 
 
 def test_dataset_loss_and_perplexity_equal_direct_computation(tiny) -> None:
-    from lossless.data import Example, encode
     from lossless.evaluation.metrics import score_examples
+    from lossless.training.datasets import Example, encode
 
     model, tok = tiny
     examples = [
@@ -76,7 +76,7 @@ def test_dataset_loss_and_perplexity_equal_direct_computation(tiny) -> None:
 
 def greedy(model, tok, example, n: int) -> str:
     """The model's own unbatched greedy continuation of `example`'s prompt, as text."""
-    from lossless.data import encode
+    from lossless.training.datasets import encode
 
     ids, labels = encode(tok, example, 128, loss_on="answer")
     prompt = ids[: next(i for i, lab in enumerate(labels) if lab != -100)]
@@ -93,8 +93,8 @@ def greedy(model, tok, example, n: int) -> str:
 
 
 def test_exact_match_of_own_greedy_output(tiny) -> None:
-    from lossless.data import Example
     from lossless.evaluation.metrics import score_examples
+    from lossless.training.datasets import Example
 
     model, tok = tiny
     # Prompts of different lengths, so the batch is left-padded.
@@ -113,8 +113,8 @@ def test_exact_match_of_own_greedy_output(tiny) -> None:
 
 
 def test_exact_match_budget_from_reference_length(tiny) -> None:
-    from lossless.data import Example
     from lossless.evaluation.metrics import score_examples
+    from lossless.training.datasets import Example
 
     model, tok = tiny
     # Without max_new_tokens each example may generate as many tokens as its reference has:
@@ -132,8 +132,8 @@ def test_exact_match_budget_from_reference_length(tiny) -> None:
 
 
 def test_no_exact_match_for_text(tiny) -> None:
-    from lossless.data import Example
     from lossless.evaluation.metrics import normalise, score_examples
+    from lossless.training.datasets import Example
 
     model, tok = tiny
     scores = score_examples(model, tok, [Example("", "the cat sat on the mat", "text")])
@@ -142,8 +142,8 @@ def test_no_exact_match_for_text(tiny) -> None:
 
 
 def test_generation_stops_at_the_models_eos_ids(tiny) -> None:
-    from lossless.data import Example, encode
     from lossless.evaluation.metrics import score_examples
+    from lossless.training.datasets import Example, encode
 
     model, tok = tiny
     ids, labels = encode(tok, Example("the cat", "x", "chat"), 128, loss_on="answer")

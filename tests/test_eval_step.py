@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lossless.errors import GateFailed, LosslessError
-from lossless.recipe import EvalStep, ModelRef
+from lossless.recipe.model import EvalStep, ModelRef
 from tests.factories import make_model, write_jsonl
 
 torch = pytest.importorskip("torch")
@@ -50,7 +50,7 @@ def direct_loss(model_dir: Path, path: Path) -> float:
     """Loss recomputed without lossless.evaluation: one sequence at a time, answer tokens only."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lossless.data import detect_format, encode, load_rows, to_examples
+    from lossless.training.datasets import detect_format, encode, load_rows, to_examples
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lossless.fingerprint import Fingerprint, digest, path_identity
+from lossless.engine.fingerprint import Fingerprint, digest, path_identity
 from tests.factories import make_model
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from lossless.errors import RecipeInvalid
-from lossless.graph import build_graph, cycle_problems, external_refs, topological_steps
-from lossless.recipe import ModelRef, Recipe
-from lossless.refs import UnknownReference, classify_ref, local_path
-from lossless.validate import load_recipe
+from lossless.recipe.graph import build_graph, cycle_problems, external_refs, topological_steps
+from lossless.recipe.model import ModelRef, Recipe
+from lossless.recipe.references import UnknownReference, classify_ref, local_path
+from lossless.validation.recipe_check import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,7 +72,7 @@ def test_cycle_is_reported_not_sorted() -> None:
 
 
 def test_topological_steps_refuses_a_cyclic_recipe() -> None:
-    from lossless.build import build_merge
+    from lossless.recipe.build import build_merge
 
     a = build_merge({"name": "a", "merge_method": "linear", "models": [{"model": "b"}]})
     b = build_merge({"name": "b", "merge_method": "linear", "models": [{"model": "a"}]})

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lossless.errors import LosslessError
-from lossless.hub import (
+from lossless.hub.repos import (
     HubRef,
     check_disk_space,
     describe_downloads,

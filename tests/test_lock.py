@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from lossless.cli import main as cli
-from lossless.errors import LosslessError
-from lossless.lock import (
+from lossless.engine.lockfile import (
     Input,
     compare_lock,
     hash_local,
@@ -21,6 +20,7 @@ from lossless.lock import (
     recipe_inputs,
     write_lock,
 )
+from lossless.errors import LosslessError
 from tests.fake_hub import FakeHub, use_fake_hub, write_tiny_safetensors
 
 RECIPE = """\

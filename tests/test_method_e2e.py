@@ -53,8 +53,8 @@ def write(
 
 
 def run(path: Path) -> dict[str, str]:
-    from lossless.runner import Runner, RunOptions
-    from lossless.validate import load_recipe
+    from lossless.engine.runner import Runner, RunOptions
+    from lossless.validation.recipe_check import load_recipe
 
     recipe, _ = load_recipe(path)
     return {s.name: s.state for s in Runner(recipe, RunOptions(quiet=True)).run()}
@@ -127,8 +127,8 @@ def test_cache_matrix(world: Path) -> None:
 
 
 def test_force_and_only(world: Path) -> None:
-    from lossless.runner import Runner, RunOptions
-    from lossless.validate import load_recipe
+    from lossless.engine.runner import Runner, RunOptions
+    from lossless.validation.recipe_check import load_recipe
 
     path = write(world, lr="3.0e-3")
     recipe, _ = load_recipe(path)

@@ -50,8 +50,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_recipe(path: Path, out: Path | None = None) -> None:
-    from lossless.runner import Runner, RunOptions
-    from lossless.validate import load_recipe
+    from lossless.engine.runner import Runner, RunOptions
+    from lossless.validation.recipe_check import load_recipe
 
     recipe, _ = load_recipe(path)
     Runner(recipe, RunOptions(out=out, quiet=True, seed=1)).run()

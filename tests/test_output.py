@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from lossless.chat_templates import CHATML, resolve_chat_template
 from lossless.errors import LosslessError
+from lossless.merge.chat_templates import CHATML, resolve_chat_template
 from lossless.merge.output import MANIFEST, build_output, temp_dir_for
 from lossless.methods.table import METHODS
 from lossless.tensors.checkpoint import Checkpoint
@@ -202,7 +202,7 @@ def test_model_card_without_base_and_with_lock() -> None:
     import tempfile
     from pathlib import Path
 
-    from lossless.reproduce import find_lock
+    from lossless.hub.reproduce import find_lock
 
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "README.md").write_text(card)

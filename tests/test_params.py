@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lossless.errors import LosslessError
-from lossless.params import interpolate, layer_t, resolve, resolve_first
+from lossless.merge.params import interpolate, layer_t, resolve, resolve_first
 
 Q = "model.layers.0.self_attn.q_proj.weight"
 UP = "model.layers.0.mlp.up_proj.weight"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lossless.graph import external_refs
-from lossless.recipe import EvalStep, TrainStep
-from lossless.validate import load_recipe
+from lossless.recipe.graph import external_refs
+from lossless.recipe.model import EvalStep, TrainStep
+from lossless.validation.recipe_check import load_recipe
 from tests.factories import make_model
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -33,7 +33,7 @@ def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("path", pure_merges(), ids=lambda p: p.name)
 def test_pure_merge_recipe_runs(path: Path, stand_ins: Path, tmp_path: Path) -> None:
-    from lossless.runner import Runner, RunOptions
+    from lossless.engine.runner import Runner, RunOptions
 
     recipe, _ = load_recipe(path)
     text = path.read_text()

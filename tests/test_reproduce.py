@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lossless.errors import LosslessError
-from lossless.reproduce import card_section, fetch_recipe, find_lock, find_recipe, is_hub_recipe
+from lossless.hub.reproduce import card_section, fetch_recipe, find_lock, find_recipe, is_hub_recipe
 from tests.fake_hub import FakeHub, use_fake_hub
 
 LOSSLESS = "train:\n  s: {base: org/base, data: d.jsonl}\n"

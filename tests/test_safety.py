@@ -9,7 +9,11 @@ import pytest
 import yaml
 
 from lossless.errors import LosslessError
-from lossless.safety import check_output_path, code_execution_problems, code_execution_requests
+from lossless.validation.safety import (
+    check_output_path,
+    code_execution_problems,
+    code_execution_requests,
+)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lossless.recipe import TrainStep
+from lossless.recipe.model import TrainStep
 from lossless.steps.train import run_train
 from lossless.training.replay import replay_rows
 from tests.factories import make_model, read_tensors, write_jsonl

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lossless.recipe import TrainStep
+from lossless.recipe.model import TrainStep
 from lossless.steps.train import run_train
 from tests.factories import make_model, write_jsonl
 

@@ -11,10 +11,10 @@ import pytest
 
 from lossless.errors import RecipeInvalid
 from lossless.methods.table import METHODS
-from lossless.recipe import ApplyStep, MergeStep, TrainStep
-from lossless.render import render_problems
-from lossless.schema import load_schema
-from lossless.validate import check_text, load_recipe
+from lossless.recipe.model import ApplyStep, MergeStep, TrainStep
+from lossless.recipe.schema import load_schema
+from lossless.validation.formatting import render_problems
+from lossless.validation.recipe_check import check_text, load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 INVALID = ROOT / "tests" / "invalid"

@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from lossless.errors import LosslessError
-from lossless.vocab import align_vocabularies, build_vocabulary, permute_embeddings, vocab_sizes
+from lossless.merge.vocab import (
+    align_vocabularies,
+    build_vocabulary,
+    permute_embeddings,
+    vocab_sizes,
+)
 from tests.factories import make_model, make_tokenizer, read_tensors
 
 CHATML = "<|im_start|>user\nthe cat<|im_end|>\n<|im_start|>assistant\nsat<|im_end|>"

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from lossless.errors import RecipeInvalid
-from lossless.yaml_io import load_documents, parse_documents
+from lossless.recipe.yaml_io import load_documents, parse_documents
 
 
 def test_exponent_without_dot_is_a_float() -> None:

@@ -34,15 +34,15 @@ def _model_dir(reference: str) -> Path:
     recipe_part, colon, step_name = reference.rpartition(":")
     if colon and recipe_part.endswith((".yaml", ".yml")) and Path(recipe_part).is_file():
         return _step_output(Path(recipe_part), step_name)
-    from lossless.hub import resolve_model
+    from lossless.hub.repos import resolve_model
 
     return resolve_model(reference).path
 
 
 def _step_output(recipe_path: Path, step_name: str) -> Path:
+    from lossless.engine.runner import RunOptions, statuses
     from lossless.errors import RecipeInvalid
-    from lossless.runner import RunOptions, statuses
-    from lossless.validate import load_recipe
+    from lossless.validation.recipe_check import load_recipe
 
     try:
         recipe, _ = load_recipe(recipe_path)
@@ -92,7 +92,7 @@ def chat(model_dir: Path, args: argparse.Namespace) -> int:
 def _load(model_dir: Path, *, trust_remote_code: bool) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lossless.chat_templates import CHATML
+    from lossless.merge.chat_templates import CHATML
 
     if not (model_dir / "config.json").is_file():
         raise LosslessError(

@@ -12,11 +12,11 @@ def recipe_file(argument: str, *, cache_dir: str | None = None, quiet: bool = Fa
     the run's lock file, work dir and output land in the user's directory, not in the hub cache
     or someone else's clone.
     """
-    from lossless.reproduce import find_lock, find_recipe, is_hub_recipe
+    from lossless.hub.reproduce import find_lock, find_recipe, is_hub_recipe
 
     path = Path(argument)
     if is_hub_recipe(argument):
-        from lossless.reproduce import fetch_recipe
+        from lossless.hub.reproduce import fetch_recipe
 
         repo_dir, _, text = fetch_recipe(argument, cache_dir=cache_dir, quiet=quiet)
         name = argument.removeprefix("hub:").split("@")[0].replace("/", "__")

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lossless.engine.lockfile import check_locked, lock_path, resolve_inputs, write_lock
 from lossless.errors import LosslessError
-from lossless.lock import check_locked, lock_path, resolve_inputs, write_lock
 
 
 def load_documents(recipe: Path) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from lossless.errors import RecipeInvalid
-from lossless.recipe import ApplyStep, EvalStep, MergeStep, Recipe, Step, TrainStep
+from lossless.recipe.model import ApplyStep, EvalStep, MergeStep, Recipe, Step, TrainStep
 
 
 def _summary(step: Step) -> str:
@@ -41,7 +41,7 @@ def _outputs(step: Step) -> list[str]:
 
 def describe_plan(recipe: Recipe) -> list[dict[str, Any]]:
     """One dict per step in run order: name, kind, summary, inputs (role/ref/kind), outputs."""
-    from lossless.graph import step_refs, topological_steps
+    from lossless.recipe.graph import step_refs, topological_steps
 
     names = recipe.step_names
     plan = []
@@ -64,7 +64,7 @@ def describe_plan(recipe: Recipe) -> list[dict[str, Any]]:
 
 
 def render_dot(recipe: Recipe) -> str:
-    from lossless.graph import build_graph, external_refs
+    from lossless.recipe.graph import build_graph, external_refs
 
     graph = build_graph(recipe)
     lines = ["digraph recipe {", "  rankdir=LR;", "  node [shape=box];"]
@@ -74,7 +74,7 @@ def render_dot(recipe: Recipe) -> str:
         lines.append(f'  "{ref}" [shape=ellipse, style=dashed];')
     for src, dst in graph.edges:
         lines.append(f'  "{src}" -> "{dst}";')
-    from lossless.graph import step_refs
+    from lossless.recipe.graph import step_refs
 
     for step in recipe.steps:
         for _, ref in step_refs(step):
@@ -118,8 +118,8 @@ def add_freshness(recipe: Recipe, plan: list[dict[str, Any]], work_dir: str | No
     """Each step's state (fresh / stale / missing / lazy) and why, from the runner's records."""
     from pathlib import Path
 
+    from lossless.engine.runner import RunOptions, statuses
     from lossless.errors import LosslessError
-    from lossless.runner import RunOptions, statuses
 
     try:
         found = {
@@ -142,9 +142,9 @@ def downloads(recipe: Recipe) -> list[str]:
     from pathlib import Path
 
     from lossless.errors import LosslessError
-    from lossless.graph import external_refs
-    from lossless.hub import describe_downloads, parse_hub_ref, plan_downloads
-    from lossless.refs import local_path
+    from lossless.hub.repos import describe_downloads, parse_hub_ref, plan_downloads
+    from lossless.recipe.graph import external_refs
+    from lossless.recipe.references import local_path
 
     recipe_dir = Path(recipe.path).resolve().parent
     refs = [
@@ -164,11 +164,11 @@ def merge_params(recipe: Recipe, work_dir: str | None) -> list[dict[str, Any]]:
     """Resolved per-layer merge parameters, for every merge whose inputs exist now."""
     from pathlib import Path
 
+    from lossless.engine.resolver import sources_for
+    from lossless.engine.runner import Runner, RunOptions
     from lossless.errors import LosslessError
     from lossless.merge.plan import build_plan, describe_params
-    from lossless.recipe import MergeStep
-    from lossless.resolve import sources_for
-    from lossless.runner import Runner, RunOptions
+    from lossless.recipe.model import MergeStep
 
     runner = Runner(recipe, RunOptions(work_dir=Path(work_dir) if work_dir else None, quiet=True))
     rows: list[dict[str, Any]] = []
@@ -189,8 +189,8 @@ def merge_params(recipe: Recipe, work_dir: str | None) -> list[dict[str, Any]]:
 
 def main(args: argparse.Namespace) -> int:
     from lossless.commands.common import recipe_file
-    from lossless.render import render_problems
-    from lossless.validate import load_recipe
+    from lossless.validation.formatting import render_problems
+    from lossless.validation.recipe_check import load_recipe
 
     try:
         recipe, warnings = load_recipe(recipe_file(args.recipe, quiet=True))

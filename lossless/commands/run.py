@@ -28,8 +28,8 @@ def _error(text: str) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from lossless.commands.common import recipe_file
-    from lossless.render import render_problems
-    from lossless.validate import load_recipe
+    from lossless.validation.formatting import render_problems
+    from lossless.validation.recipe_check import load_recipe
 
     try:
         path = recipe_file(args.recipe, cache_dir=args.transformers_cache, quiet=args.quiet)
@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         from pathlib import Path
 
-        from lossless.runner import Runner, RunOptions
+        from lossless.engine.runner import Runner, RunOptions
         from lossless.tensors.sizes import parse_shard_size
 
         options = RunOptions(

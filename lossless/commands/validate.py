@@ -7,11 +7,11 @@ import json
 import sys
 
 from lossless.errors import Problem, RecipeInvalid
-from lossless.render import problem_dict, render_problems
+from lossless.validation.formatting import problem_dict, render_problems
 
 
 def main(args: argparse.Namespace) -> int:
-    from lossless.validate import load_recipe
+    from lossless.validation.recipe_check import load_recipe
 
     all_problems: list[Problem] = []
     failed: list[str] = []

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lossless.data import Example
+    from lossless.training.datasets import Example
 
 IGNORE = -100  # label of a token that is not scored (prompt, padding)
 EXACT_MATCH_FORMATS = ("chat", "instruction", "completion")
@@ -119,7 +119,7 @@ def score_examples(
     """
     import math
 
-    from lossless.data import encode
+    from lossless.training.datasets import encode
 
     # Padding is masked out and labelled IGNORE, so any id works when a tokenizer has no pad token.
     pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)

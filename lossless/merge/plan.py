@@ -35,6 +35,7 @@ from typing import Any
 from lossless.errors import LosslessError
 from lossless.merge import architecture as arch
 from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
+from lossless.merge.params import layer_t, resolve_first
 from lossless.merge.slices import (
     CRIMES_HINT,
     ModelIndex,
@@ -45,8 +46,7 @@ from lossless.merge.slices import (
     normalize_slices,
 )
 from lossless.methods.table import METHODS, MethodSpec, ParamSpec
-from lossless.params import layer_t, resolve_first
-from lossless.recipe import MergeStep, Params
+from lossless.recipe.model import MergeStep, Params
 from lossless.tensors.source import TensorSource
 
 # safetensors' dtype spelling → torch's name ("BF16" → "bfloat16").

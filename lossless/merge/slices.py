@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from lossless.errors import LosslessError
 from lossless.merge import architecture as arch
 from lossless.methods.table import MethodSpec
-from lossless.recipe import MergeStep, Params
+from lossless.recipe.model import MergeStep, Params
 from lossless.tensors.source import TensorSource
 
 CRIMES_HINT = "the models' architectures differ; pass --allow-crimes to merge what matches anyway"

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
-from lossless.recipe import ApplyStep, ModelRef
+from lossless.recipe.model import ApplyStep, ModelRef
 from lossless.tensors.checkpoint import SAFETENSORS_TO_TORCH
 
 if TYPE_CHECKING:
-    from lossless.runner import Runner
+    from lossless.engine.runner import Runner
 
 
 def copy_plan(key: str, source) -> MergePlan:  # type: ignore[no-untyped-def]

@@ -22,7 +22,7 @@ from lossless.errors import GateFailed, LosslessError
 from lossless.evaluation.gates import Breach, check_gates, default_metric
 from lossless.evaluation.metrics import ALL_METRICS, EXACT_MATCH_FORMATS
 from lossless.evaluation.report import DatasetInfo
-from lossless.recipe import EvalStep
+from lossless.recipe.model import EvalStep
 
 DEFAULT_BATCH_SIZE = 8
 MAX_EVAL_LEN = 4096  # tokens per example; the model's max_position_embeddings if smaller
@@ -166,7 +166,7 @@ def _load_datasets(
     step: EvalStep, recipe_dir: Path
 ) -> tuple[dict[str, DatasetInfo], dict[str, list[dict[str, Any]]]]:
     """Each `data:` entry read once (rows shared by every model), its format detected."""
-    from lossless.data import detect_format, load_rows
+    from lossless.training.datasets import detect_format, load_rows
 
     default_max = step.settings.get("max_samples")
     infos: dict[str, DatasetInfo] = {}
@@ -235,8 +235,8 @@ def _score_model(
     from rich.progress import Progress
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lossless.data import to_examples
     from lossless.evaluation.metrics import score_examples
+    from lossless.training.datasets import to_examples
 
     settings = step.settings
     torch.manual_seed(int(settings.get("seed", 0)))

@@ -9,11 +9,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lossless.recipe import MergeStep, ModelRef
-from lossless.resolve import merge_inputs, sources_for
+from lossless.engine.resolver import merge_inputs, sources_for
+from lossless.recipe.model import MergeStep, ModelRef
 
 if TYPE_CHECKING:
-    from lossless.runner import Runner
+    from lossless.engine.runner import Runner
     from lossless.tensors.source import TensorSource
 
 
@@ -55,10 +55,15 @@ def _chat_templates(tokenizer_dirs: Mapping[str, Path]) -> list[str | None]:
 
 
 def run_merge(step: MergeStep, runner: Runner, output: Path, fingerprint: str) -> None:
-    from lossless.chat_templates import resolve_chat_template
+    from lossless.merge.chat_templates import resolve_chat_template
     from lossless.merge.output import build_output
     from lossless.merge.plan import build_plan
-    from lossless.vocab import align_vocabularies, build_vocabulary, mismatch_error, vocab_sizes
+    from lossless.merge.vocab import (
+        align_vocabularies,
+        build_vocabulary,
+        mismatch_error,
+        vocab_sizes,
+    )
 
     resolver, options = runner.resolver, runner.options
     sources: Mapping[str, TensorSource] = sources_for(step, resolver)

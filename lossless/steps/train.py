@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lossless.errors import LosslessError
-from lossless.recipe import TrainStep
+from lossless.recipe.model import TrainStep
 from lossless.threads import torch_threads
 
 PEFT_METHODS = ("lora", "dora", "qlora", "prompt_tuning", "prefix_tuning", "ia3")
@@ -54,7 +54,7 @@ def run_train(
             raise LosslessError(
                 f"train.{step.name}: a model from `init:` is trained with method: full"
             )
-        from lossless.training.init import init_model
+        from lossless.training.from_scratch import init_model
 
         model, tokenizer = init_model(dict(step.init), recipe_dir, seed)
         if not s.get("data"):  # init only: save the random model and its tokenizer
@@ -138,7 +138,7 @@ def run_train(
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     model.save_pretrained(out_dir)
     if s.get("chat_template"):
-        from lossless.chat_templates import resolve_chat_template
+        from lossless.merge.chat_templates import resolve_chat_template
 
         tokenizer.chat_template = resolve_chat_template(s["chat_template"])
     tokenizer.save_pretrained(out_dir)
@@ -352,7 +352,7 @@ def _features(
     block: dict[str, Any], s: dict[str, Any], tokenizer: Any, recipe_dir: Path
 ) -> list[dict[str, list[int]]]:
     """Token features of block["data"] (the step itself, or a replay/ewc block)."""
-    from lossless.data import detect_format, encode, load_rows, to_examples
+    from lossless.training.datasets import detect_format, encode, load_rows, to_examples
 
     max_len = int(s.get("max_seq_length", 512))
     features = []

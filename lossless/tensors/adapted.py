@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from lossless.adapters import Adapter
+    from lossless.tensors.adapters import Adapter
     from lossless.tensors.source import TensorSource
 
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lossless.engine.fingerprint import Fingerprint, digest, path_identity
+from lossless.engine.resolver import Resolver
 from lossless.errors import LosslessError
-from lossless.fingerprint import Fingerprint, digest, path_identity
-from lossless.recipe import ApplyStep, EvalStep, MergeStep, ModelRef, Recipe, Step, TrainStep
-from lossless.resolve import Resolver
+from lossless.recipe.model import ApplyStep, EvalStep, MergeStep, ModelRef, Recipe, Step, TrainStep
 
 STATE_DIR = ".state"
 
@@ -61,7 +61,7 @@ class StepStatus:
 
 def model_refs(step: Step) -> list[ModelRef]:
     """Every model reference a step reads (graph.step_refs), `model+lora` adapters included."""
-    from lossless.graph import step_refs
+    from lossless.recipe.graph import step_refs
 
     unique: dict[str, ModelRef] = {}
     for _, ref in step_refs(step):
@@ -127,7 +127,7 @@ class Runner:
         )
         self._fingerprints: dict[str, Fingerprint] = {}
         self.lock_text: str | None = None  # RECIPE.lock's text, embedded in model cards
-        from lossless.graph import topological_steps
+        from lossless.recipe.graph import topological_steps
 
         self.order: list[Step] = topological_steps(recipe)
         self._final = final_merge(recipe)
@@ -140,7 +140,7 @@ class Runner:
                 return Path(self.options.out).resolve()
             if self.recipe.output:
                 # A recipe from elsewhere may only write beside itself or in the work dir.
-                from lossless.safety import check_output_path
+                from lossless.validation.safety import check_output_path
 
                 return check_output_path(
                     self.recipe.output,
@@ -153,9 +153,9 @@ class Runner:
 
     def check_disk_space(self) -> None:
         """Before anything starts: room for the downloads plus (roughly) every step's output."""
-        from lossless.graph import external_refs
-        from lossless.hub import check_disk_space, parse_hub_ref, plan_downloads
-        from lossless.refs import local_path
+        from lossless.hub.repos import check_disk_space, parse_hub_ref, plan_downloads
+        from lossless.recipe.graph import external_refs
+        from lossless.recipe.references import local_path
 
         hub_refs = [
             str(r)
@@ -175,7 +175,7 @@ class Runner:
             for ref in model_refs(step):
                 if self.resolver.step_for(ref) is not None:
                     continue
-                from lossless.refs import local_path
+                from lossless.recipe.references import local_path
 
                 path = local_path(ref.name, self.recipe_dir)
                 if path is not None and path.is_dir():
@@ -286,7 +286,7 @@ class Runner:
     def selected(self) -> list[Step]:
         if not self.options.only:
             return self.order
-        from lossless.graph import build_graph
+        from lossless.recipe.graph import build_graph
 
         graph = build_graph(self.recipe)
         wanted: set[str] = set()
@@ -305,7 +305,7 @@ class Runner:
         unknown = self.options.force - {s.name for s in self.order}
         if unknown:
             raise LosslessError(f"--force {sorted(unknown)[0]}: no step of that name")
-        from lossless import lock
+        from lossless.engine import lockfile as lock
 
         entries = lock.resolve_inputs(
             self.recipe.path, self.recipe.documents, cache_dir=self.options.cache_dir

@@ -12,19 +12,19 @@ from typing import Any
 
 import networkx as nx
 
-from lossless.build import is_merge_document, stage_name
-from lossless.checker import Checker
 from lossless.errors import Problem, YamlPath
-from lossless.graph import describe_cycle, find_cycles
-from lossless.merge_checks import check_merge
-from lossless.recipe import ModelRef
-from lossless.refs import (
+from lossless.recipe.build import is_merge_document, stage_name
+from lossless.recipe.graph import describe_cycle, find_cycles
+from lossless.recipe.model import ModelRef
+from lossless.recipe.references import (
     UnknownReference,
     classify_name,
     did_you_mean,
     local_path,
     read_model_config,
 )
+from lossless.validation.checker import Checker
+from lossless.validation.merge_rules import check_merge
 
 
 def _merge_refs(doc: dict[str, Any]) -> list[tuple[YamlPath, str]]:

@@ -13,7 +13,7 @@ LOGIN_FIX = "run `hf auth login` (or `huggingface-cli login`), or set HF_TOKEN"
 
 
 class Offline(Exception):
-    """Raised by lossless.hub when HF_HUB_OFFLINE is set and the cache lacks what is asked."""
+    """Raised by lossless.hub.repos when HF_HUB_OFFLINE is set and the cache lacks what is asked."""
 
 
 def hub_error(

@@ -48,7 +48,7 @@ def build_tokenizer(spec: Any, recipe_dir: Path) -> Any:
 
 def _texts(paths: list[Path]) -> list[str]:
     """Every string value of every row (text, messages' contents, prompts...) as training text."""
-    from lossless.data import load_rows
+    from lossless.training.datasets import load_rows
 
     out: list[str] = []
 
@@ -72,7 +72,7 @@ def train_tokenizer(paths: list[Path], vocab_size: int) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from lossless.chat_templates import BUILTIN_TEMPLATES
+    from lossless.merge.chat_templates import BUILTIN_TEMPLATES
 
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -12,13 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lossless.build import build_recipe
 from lossless.errors import Problem, RecipeInvalid
-from lossless.recipe import Recipe
-from lossless.refs import did_you_mean
-from lossless.schema import validator
-from lossless.semantic import Checker, check_documents
-from lossless.yaml_io import Positions, parse_documents, source_line
+from lossless.recipe.build import build_recipe
+from lossless.recipe.model import Recipe
+from lossless.recipe.references import did_you_mean
+from lossless.recipe.schema import validator
+from lossless.recipe.yaml_io import Positions, parse_documents, source_line
+from lossless.validation.semantic import Checker, check_documents
 
 
 def _short(value: Any) -> str:
@@ -165,7 +165,7 @@ def check_text(
     checker = Checker(file, lines, positions, Path(recipe_dir) if recipe_dir else None)
     problems += check_documents(docs, checker, resolve=resolve)
     # A shared recipe may not turn on code execution itself; say which flag the user may pass.
-    from lossless.safety import code_execution_problems
+    from lossless.validation.safety import code_execution_problems
 
     first_positions = positions[0] if len(positions) == 1 else None
     problems += code_execution_problems(docs, file, positions=first_positions)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from lossless.errors import LosslessError, YamlPath, format_yaml_path
-from lossless.hub import parse_hub_ref
+from lossless.hub.repos import parse_hub_ref
 
 LOCK_VERSION = 1
 MAX_HEADER_BYTES = 100_000_000  # a safetensors header larger than this is corrupt or hostile
@@ -158,10 +158,10 @@ def lock_entries(
     """Resolve every input: hub refs to commits (no download), local paths to content hashes.
 
     `base_dir` is the recipe's directory (relative paths in a recipe are taken from there).
-    `resolve_commit("org/name@rev") -> commit` defaults to `lossless.hub.resolve_commit`.
+    `resolve_commit("org/name@rev") -> commit` defaults to `lossless.hub.repos.resolve_commit`.
     """
     if resolve_commit is None:
-        from lossless.hub import resolve_commit as hub_commit
+        from lossless.hub.repos import resolve_commit as hub_commit
 
         resolve_commit = hub_commit
     entries: dict[str, Entry] = {}
@@ -326,7 +326,7 @@ def resolve_inputs(
     recipe_path: str | Path, documents: Sequence[Mapping[str, Any]], *, cache_dir: str | None = None
 ) -> dict[str, Entry]:
     """What every input of the recipe resolves to now (hub: no download; offline: the cache)."""
-    from lossless.hub import resolve_commit
+    from lossless.hub.repos import resolve_commit
 
     return lock_entries(
         recipe_inputs(documents),

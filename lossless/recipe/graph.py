@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import networkx as nx
 
 from lossless.errors import Problem, RecipeInvalid
-from lossless.recipe import ApplyStep, EvalStep, MergeStep, ModelRef, Recipe, Step, TrainStep
+from lossless.recipe.model import ApplyStep, EvalStep, MergeStep, ModelRef, Recipe, Step, TrainStep
 
 _TOKENIZER_KEYWORDS = {"base", "union"}
 

@@ -1,4 +1,4 @@
-"""Checked YAML documents → the frozen dataclasses of `lossless.recipe`.
+"""Checked YAML documents → the frozen dataclasses of `lossless.recipe.model`.
 
 Runs after the schema and semantic passes found no error, so it trusts the shapes it reads and
 holds no validation logic. Steps come out in a readable order: train, apply, merge stages (in
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lossless.recipe import (
+from lossless.recipe.model import (
     DEFAULT_MERGE_NAME,
     AdapterUse,
     ApplyStep,

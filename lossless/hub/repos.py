@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from lossless.errors import LosslessError
-from lossless.hub_errors import Offline, hub_error
+from lossless.hub.failures import Offline, hub_error
 
 # What a merge/train/eval step reads from a model or adapter repo (top level only: `*/*` is ignored
 # so `original/consolidated.pth` style extras are never fetched).

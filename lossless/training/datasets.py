@@ -175,7 +175,7 @@ def _field(row: dict[str, Any], name: str, where: str) -> str:
 
 
 def _template(tokenizer: Any, chat_template: str | None) -> str:
-    from lossless.chat_templates import BUILTIN_TEMPLATES, resolve_chat_template
+    from lossless.merge.chat_templates import BUILTIN_TEMPLATES, resolve_chat_template
 
     if chat_template:
         resolved = resolve_chat_template(chat_template)

@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # lossless/
 _CANDIDATES = (
     _PACKAGE_DIR / "recipe.schema.json",  # installed wheel
     _PACKAGE_DIR.parent / "schema" / "recipe.schema.json",  # source checkout

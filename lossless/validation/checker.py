@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lossless.errors import Problem, YamlPath
-from lossless.yaml_io import Positions, source_line
+from lossless.recipe.yaml_io import Positions, source_line
 
 # Top-level mergekit keys that people paste inside `parameters:`, where mergekit ignores them.
 MISPLACED = {

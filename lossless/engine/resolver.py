@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lossless.errors import LosslessError
-from lossless.recipe import ApplyStep, MergeStep, ModelRef, Recipe, Step, TrainStep
+from lossless.recipe.model import ApplyStep, MergeStep, ModelRef, Recipe, Step, TrainStep
 
 if TYPE_CHECKING:
     from lossless.tensors.source import TensorSource
@@ -60,13 +60,13 @@ class Resolver:
         key = f"{name}@{revision}" if revision else name
         if key in self._external:
             return self._external[key]
-        from lossless.refs import local_path
+        from lossless.recipe.references import local_path
 
         local = local_path(name, self.recipe_dir)
         if local is not None:
             path, commit = local, None
         else:
-            from lossless.hub import resolve_model
+            from lossless.hub.repos import resolve_model
 
             resolved = resolve_model(
                 name,
@@ -90,13 +90,13 @@ class Resolver:
         Hub references are resolved to a commit without downloading, so `lossless plan` stays
         cheap; local ones are hashed (headers and sizes for weights, see fingerprint.py).
         """
-        from lossless.fingerprint import path_identity
-        from lossless.refs import local_path
+        from lossless.engine.fingerprint import path_identity
+        from lossless.recipe.references import local_path
 
         local = local_path(name, self.recipe_dir)
         if local is not None:
             return f"local:{path_identity(local)}"
-        from lossless.hub import resolve_commit
+        from lossless.hub.repos import resolve_commit
 
         pinned = revision or self._locked_commit(name)
         return f"hub:{resolve_commit(name, pinned, cache_dir=self.cache_dir)}"
@@ -186,8 +186,8 @@ class Resolver:
     def _adapted(
         self, base: TensorSource, adapters: list[tuple[Path, float]], label: str
     ) -> TensorSource:
-        from lossless.adapters import check_fits, load_adapter
         from lossless.tensors.adapted import AdaptedSource
+        from lossless.tensors.adapters import check_fits, load_adapter
 
         loaded = []
         for path, weight in adapters:

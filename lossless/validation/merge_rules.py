@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from lossless.checker import MISPLACED, Checker
 from lossless.errors import YamlPath
 from lossless.methods.table import METHODS, MethodSpec, ParamSpec
-from lossless.recipe import ModelRef
-from lossless.refs import did_you_mean
+from lossless.recipe.model import ModelRef
+from lossless.recipe.references import did_you_mean
+from lossless.validation.checker import MISPLACED, Checker
 
 
 def _leaves(value: Any) -> list[Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lossless.errors import LosslessError
-from lossless.recipe import ModelRef
+from lossless.recipe.model import ModelRef
 
 RefKind = Literal["step", "local", "hub"]
 

@@ -5,7 +5,7 @@ Where a recipe is looked for, first hit wins:
     2. `mergekit_config.yml`      written by mergekit (a bare mergekit config is a valid recipe)
     3. `README.md`                the first ```yaml block that looks like a recipe: mergekit's and
                                   lossless's model cards both embed the config that way
-The lock (`lossless.lock`, or the first ```json block of the card with `"lossless_lock"`) travels
+The lock (`lossless.engine.lockfile`, or the first ```json block of the card with `"lossless_lock"`) travels
 the same way, so `lossless run hub:org/name --locked` checks it got the same inputs.
 `fetch_recipe` downloads only those few files, never weights.
 """
@@ -93,7 +93,7 @@ def fetch_recipe(
 
     The recipe file is then also readable at `repo_dir / file`, beside `find_lock(repo_dir)`.
     """
-    from lossless.hub import download_files, parse_hub_ref
+    from lossless.hub.repos import download_files, parse_hub_ref
 
     ref = parse_hub_ref(argument)
     if ref is None:
