@@ -360,9 +360,11 @@ def test_user_errors() -> None:
         build_plan(step("linear", models=(inp("a", weight=1), inp("short", weight=1))), two)
     with pytest.raises(LosslessError, match=r"layer_range \[2, 4\) of a is outside its 3 layers"):
         build_plan(step("passthrough", slices=(Slice(sources=(inp("a", (2, 4)),)),)), two)
-    with pytest.raises(LosslessError, match="needs a base model"):
+    with pytest.raises(LosslessError, match=r"models: ties needs a `base_model` \(the model"):
         build_plan(step("ties", models=(inp("a", weight=1),)), two)
-    with pytest.raises(LosslessError, match="at most 1"):
+    with pytest.raises(
+        LosslessError, match=r"models: passthrough takes exactly 1 model; got 2 \(a, b\)"
+    ):
         build_plan(step("passthrough", models=(inp("a"), inp("b"))), two)
     with pytest.raises(LosslessError, match="listed twice"):
         build_plan(step("linear", models=(inp("a", weight=1), inp("a", weight=1))), two)

@@ -139,24 +139,9 @@ def check_slice(s: OutputSlice, models: ModelIndex, spec: MethodSpec) -> None:
                 f"{have} layers",
                 hint=f"use a range within [0, {have}) with start < end",
             )
-    if spec.base != "unused":
-        if s.base is not None and s.base not in keys:
-            raise LosslessError(
-                f"{s.where}: base model {s.base} is not one of the slice's sources",
-                hint="list the base model in the slice's sources with the same layer_range",
-            )
-        if spec.base == "required" and s.base is None:
-            raise LosslessError(
-                f"merge method {spec.name} needs a base model ({s.where})",
-                hint="set `base_model:` at the top level or in the slice",
-            )
-    count = len(keys) - int(spec.base != "unused" and s.base is not None)
-    if count < spec.min_models or (spec.max_models is not None and count > spec.max_models):
-        most = "" if spec.max_models is None else f" and at most {spec.max_models}"
-        raise LosslessError(
-            f"{s.where}: merge method {spec.name} takes at least {spec.min_models}{most} "
-            f"model(s) besides the base; got {count}"
-        )
+    for problem in spec.input_problems(keys, s.base):
+        if problem.severity == "error":
+            raise LosslessError(f"{s.where}: {problem.message}", hint=problem.hint)
 
 
 def check_families(keys: Iterable[str], models: ModelIndex, allow_crimes: bool) -> None:

@@ -45,7 +45,7 @@ def fusion_mask(scores: torch.Tensor, generator: torch.Generator | None) -> torc
 
 def arcee_fusion(
     tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
+    base: torch.Tensor,
     model_params: Sequence[Mapping[str, Any]],
     params: Mapping[str, Any],
     *,
@@ -56,8 +56,6 @@ def arcee_fusion(
     The mask is float32, so bf16/fp16 inputs give a float32 result (as in mergekit); the
     engine casts to the output dtype.
     """
-    if base is None:
-        raise ValueError("arcee_fusion needs the base model's tensor")
     (other,) = tensors
     mask = fusion_mask(importance(other, base), generator)
     return base + (other - base) * mask

@@ -33,15 +33,13 @@ def interpolation_ratio(cos: torch.Tensor, count: int) -> torch.Tensor:
 
 def model_stock(
     tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
+    base: torch.Tensor,
     model_params: Sequence[Mapping[str, Any]],
     params: Mapping[str, Any],
     *,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Whole tensor as one vector, or one ratio per row with `filter_wise` (1-D: one row)."""
-    if base is None:
-        raise ValueError("model_stock needs the base model's tensor")
     shape = base.shape
     if params.get("filter_wise", False):
         w0 = base.unsqueeze(0) if base.dim() == 1 else base

@@ -14,15 +14,13 @@ import torch
 
 def nearswap(
     tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
+    base: torch.Tensor,
     model_params: Sequence[Mapping[str, Any]],
     params: Mapping[str, Any],
     *,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """base 1.0, other 1.5, t 0.1 → weight 0.2 → 1.1; |difference| floored at 1e-6."""
-    if base is None:
-        raise ValueError("nearswap needs the base model's tensor")
     (other,) = tensors
     t = float(params["t"])
     weight = (t / torch.abs(base - other).clamp(min=1e-6)).clamp(min=0, max=1)

@@ -41,14 +41,12 @@ def _merge(c: Contributions, unique_scale: torch.Tensor | None) -> torch.Tensor:
 
 def ram(
     tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
+    base: torch.Tensor,
     model_params: Sequence[Mapping[str, Any]],
     params: Mapping[str, Any],
     *,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    if base is None:
-        raise ValueError("ram needs the base model's tensor")
     if not tensors:
         return base
     c = contributions(tensors, base, float(params.get("epsilon", 1e-5)))
@@ -65,7 +63,7 @@ def overlap_boost(c: Contributions, r: float, alpha: float, epsilon: float) -> t
 
 def ramplus_tl(
     tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
+    base: torch.Tensor,
     model_params: Sequence[Mapping[str, Any]],
     params: Mapping[str, Any],
     *,
@@ -75,8 +73,6 @@ def ramplus_tl(
 
     The boost is float32, so bf16 inputs give a float32 result (as in mergekit).
     """
-    if base is None:
-        raise ValueError("ramplus_tl needs the base model's tensor")
     if not tensors:
         return base
     epsilon = float(params.get("epsilon", 1e-5))

@@ -45,14 +45,12 @@ def energy_weights(deltas: torch.Tensor) -> torch.Tensor:
 
 def sce(
     tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
+    base: torch.Tensor,
     model_params: Sequence[Mapping[str, Any]],
     params: Mapping[str, Any],
     *,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    if base is None:
-        raise ValueError("sce needs the base model's tensor")
     if not tensors:
         return base
     mask_dtype = torch.int8 if params.get("int8_mask", False) else base.dtype

@@ -38,15 +38,13 @@ def slerp_vectors(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
 
 def slerp(
     tensors: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
+    base: torch.Tensor,
     model_params: Sequence[Mapping[str, Any]],
     params: Mapping[str, Any],
     *,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """t=0 → the base, t=1 → the other model; t outside [0, 1] extrapolates, as in mergekit."""
-    if base is None:
-        raise ValueError("slerp needs the base model's tensor")
     (other,) = tensors
     if not base.is_floating_point():
         raise TypeError("slerp needs floating-point tensors")

@@ -1,14 +1,17 @@
 """The merge-method table: user-facing name → what the method needs and where its math lives.
 
 This module imports no torch, so `lossless validate` can check a recipe's method, model count,
-base model and parameters without loading anything heavy. The math is loaded on demand by
-`MethodSpec.load()` from the `impl` string ("module:function").
+base model and parameters without loading anything heavy; `MethodSpec.input_problems` is the
+one wording of the input rules, shared by validation and the merge planner. The math is loaded
+on demand by `MethodSpec.load()` from the `impl` string ("module:function").
 
 Every implementation has the same signature (tests/methods/test_table.py checks it):
     fn(tensors, base, model_params, params, *, generator) -> Tensor
 - `tensors`: one tensor per input model, in recipe order, *without* the base model when the
   method takes a base (`base != "unused"`); with it otherwise.
-- `base`: the base model's tensor, or None.
+- `base`: the base model's tensor, or None. Never None for `base="required"`: the input rules
+  (base model, model counts) live only in `MethodSpec.input_problems`, which `lossless validate`
+  and the merge planner enforce before any function is called, so the functions do not re-check.
 - `model_params`: per input model (same order as `tensors`), its resolved scalar parameters.
 - `params`: the method's global parameters, resolved to scalars for this tensor.
 - `generator`: a seeded torch.Generator for randomised methods (None otherwise). mergekit draws
@@ -36,7 +39,7 @@ Facts of mergekit 0.1.5 this table and the functions follow:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -64,6 +67,26 @@ class ParamSpec:
         return f"{low}{lo}, {hi}]"
 
 
+def _models(n: int) -> str:
+    return f"{n} model" if n == 1 else f"{n} models"
+
+
+def _more(n: int) -> str:
+    return f"{n} more model" if n == 1 else f"{n} more models"
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """A broken input rule of a method, worded once for `lossless validate` and the merge."""
+
+    code: str  # "model-count", "missing-base", "base-not-listed", "unused-base"
+    message: str
+    hint: str | None = None
+    expected: str | None = None
+    got: str | None = None
+    severity: Literal["error", "warning"] = "error"
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
@@ -78,6 +101,86 @@ class MethodSpec:
     # Takes its inputs in their stored dtype, with `dtype=` (the compute dtype) and `out_dtype=`
     # keywords, and casts block by block: no whole-model float32 copies of every input.
     casts_inputs: bool = False
+
+    def wants(self) -> str:
+        """How many models the method takes besides its base: "exactly 1 model", "at least 2 models"."""
+        low, high = self.min_models, self.max_models
+        if high == low:
+            want = f"exactly {_models(low)}"
+        elif high is None:
+            want = f"at least {_models(low)}"
+        else:
+            want = f"{low} to {_models(high)}"
+        return want + (" besides the base model" if self.base != "unused" else "")
+
+    def input_problems(self, models: Sequence[str], base: str | None) -> list[InputProblem]:
+        """The method's input rules (base model, model counts) checked on one set of inputs.
+
+        `models`: every input model in order, as the merge sees them (for `models:`, mergekit
+        appends the base model when it is not listed; a slice's sources as written). `base`: the
+        base model in effect, or None. The only place these rules live: `lossless validate`
+        (lossless/validation/merge_rules.py) and the merge planner (lossless/merge/slices.py)
+        both report what this returns, so the method functions may assume the rules hold.
+        """
+        problems: list[InputProblem] = []
+        if self.base == "unused":
+            if base is not None:
+                effect = (
+                    "is merged as one more input model"
+                    if base in models
+                    else "has no effect on the merged tensors"
+                )
+                problems.append(
+                    InputProblem(
+                        "unused-base",
+                        f"{self.name} takes no base model: `base_model` {base} {effect}",
+                        hint="remove `base_model:`, or list the model among the inputs",
+                        severity="warning",
+                    )
+                )
+            others = list(models)
+        else:
+            if base is None and self.base == "required":
+                problems.append(
+                    InputProblem(
+                        "missing-base",
+                        f"{self.name} needs a `base_model` (the model the others were "
+                        "fine-tuned from); none is set",
+                        hint="add `base_model: <model>` at the top level, or to every slice",
+                    )
+                )
+            elif base is not None and base not in models:
+                problems.append(
+                    InputProblem(
+                        "base-not-listed",
+                        f"base model {base} is not one of the slice's sources",
+                        hint="list the base model in the slice's sources with the same layer_range",
+                    )
+                )
+            others = [m for m in models if m != base]
+        count = len(others)
+        high = self.max_models
+        if count < self.min_models or (high is not None and count > high):
+            listed = f" ({', '.join(others)})" if others else ""
+            if high is not None and count > high:
+                if self.base != "unused" and base is None:
+                    hint = "if one of them is the base model, name it under `base_model:`"
+                else:
+                    hint = f"remove {_models(count - high)}, or use a method that takes more"
+            elif self.base != "unused" and base is not None and base in models:
+                hint = f"the base model {base} is not counted; add {_more(self.min_models - count)}"
+            else:
+                hint = f"add {_more(self.min_models - count)}"
+            problems.append(
+                InputProblem(
+                    "model-count",
+                    f"{self.name} takes {self.wants()}; got {count}{listed}",
+                    hint=hint,
+                    expected=self.wants(),
+                    got=str(count),
+                )
+            )
+        return problems
 
     def load(self) -> Callable[..., Any]:
         module_name, _, function_name = self.impl.partition(":")

@@ -208,7 +208,7 @@ def _member(
 
     def merge(
         tensors: Sequence[torch.Tensor],
-        base: torch.Tensor | None,
+        base: torch.Tensor,
         model_params: Sequence[Mapping[str, Any]],
         params: Mapping[str, Any],
         *,
@@ -216,8 +216,6 @@ def _member(
         dtype: torch.dtype | None = None,
         out_dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
-        if base is None:
-            raise ValueError("task-arithmetic methods need the base model's tensor")
         return merge_task_vectors(
             tensors,
             base,

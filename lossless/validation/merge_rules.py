@@ -1,5 +1,6 @@
 """Merge-stage checks, driven only by the METHODS table: model counts, base model, parameter
-names, types and ranges, layer ranges. Never hard-codes a method's parameters.
+names, types and ranges, layer ranges. Never hard-codes a method's parameters; the input rules
+(base model, model counts) are `MethodSpec.input_problems`, the same the merge planner raises.
 
 Parameter lookup follows mergekit: a per-model parameter is read from the model's (or slice
 source's) `parameters`, then the slice's, the module's, then the top-level `parameters`; a global
@@ -126,25 +127,26 @@ def _check_inputs(
     spec: MethodSpec,
     base: str | None,
     outer_params: list[Any],
+    reported: set[tuple[YamlPath, str]],
 ) -> None:
     """`models:` or `slices:` of a stage (or of one module): counts, base, params, layer ranges."""
     has_param = lambda name, *levels: any(isinstance(p, dict) and name in p for p in levels)  # noqa: E731
-    groups: list[tuple[YamlPath, list[Any], str | None, list[Any]]] = []
+    # (where the inputs are, the inputs, their base model, parameter levels, where that base is set)
+    groups: list[tuple[YamlPath, list[Any], str | None, list[Any], YamlPath]] = []
     if isinstance(container.get("models"), list):
-        groups.append(((*path, "models"), container["models"], base, outer_params))
+        groups.append(((*path, "models"), container["models"], base, outer_params, ("base_model",)))
     if isinstance(container.get("slices"), list):
         for i, piece in enumerate(container["slices"]):
             if isinstance(piece, dict) and isinstance(piece.get("sources"), list):
-                slice_base = (
-                    piece.get("base_model") if isinstance(piece.get("base_model"), str) else base
-                )
-                b = ModelRef.parse(slice_base).name if slice_base else None
+                own = isinstance(piece.get("base_model"), str)
+                b = ModelRef.parse(piece["base_model"]).name if own else base
                 groups.append(
                     (
                         (*path, "slices", i, "sources"),
                         piece["sources"],
                         b,
                         [piece.get("parameters"), *outer_params],
+                        (*path, "slices", i, "base_model") if own else ("base_model",),
                     )
                 )
                 _check_params(
@@ -156,32 +158,32 @@ def _check_inputs(
                     model_level=False,
                 )
                 _check_layer_counts(c, d, (*path, "slices", i, "sources"), piece["sources"], spec)
-    for gpath, entries, gbase, levels in groups:
+    for gpath, entries, gbase, levels, where in groups:
+        names = [_name(e) or "?" for e in entries]
+        if gpath[-1] == "models" and gbase and gbase not in names:
+            names.append(gbase)  # mergekit appends the base model to `models:`
+        for problem in spec.input_problems(names, gbase):
+            # the base rules are reported where the base is (or should be) set, once
+            at = {"unused-base": where, "missing-base": ("merge_method",)}.get(problem.code, gpath)
+            if problem.code in ("unused-base", "missing-base"):
+                if (at, problem.message) in reported:
+                    continue
+                reported.add((at, problem.message))
+            c.add(
+                d,
+                at,
+                problem.message,
+                at_key=problem.code != "missing-base",  # at the method's name, else at the key
+                expected=problem.expected,
+                got=problem.got,
+                hint=problem.hint,
+                severity=problem.severity,
+                code=problem.code,
+            )
         uses_base = spec.base != "unused"
         others = [
             (i, e) for i, e in enumerate(entries) if not (uses_base and gbase and _name(e) == gbase)
         ]
-        count = len(others)
-        if count < spec.min_models or (spec.max_models is not None and count > spec.max_models):
-            want = (
-                f"exactly {spec.min_models}"
-                if spec.max_models == spec.min_models
-                else f"at least {spec.min_models}"
-                if spec.max_models is None
-                else f"{spec.min_models} to {spec.max_models}"
-            )
-            besides = " besides the base model" if uses_base else ""
-            listed = ", ".join(str(_name(e)) for _, e in others)
-            c.add(
-                d,
-                gpath,
-                f"{spec.name} takes {want} model(s){besides}; got {count} ({listed})",
-                at_key=True,
-                expected=f"{want} model(s){besides}",
-                got=str(count),
-                code="model-count",
-                hint="list the base model under `base_model:`" if uses_base else None,
-            )
         for i, entry in others:
             if not isinstance(entry, dict):
                 continue
@@ -273,28 +275,10 @@ def check_merge(c: Checker, d: int, doc: dict[str, Any]) -> None:
     if spec is None:
         return  # missing or unknown: the schema pass reported it with a did-you-mean
     base = doc.get("base_model") if isinstance(doc.get("base_model"), str) else None
-    if spec.base == "required" and not base:
-        slices = doc.get("slices") if isinstance(doc.get("slices"), list) else []
-        if not slices or not all(isinstance(s, dict) and s.get("base_model") for s in slices):
-            c.add(
-                d,
-                ("merge_method",),
-                f"{spec.name} needs a `base_model`",
-                code="missing-base",
-                hint="add `base_model: <the model the others were fine-tuned from>`",
-            )
-    if spec.base == "unused" and base:
-        c.add(
-            d,
-            ("base_model",),
-            f"{spec.name} does not use `base_model`; it has no effect",
-            at_key=True,
-            severity="warning",
-            code="unused-base",
-        )
     base_name = ModelRef.parse(base).name if base else None
     _check_params(c, d, ("parameters",), doc.get("parameters"), spec, model_level=False)
-    _check_inputs(c, d, (), doc, spec, base_name, [doc.get("parameters")])
+    reported: set[tuple[YamlPath, str]] = set()  # a base problem shared by groups, said once
+    _check_inputs(c, d, (), doc, spec, base_name, [doc.get("parameters")], reported)
     if isinstance(doc.get("modules"), dict):
         for mname, module in doc["modules"].items():
             if isinstance(module, dict):
@@ -309,4 +293,5 @@ def check_merge(c: Checker, d: int, doc: dict[str, Any]) -> None:
                     spec,
                     base_name,
                     [module.get("parameters"), doc.get("parameters")],
+                    reported,
                 )
