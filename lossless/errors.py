@@ -52,8 +52,14 @@ class Problem:
         return where
 
 
+# Exit codes, mapped from errors in one place (`cli.main`).
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
 class LosslessError(Exception):
     """A run failed for a reason the user can act on. Printed without a traceback."""
+
+    exit_code = EXIT_FAILED
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -73,6 +79,12 @@ class RecipeInvalid(Exception):
     def __str__(self) -> str:
         errors = [p for p in self.problems if p.severity == "error"]
         return f"recipe has {len(errors)} error(s)"
+
+
+class UsageError(LosslessError):
+    """The input itself is unusable (a recipe argument that names nothing readable): exit 2."""
+
+    exit_code = EXIT_INVALID
 
 
 class GateFailed(LosslessError):

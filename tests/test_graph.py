@@ -8,7 +8,7 @@ import pytest
 
 from lossless.errors import RecipeInvalid
 from lossless.recipe.graph import build_graph, cycle_problems, external_refs, topological_steps
-from lossless.recipe.model import ModelRef, Recipe
+from lossless.recipe.model import ModelRef
 from lossless.recipe.references import UnknownReference, classify_ref, local_path
 from lossless.validation.recipe_check import load_recipe
 
@@ -72,11 +72,15 @@ def test_cycle_is_reported_not_sorted() -> None:
 
 
 def test_topological_steps_refuses_a_cyclic_recipe() -> None:
-    from lossless.recipe.build import build_merge
+    from lossless.recipe.build import build_recipe
 
-    a = build_merge({"name": "a", "merge_method": "linear", "models": [{"model": "b"}]})
-    b = build_merge({"name": "b", "merge_method": "linear", "models": [{"model": "a"}]})
-    recipe = Recipe(path="r.yaml", steps=(a, b))
+    recipe = build_recipe(
+        "r.yaml",
+        [
+            {"name": "a", "merge_method": "linear", "models": [{"model": "b"}]},
+            {"name": "b", "merge_method": "linear", "models": [{"model": "a"}]},
+        ],
+    )
     assert [p.message for p in cycle_problems(build_graph(recipe))] == [
         "steps depend on each other in a cycle: a → b → a"
     ]

@@ -21,6 +21,7 @@ from lossless.engine.lockfile import (
     write_lock,
 )
 from lossless.errors import LosslessError
+from lossless.recipe.build import build_recipe
 from tests.fake_hub import FakeHub, use_fake_hub, write_tiny_safetensors
 
 RECIPE = """\
@@ -38,6 +39,7 @@ models:
 base_model: org/tiny
 tokenizer_source: base
 merge_method: linear
+parameters: {weight: 1.0}
 eval:
   forgetting:
     models: [org/tiny, merged]
@@ -61,20 +63,20 @@ def test_recipe_inputs_skip_step_names_and_split_lora() -> None:
 
     docs = [yaml.safe_load(RECIPE.replace("{pinned}", "abc"))]
     docs.append({"name": "second", "models": [{"model": "merged+org/lora"}], "merge_method": "x"})
-    refs = [i.ref for i in recipe_inputs(docs)]
+    refs = [i.ref for i in recipe_inputs(build_recipe("r.yaml", docs))]
     assert refs == [
-        "org/pinned@abc",
-        "org/tiny",  # base_model; `tokenizer_source: base` is not a reference
         "org/tiny",  # train.skill.base
         "data/skill.jsonl",
         "data/general.jsonl",
         "models/local",  # apply.adapted.to; `adapter: skill` is a step
+        "org/tiny",  # base_model; `tokenizer_source: base` is not a reference
+        "org/pinned@abc",
         "org/tiny",  # eval models; `merged` is a step
         "data/general.jsonl",  # eval data {path: ...}
         "hf://datasets/org/data",
         "org/lora",  # `merged+org/lora`: the merge stage is a step, the adapter is an input
     ]
-    found = {i.ref: i for i in recipe_inputs(docs[:1])}
+    found = {i.ref: i for i in recipe_inputs(build_recipe("r.yaml", docs[:1]))}
     assert found["models/local"] == Input((0, "apply", "adapted", "to"), "models/local", "model")
     assert found["data/skill.jsonl"].kind == "data"
 

@@ -9,9 +9,11 @@ import pytest
 import torch
 import yaml
 
+from lossless.engine.publish import MANIFEST
+from lossless.engine.publish import partial_dir as temp_dir_for
 from lossless.errors import LosslessError
 from lossless.merge.chat_templates import CHATML, resolve_chat_template
-from lossless.merge.output import MANIFEST, build_output, temp_dir_for
+from lossless.merge.output import build_output
 from lossless.methods.table import METHODS
 from lossless.tensors.checkpoint import Checkpoint
 from lossless.tensors.writer import sha256_file

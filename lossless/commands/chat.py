@@ -18,14 +18,21 @@ from lossless.errors import LosslessError
 EXIT_WORDS = {"exit", "quit", "/exit", "/quit"}
 
 
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """This command's arguments (the CLI assembles its parser from every command's)."""
+    p = sub.add_parser("chat", help="talk to a model or a recipe step's output in the terminal")
+    p.add_argument("model", help="model directory, hub id, or RECIPE:STEP")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--prompt", help="one-shot: answer this prompt and exit")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.set_defaults(handler=main)
+
+
 def main(args: argparse.Namespace) -> int:
-    try:
-        return chat(_model_dir(args.model), args)
-    except LosslessError as error:
-        if getattr(args, "debug", False):
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return chat(_model_dir(args.model), args)
 
 
 def _model_dir(reference: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 
@@ -34,3 +35,8 @@ def recipe_file(argument: str, *, cache_dir: str | None = None, quiet: bool = Fa
     if lock:
         (target / "recipe.lock").write_text(lock)
     return recipe
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Options of the commands that load models and show progress."""
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

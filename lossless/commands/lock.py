@@ -8,46 +8,36 @@ test `lossless run --locked` makes before it starts.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import Any
 
 from lossless.engine.lockfile import check_locked, lock_path, resolve_inputs, write_lock
-from lossless.errors import LosslessError
+from lossless.validation.recipe_check import load_recipe
 
 
-def load_documents(recipe: Path) -> list[dict[str, Any]]:
-    """The recipe's YAML documents (a lock needs only the references, not a validated recipe)."""
-    import yaml
-
-    try:
-        documents = [d for d in yaml.safe_load_all(recipe.read_text()) if d is not None]
-    except FileNotFoundError:
-        raise LosslessError(f"{recipe} does not exist") from None
-    except yaml.YAMLError as error:
-        raise LosslessError(
-            f"{recipe} is not valid YAML: {error}", hint=f"run `lossless validate {recipe}`"
-        ) from None
-    if not all(isinstance(d, dict) for d in documents):
-        raise LosslessError(f"{recipe}: every YAML document must be a mapping")
-    return documents
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """This command's arguments (the CLI assembles its parser from every command's)."""
+    p = sub.add_parser(
+        "lock",
+        help="pin every input of a recipe (hub commits, file hashes) in RECIPE.lock",
+        description="Write RECIPE.lock: the commit of every hub reference and the content hash of "
+        "every local input. `lossless run --locked` refuses to run if anything differs.",
+    )
+    p.add_argument("recipe")
+    p.add_argument("--check", action="store_true", help="compare with RECIPE.lock; exit 1 if stale")
+    p.add_argument("--transformers-cache", help="hub cache directory (same as HF_HUB_CACHE)")
+    p.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
     recipe = Path(args.recipe)
     cache = getattr(args, "transformers_cache", None)
-    try:
-        entries = resolve_inputs(recipe, load_documents(recipe), cache_dir=cache)
-        if args.check:
-            check_locked(recipe, entries)
-            print(f"{lock_path(recipe)}: up to date ({len(entries)} inputs)")
-            return 0
-        target = write_lock(recipe, entries)
-    except LosslessError as error:
-        if getattr(args, "debug", False):
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    built, _ = load_recipe(recipe)
+    entries = resolve_inputs(built, cache_dir=cache)
+    if args.check:
+        check_locked(recipe, entries)
+        print(f"{lock_path(recipe)}: up to date ({len(entries)} inputs)")
+        return 0
+    target = write_lock(recipe, entries)
     hub = sum(1 for e in entries.values() if e["kind"] == "hub")
     print(f"wrote {target}: {hub} hub repo(s) pinned, {len(entries) - hub} local input(s) hashed")
     return 0

@@ -10,7 +10,6 @@ import argparse
 import json
 from typing import Any
 
-from lossless.errors import RecipeInvalid
 from lossless.recipe.model import ApplyStep, EvalStep, MergeStep, Recipe, Step, TrainStep
 
 
@@ -41,14 +40,18 @@ def _outputs(step: Step) -> list[str]:
 
 def describe_plan(recipe: Recipe) -> list[dict[str, Any]]:
     """One dict per step in run order: name, kind, summary, inputs (role/ref/kind), outputs."""
-    from lossless.recipe.graph import step_refs, topological_steps
+    from lossless.recipe.graph import topological_steps
 
     names = recipe.step_names
     plan = []
     for step in topological_steps(recipe):
         inputs = [
-            {"role": role, "ref": str(ref), "kind": "step" if ref.name in names else "external"}
-            for role, ref in step_refs(step)
+            {
+                "role": item.role,
+                "ref": item.value,
+                "kind": "step" if item.ref.name in names else "external",
+            }
+            for item in recipe.inputs_of(step.name, "model")
         ]
         plan.append(
             {
@@ -74,14 +77,11 @@ def render_dot(recipe: Recipe) -> str:
         lines.append(f'  "{ref}" [shape=ellipse, style=dashed];')
     for src, dst in graph.edges:
         lines.append(f'  "{src}" -> "{dst}";')
-    from lossless.recipe.graph import step_refs
-
-    for step in recipe.steps:
-        for _, ref in step_refs(step):
-            if ref.name not in recipe.step_names:
-                lines.append(
-                    f'  "{ref.name if not ref.revision else f"{ref.name}@{ref.revision}"}" -> "{step.name}";'
-                )
+    for item in recipe.inputs:
+        ref = item.ref
+        if item.kind == "model" and ref.name not in recipe.step_names:
+            external = ref.name if not ref.revision else f"{ref.name}@{ref.revision}"
+            lines.append(f'  "{external}" -> "{item.owner}";')
     lines.append("}")
     return "\n".join(dict.fromkeys(lines))  # an external model used twice by a step: one edge
 
@@ -187,16 +187,26 @@ def merge_params(recipe: Recipe, work_dir: str | None) -> list[dict[str, Any]]:
     return rows
 
 
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """This command's arguments (the CLI assembles its parser from every command's)."""
+    p = sub.add_parser(
+        "plan", help="show the step DAG: inputs, outputs, what is fresh, what will run"
+    )
+    p.add_argument("recipe")
+    p.add_argument("--format", choices=["text", "dot", "json"], default="text")
+    p.add_argument("--params", action="store_true", help="show resolved merge parameters per layer")
+    p.add_argument(
+        "--work-dir", help="where step outputs are kept (default: .lossless/ beside the recipe)"
+    )
+    p.set_defaults(handler=main)
+
+
 def main(args: argparse.Namespace) -> int:
     from lossless.commands.common import recipe_file
     from lossless.validation.formatting import render_problems
     from lossless.validation.recipe_check import load_recipe
 
-    try:
-        recipe, warnings = load_recipe(recipe_file(args.recipe, quiet=True))
-    except RecipeInvalid as invalid:
-        print(render_problems(invalid.problems, "text"))
-        return 2
+    recipe, warnings = load_recipe(recipe_file(args.recipe, quiet=True))
     if args.format == "dot":
         print(render_dot(recipe))
         return 0

@@ -4,89 +4,149 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 
-from lossless.errors import GateFailed, LosslessError, RecipeInvalid
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+from lossless.commands.common import add_common
+from lossless.errors import EXIT_OK, LosslessError, UsageError
 
 # mergekit-yaml flags that mean nothing for a streaming CPU executor: accepted, with a note.
 _NO_OP_FLAGS = {
     "low_cpu_memory": "--low-cpu-memory: lossless always streams tensor by tensor",
-    "cuda": "--cuda: merges run on the CPU (the math is memory-bound; a GPU would not help)",
+    "cuda": "--cuda: merges run on the CPU",
     "clone_tensors": "--clone-tensors: tensors are never shared between outputs here",
     "read_to_gpu": "--read-to-gpu: merges run on the CPU",
     "multi_gpu": "--multi-gpu: merges run on the CPU",
 }
 
 
-def _error(text: str) -> None:
+def _note(text: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True, highlight=False).print(text)
+    Console(stderr=True, highlight=False).print(f"[dim]note: {escape(text)}[/]")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """This command's arguments (the CLI assembles its parser from every command's)."""
+    p = sub.add_parser(
+        "run",
+        help="run a recipe (or any mergekit config): train, apply, merge, eval",
+        description="Run every step of RECIPE that is not already fresh. Accepts mergekit-yaml's flags.",
+    )
+    p.add_argument("recipe", help="recipe or mergekit config (YAML)")
+    p.add_argument(
+        "out", nargs="?", help="output directory of the final merge (overrides `output:`)"
+    )
+    add_common(p)
+    p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.add_argument(
+        "--work-dir", help="where step outputs are kept (default: .lossless/ beside the recipe)"
+    )
+    p.add_argument(
+        "--force", action="append", default=[], metavar="STEP", help="rerun STEP even if fresh"
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="STEP",
+        help="run only STEP (and what it needs)",
+    )
+    p.add_argument(
+        "--random-seed", type=int, default=None, help="seed for randomised merge methods"
+    )
+    p.add_argument(
+        "--out-shard-size", default="5B", help="parameters per output shard (1B, 500M; default 5B)"
+    )
+    p.add_argument(
+        "-j", "--num-threads", type=int, default=None, help="threads for merge compute and I/O"
+    )
+    p.add_argument(
+        "--allow-crimes",
+        action="store_true",
+        help="allow merging models of different architectures/shapes",
+    )
+    p.add_argument("--copy-tokenizer", dest="copy_tokenizer", action="store_true", default=True)
+    p.add_argument("--no-copy-tokenizer", dest="copy_tokenizer", action="store_false")
+    p.add_argument("--write-model-card", dest="write_model_card", action="store_true", default=True)
+    p.add_argument("--no-write-model-card", dest="write_model_card", action="store_false")
+    p.add_argument(
+        "--allow-pickle",
+        "--lazy-unpickle",
+        dest="allow_pickle",
+        action="store_true",
+        help="allow .bin (pickle) checkpoints, loaded with weights_only=True",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow model code from the hub (off by default)",
+    )
+    p.add_argument(
+        "--locked", action="store_true", help="refuse to run if an input differs from RECIPE.lock"
+    )
+    p.add_argument(
+        "--transformers-cache", help="hub cache directory (mergekit's flag; same as HF_HUB_CACHE)"
+    )
+    # mergekit-yaml flags that change nothing on a CPU-only streaming executor: accepted, noted.
+    for flag in ("--low-cpu-memory", "--cuda", "--clone-tensors", "--read-to-gpu", "--multi-gpu"):
+        p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--safe-serialization",
+        dest="safe_serialization",
+        action="store_true",
+        default=True,
+        help=argparse.SUPPRESS,
+    )
+    p.add_argument(
+        "--no-safe-serialization",
+        dest="safe_serialization",
+        action="store_false",
+        help=argparse.SUPPRESS,
+    )
+    p.add_argument("--device", default=None, help=argparse.SUPPRESS)
+    p.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from lossless.commands.common import recipe_file
+    from lossless.engine.runner import Runner, RunOptions
+    from lossless.tensors.sizes import parse_shard_size
     from lossless.validation.formatting import render_problems
     from lossless.validation.recipe_check import load_recipe
 
     try:
         path = recipe_file(args.recipe, cache_dir=args.transformers_cache, quiet=args.quiet)
-        recipe, warnings = load_recipe(path, strict=args.strict)
-    except RecipeInvalid as invalid:
-        print(render_problems(invalid.problems, "text"), file=sys.stderr)
-        return EXIT_INVALID
-    except LosslessError as error:
-        _error(f"[red]error:[/] {error}")
-        return EXIT_INVALID
+    except LosslessError as error:  # nothing readable to run: the input itself is wrong
+        raise UsageError(error.message, hint=error.hint) from None
+    recipe, warnings = load_recipe(path, strict=args.strict)
     if warnings:
         print(render_problems(warnings, "text"), file=sys.stderr)
-    for flag, note in _NO_OP_FLAGS.items():
-        if getattr(args, flag, False) and not args.quiet:
-            _error(f"[dim]note: {note}[/]")
-    if args.device and args.device != "cpu" and not args.quiet:
-        _error(f"[dim]note: --device {args.device}: merges run on the CPU[/]")
-    if not args.safe_serialization and not args.quiet:
-        _error("[dim]note: --no-safe-serialization: outputs are always safetensors[/]")
-
-    try:
-        from pathlib import Path
-
-        from lossless.engine.runner import Runner, RunOptions
-        from lossless.tensors.sizes import parse_shard_size
-
-        options = RunOptions(
-            work_dir=Path(args.work_dir) if args.work_dir else None,
-            out=Path(args.out) if args.out else None,
-            force=frozenset(args.force),
-            only=frozenset(args.only),
-            seed=args.random_seed,
-            shard_size=parse_shard_size(args.out_shard_size),
-            num_threads=args.num_threads,
-            allow_crimes=args.allow_crimes,
-            copy_tokenizer=args.copy_tokenizer,
-            write_model_card=args.write_model_card,
-            allow_pickle=args.allow_pickle,
-            trust_remote_code=args.trust_remote_code,
-            quiet=args.quiet,
-            cache_dir=args.transformers_cache,
-            locked=args.locked,
-        )
-        Runner(recipe, options).run()
-    except GateFailed as failed:
-        _error(f"[red bold]gate failed:[/] {failed}")
-        return EXIT_FAILED
-    except LosslessError as error:
-        if args.debug:
-            traceback.print_exc()
-        _error(f"[red]error:[/] {error}")
-        return EXIT_FAILED
-    except Exception as error:  # an internal error: say so plainly, traceback with --debug
-        if args.debug:
-            raise
-        _error(
-            f"[red]internal error:[/] {type(error).__name__}: {error}\n(run with --debug for a traceback)"
-        )
-        return EXIT_FAILED
+    if not args.quiet:
+        for flag, note in _NO_OP_FLAGS.items():
+            if getattr(args, flag, False):
+                _note(note)
+        if args.device and args.device != "cpu":
+            _note(f"--device {args.device}: merges run on the CPU")
+        if not args.safe_serialization:
+            _note("--no-safe-serialization: outputs are always safetensors")
+    options = RunOptions(
+        work_dir=Path(args.work_dir) if args.work_dir else None,
+        out=Path(args.out) if args.out else None,
+        force=frozenset(args.force),
+        only=frozenset(args.only),
+        seed=args.random_seed,
+        shard_size=parse_shard_size(args.out_shard_size),
+        num_threads=args.num_threads,
+        allow_crimes=args.allow_crimes,
+        copy_tokenizer=args.copy_tokenizer,
+        write_model_card=args.write_model_card,
+        allow_pickle=args.allow_pickle,
+        trust_remote_code=args.trust_remote_code,
+        quiet=args.quiet,
+        cache_dir=args.transformers_cache,
+        locked=args.locked,
+    )
+    Runner(recipe, options).run()
     return EXIT_OK

@@ -10,6 +10,24 @@ from lossless.errors import Problem, RecipeInvalid
 from lossless.validation.formatting import problem_dict, render_problems
 
 
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """This command's arguments (the CLI assembles its parser from every command's)."""
+    p = sub.add_parser(
+        "validate",
+        help="check recipes without running them (fast, no torch, for CI)",
+        description="Validate recipes: schema, then semantic checks. Exit 2 if any has an error.",
+    )
+    p.add_argument("files", nargs="+", help="recipe files")
+    p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.add_argument(
+        "--resolve",
+        action="store_true",
+        help="also read each model's config.json (local dirs or the hub cache; never weights)",
+    )
+    p.add_argument("--format", choices=["text", "json", "github"], default="text")
+    p.set_defaults(handler=main)
+
+
 def main(args: argparse.Namespace) -> int:
     from lossless.validation.recipe_check import load_recipe
 

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lossless.tensors.writer import sha256_file
+
 # Bump when the meaning of a step's output changes (new math, new layout): every step reruns.
 FINGERPRINT_VERSION = 1
 
@@ -33,14 +35,6 @@ _CONTENT_HASHED = (
     ".csv",
     ".parquet",
 )
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 SAMPLE_STRIPES = 16  # × 64 KiB read from evenly spaced offsets of each weights file
@@ -67,7 +61,7 @@ def path_identity(path: Path) -> str:
     if path.is_file():
         if path.suffix == ".safetensors":
             return _safetensors_identity(path)
-        return _sha256_file(path)
+        return sha256_file(path)
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = file.relative_to(path).as_posix()
@@ -76,7 +70,7 @@ def path_identity(path: Path) -> str:
         if file.suffix == ".safetensors":
             part = _safetensors_identity(file)
         elif file.suffix in _CONTENT_HASHED:
-            part = _sha256_file(file)
+            part = sha256_file(file)
         else:
             part = str(file.stat().st_size)
         digest.update(f"{rel}\0{part}\n".encode())

@@ -10,7 +10,7 @@ For each reference a recipe makes (models, adapters, tokenizers, data files), th
 The lock is JSON (so also YAML), with sorted keys and no timestamps: it diffs cleanly in git.
 `lossless lock RECIPE` writes it; `lossless run --locked` compares a fresh resolution with it
 and refuses to run on any difference. For the runner:
-    entries = resolve_inputs(recipe_path, documents, cache_dir=args.transformers_cache)
+    entries = resolve_inputs(recipe, cache_dir=args.transformers_cache)
     if args.locked: check_locked(recipe_path, entries)     # LosslessError listing differences
     ... run, downloading hub refs at locked_revision(entries, ref) ...
     write_lock(recipe_path, entries)                       # every run refreshes the lock
@@ -22,24 +22,26 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from lossless.errors import LosslessError, YamlPath, format_yaml_path
 from lossless.hub.repos import parse_hub_ref
+from lossless.recipe.model import Recipe
+from lossless.recipe.references import local_path
 
 LOCK_VERSION = 1
 MAX_HEADER_BYTES = 100_000_000  # a safetensors header larger than this is corrupt or hostile
 MODEL_META_FILES = ("config.json", "adapter_config.json")
-NOT_REFS = {"base", "union"}  # tokenizer_source values that are not models
 
 Entry = dict[str, Any]
 
 
 class Input(NamedTuple):
-    """One reference a recipe makes. Data paths are local unless written `hf://datasets/org/name`
-    (`data/train.jsonl` is shaped like a hub id too, so the explicit prefix decides)."""
+    """One input to pin: a model, adapter or data reference that names no step. Data paths are
+    local unless written `hf://datasets/org/name` (`data/train.jsonl` is shaped like a hub id
+    too, so the explicit prefix decides)."""
 
     path: YamlPath  # (document index, "train", "skill", "data")
     ref: str  # "org/name@rev", "data/x.jsonl", "./models/local"
@@ -54,96 +56,18 @@ def lock_path(recipe_path: str | Path) -> Path:
 # -- which inputs a recipe has ------------------------------------------------------------------
 
 
-def step_names(documents: Iterable[Mapping[str, Any]]) -> set[str]:
-    """Names usable as references: train/apply/eval step names and merge stage names."""
-    names: set[str] = set()
-    for doc in documents:
-        for kind in ("train", "apply", "eval"):
-            if isinstance(doc.get(kind), Mapping):
-                names.update(str(k) for k in doc[kind])
-        if "merge_method" in doc:
-            names.add(str(doc.get("name", "merged")))
-    return names
+def recipe_inputs(recipe: Recipe) -> list[Input]:
+    """Every reference of the recipe (`recipe.inputs`) that is not a step: what a lock pins.
 
-
-def recipe_inputs(documents: Sequence[Mapping[str, Any]]) -> list[Input]:
-    """Every reference that is not a step name: what a lock must pin.
-
-    >>> [i.ref for i in recipe_inputs([{"models": [{"model": "org/a+org/lora"}]}])]
-    ['org/a', 'org/lora']
+    `org/a+org/lora` is two inputs: the model and the adapter.
     """
-    found: list[Input] = []
-    steps = step_names(documents)
-
-    def add(path: YamlPath, value: Any, kind: str = "model") -> None:
-        if isinstance(value, str):
-            parts = value.split("+") if kind == "model" else [value]
-            for part in parts:
-                if part and part not in steps and part not in NOT_REFS:
-                    found.append(Input(path, part, kind))
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                add((*path, i), item, kind)
-        elif isinstance(value, Mapping) and isinstance(value.get("path"), str):
-            add((*path, "path"), value["path"], kind)  # data: {path, format, split}
-
-    for d, doc in enumerate(documents):
-        for i, model in enumerate(_list(doc.get("models"))):
-            if isinstance(model, Mapping):
-                add((d, "models", i, "model"), model.get("model"))
-        for s, slice_ in enumerate(_list(doc.get("slices"))):
-            if not isinstance(slice_, Mapping):
-                continue
-            add((d, "slices", s, "base_model"), slice_.get("base_model"))
-            for i, source in enumerate(_list(slice_.get("sources"))):
-                if isinstance(source, Mapping):
-                    add((d, "slices", s, "sources", i, "model"), source.get("model"))
-        for key in ("base_model", "tokenizer_source"):
-            add((d, key), doc.get(key))
-        if isinstance(doc.get("tokenizer"), Mapping):
-            add((d, "tokenizer", "source"), doc["tokenizer"].get("source"))
-        for name, step in _steps(doc, "train"):
-            where: YamlPath = (d, "train", name)
-            add((*where, "base"), step.get("base"))
-            add((*where, "data"), step.get("data"), "data")
-            for extra in ("replay", "ewc"):
-                if isinstance(step.get(extra), Mapping):
-                    add((*where, extra, "data"), step[extra].get("data"), "data")
-            init = step.get("init")
-            if isinstance(init, Mapping):
-                if isinstance(init.get("config"), str) and init["config"].endswith(".json"):
-                    add((*where, "init", "config"), init["config"], "data")  # else a preset name
-                tokenizer = init.get("tokenizer")
-                if isinstance(tokenizer, Mapping):
-                    add(
-                        (*where, "init", "tokenizer", "train_on"), tokenizer.get("train_on"), "data"
-                    )
-                else:
-                    add((*where, "init", "tokenizer"), tokenizer)
-        for name, step in _steps(doc, "apply"):
-            add((d, "apply", name, "adapter"), step.get("adapter"))
-            add((d, "apply", name, "to"), step.get("to"))
-            for i, use in enumerate(_list(step.get("adapters"))):
-                if isinstance(use, Mapping):
-                    add((d, "apply", name, "adapters", i, "adapter"), use.get("adapter"))
-        for name, step in _steps(doc, "eval"):
-            add((d, "eval", name, "models"), step.get("models"))
-            add((d, "eval", name, "reference"), step.get("reference"))
-            if isinstance(step.get("data"), Mapping):
-                for dataset, spec in step["data"].items():
-                    add((d, "eval", name, "data", dataset), spec, "data")
-    return found
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _steps(doc: Mapping[str, Any], kind: str) -> list[tuple[str, Mapping[str, Any]]]:
-    block = doc.get(kind)
-    if not isinstance(block, Mapping):
-        return []
-    return [(str(k), v) for k, v in block.items() if isinstance(v, Mapping)]
+    steps = recipe.step_names
+    return [
+        Input(item.path, name, item.kind)
+        for item in recipe.inputs
+        for name in item.names()
+        if name not in steps
+    ]
 
 
 # -- what each input resolves to ----------------------------------------------------------------
@@ -169,9 +93,9 @@ def lock_entries(
     for path, ref, kind in inputs:
         if ref in entries:
             continue
-        local = Path(base_dir, ref).expanduser()
+        local = local_path(ref, base_dir)
         explicit = ref.startswith(("hf://", "hub:"))
-        hub = None if local.exists() or (kind == "data" and not explicit) else parse_hub_ref(ref)
+        hub = None if local is not None or (kind == "data" and not explicit) else parse_hub_ref(ref)
         if hub is not None:
             entry: Entry = {
                 "kind": "hub",
@@ -182,7 +106,7 @@ def lock_entries(
             if hub.repo_type != "model":
                 entry["repo_type"] = hub.repo_type
             entries[ref] = entry
-        elif local.exists():
+        elif local is not None:
             entries[ref] = hash_local(local)
         else:
             missing.append(f"{ref} (at {format_yaml_path(path[1:])})")
@@ -190,7 +114,7 @@ def lock_entries(
         raise LosslessError(
             f"cannot lock: {len(missing)} input(s) are neither files nor hub repos: "
             + ", ".join(missing),
-            hint=f"paths are relative to the recipe's directory ({base_dir})",
+            hint=f"paths are relative to the recipe's directory ({base_dir}), then the current one",
         )
     return entries
 
@@ -322,15 +246,13 @@ def locked_revision(entries: Mapping[str, Entry], ref: str) -> str | None:
     return str(entry["commit"]) if entry and entry.get("kind") == "hub" else None
 
 
-def resolve_inputs(
-    recipe_path: str | Path, documents: Sequence[Mapping[str, Any]], *, cache_dir: str | None = None
-) -> dict[str, Entry]:
+def resolve_inputs(recipe: Recipe, *, cache_dir: str | None = None) -> dict[str, Entry]:
     """What every input of the recipe resolves to now (hub: no download; offline: the cache)."""
     from lossless.hub.repos import resolve_commit
 
     return lock_entries(
-        recipe_inputs(documents),
-        Path(recipe_path).parent,
+        recipe_inputs(recipe),
+        Path(recipe.path).parent,
         resolve_commit=lambda ref: resolve_commit(ref, cache_dir=cache_dir),
     )
 

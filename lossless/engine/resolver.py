@@ -101,6 +101,17 @@ class Resolver:
         pinned = revision or self._locked_commit(name)
         return f"hub:{resolve_commit(name, pinned, cache_dir=self.cache_dir)}"
 
+    def input_dirs(self, step: str) -> list[Path]:
+        """Every directory a step reads: external models and the outputs of earlier steps."""
+        dirs = []
+        for ref in self.recipe.model_refs(step):
+            dependency = self.step_for(ref)
+            if dependency is None:
+                dirs.append(self.external_dir(ref.name, ref.revision).resolve())
+            elif dependency.name in self.step_dirs:
+                dirs.append(self.step_dirs[dependency.name].resolve())
+        return dirs
+
     # ---- model directories ---------------------------------------------------------------
 
     def model_dir(self, ref: ModelRef) -> Path:

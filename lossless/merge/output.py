@@ -5,32 +5,29 @@ Layout (Hugging Face's, loadable by `AutoModelForCausalLM.from_pretrained`):
     chat template in tokenizer_config.json, README.md (model card embedding the recipe),
     lossless.yaml (+ mergekit_config.yml for a plain mergekit config), lossless-manifest.json.
 
-Crash safety: everything goes into `.<name>.partial-<fingerprint hash>` in the target's parent;
-the manifest is written last and the directory renamed at the end, so a path with the target's
-name is always a finished model. The temp name depends only on the fingerprint, so a rerun of
-the same merge finds it and the executor resumes at the first unfinished shard.
+`assemble_output` writes all of it into a partial directory (the runner's, see
+`engine/publish.py`: named from the fingerprint, so a rerun of the same merge finds it and the
+executor resumes at the first unfinished shard) and returns the shard hashes it already knows;
+publishing (manifest last, one rename) is the runner's. `build_output` does both, for callers
+without a runner (tests, benchmarks).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from lossless.engine.publish import check_not_input, open_partial, publish
 from lossless.errors import LosslessError
 from lossless.merge.executor import JOURNAL, execute
 from lossless.merge.jobs import MergePlan
 from lossless.merge.model_card import render_model_card
 from lossless.tensors.sizes import DEFAULT_SHARD_SIZE
 from lossless.tensors.source import TensorSource
-from lossless.tensors.writer import sha256_file
 
-MANIFEST = "lossless-manifest.json"
 RECIPE_FILE = "lossless.yaml"
 MERGEKIT_FILE = "mergekit_config.yml"
 # What save_pretrained writes for a tokenizer; copied when present in the tokenizer source.
@@ -49,33 +46,37 @@ TOKENIZER_FILES = (
 )
 
 
-def temp_dir_for(out_dir: Path, fingerprint: str) -> Path:
-    """`out/merged` + fingerprint → `out/.merged.partial-1a2b3c4d5e6f7a8b` (stable across runs)."""
-    tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
-    return out_dir.parent / f".{out_dir.name}.partial-{tag}"
-
-
-def check_not_input(out_dir: Path, input_dirs: Sequence[Path]) -> None:
-    """Refuse an output dir that is, or contains, an input: the final rename would delete it
-    while its shards may still be memory-mapped."""
-    out = out_dir.resolve()
-    for given in input_dirs:
-        inp = Path(given).resolve()
-        if inp == out or out in inp.parents:
-            raise LosslessError(
-                f"output directory {out_dir} is or contains the input {given}",
-                hint="choose an output path outside every input model's directory",
-            )
-
-
 def build_output(
     plan: MergePlan,
     sources: Mapping[str, TensorSource],
     out_dir: Path,
     *,
     fingerprint: str,
-    recipe_text: str,
     input_dirs: Sequence[Path] = (),
+    **options: Any,
+) -> Path:
+    """Merge `plan` into a finished model at `out_dir` (replacing an older output there): the
+    partial dir, `assemble_output`, then `publish`. Options are `assemble_output`'s."""
+    out_dir = Path(out_dir)
+    tokenizer_dir = options.get("tokenizer_dir")
+    check_not_input(out_dir, [*input_dirs, *([tokenizer_dir] if tokenizer_dir else [])])
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LosslessError(f"output path {out_dir} exists and is not a directory")
+    _check_tokenizer_for_template(options.get("chat_template"), tokenizer_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = open_partial(out_dir, fingerprint)
+    options.setdefault("name", out_dir.name)
+    known = assemble_output(plan, sources, partial, **options)
+    return publish(partial, out_dir, fingerprint, known)
+
+
+def assemble_output(
+    plan: MergePlan,
+    sources: Mapping[str, TensorSource],
+    tmp: Path,
+    *,
+    name: str,
+    recipe_text: str,
     tokenizer_dir: Path | None = None,
     chat_template: str | None = None,
     base_models: Sequence[str] = (),
@@ -87,21 +88,12 @@ def build_output(
     num_threads: int | None = None,
     seed: int | None = None,
     quiet: bool = False,
-) -> Path:
-    """Merge `plan` and assemble the finished model at `out_dir` (replacing an older output
-    there). `chat_template` is already resolved (see `resolve_chat_template`); `tokenizer_dir`
-    is the directory whose tokenizer files are copied (None: no tokenizer)."""
-    out_dir = Path(out_dir)
-    check_not_input(out_dir, [*input_dirs, *([tokenizer_dir] if tokenizer_dir else [])])
-    if out_dir.exists() and not out_dir.is_dir():
-        raise LosslessError(f"output path {out_dir} exists and is not a directory")
-    if chat_template and not tokenizer_dir:
-        raise LosslessError(
-            "a chat_template was given but no tokenizer is copied to the output",
-            hint="set tokenizer_source (or pass --copy-tokenizer) so the template has a tokenizer",
-        )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir_for(out_dir, fingerprint)
+) -> dict[str, str]:
+    """Merge `plan` into the partial dir `tmp` with config, tokenizer, recipe and card; return
+    the sha256 of the shards (hashed while written). `chat_template` is already resolved (see
+    `resolve_chat_template`); `tokenizer_dir` is the directory whose tokenizer files are copied
+    (None: no tokenizer); `name` is the output's name, for the model card."""
+    _check_tokenizer_for_template(chat_template, tokenizer_dir)
 
     execute(
         plan,
@@ -136,7 +128,7 @@ def build_output(
         models = sorted({r.model for job in plan.jobs for r in job.sources})
         card = render_model_card(
             recipe_text,
-            name=out_dir.name,
+            name=name,
             base_models=base_models,
             merged_models=models,
             method=method,
@@ -145,12 +137,15 @@ def build_output(
         (tmp / "README.md").write_text(card)
     known = _journal_hashes(tmp)
     (tmp / JOURNAL).unlink(missing_ok=True)
-    _write_manifest(tmp, fingerprint, known)
-    _swap_into_place(tmp, out_dir)
-    # Partial dirs of older attempts with other fingerprints can no longer be resumed into.
-    for stale in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    return out_dir
+    return known
+
+
+def _check_tokenizer_for_template(chat_template: str | None, tokenizer_dir: Path | None) -> None:
+    if chat_template and not tokenizer_dir:
+        raise LosslessError(
+            "a chat_template was given but no tokenizer is copied to the output",
+            hint="set tokenizer_source (or pass --copy-tokenizer) so the template has a tokenizer",
+        )
 
 
 def _output_dtype(plan: MergePlan) -> str | None:
@@ -195,40 +190,6 @@ def _journal_hashes(tmp: Path) -> dict[str, str]:
             entry = json.loads(line)
             known[entry["file"]] = entry["sha256"]
     return known
-
-
-def versions() -> dict[str, str]:
-    import lossless
-
-    found = {"lossless": lossless.__version__}
-    for package in ("torch", "transformers", "safetensors"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
-
-
-def _write_manifest(tmp: Path, fingerprint: str, known: Mapping[str, str]) -> None:
-    files = {}
-    for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
-        rel = path.relative_to(tmp).as_posix()
-        files[rel] = known.get(rel) or sha256_file(path)
-    manifest = {"fingerprint": fingerprint, "versions": versions(), "files": files}
-    _write_json(tmp / MANIFEST, manifest)
-
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished dir to the target; an older output there is moved aside first and
-    deleted only after the new one is in place."""
-    old: Path | None = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_json(path: Path, data: Any) -> None:

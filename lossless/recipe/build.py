@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lossless.recipe.inputs import is_merge_document, stage_name
 from lossless.recipe.model import (
-    DEFAULT_MERGE_NAME,
     AdapterUse,
     ApplyStep,
     EvalStep,
@@ -26,16 +26,6 @@ from lossless.recipe.model import (
 
 # Keys of a document that belong to lossless, not to the mergekit config of its merge stage.
 LOSSLESS_KEYS = ("train", "apply", "eval", "output", "name")
-MERGE_SHAPE_KEYS = ("models", "slices", "modules", "merge_method")
-
-
-def is_merge_document(doc: Mapping[str, Any]) -> bool:
-    return any(key in doc for key in MERGE_SHAPE_KEYS)
-
-
-def stage_name(doc: Mapping[str, Any]) -> str:
-    name = doc.get("name")
-    return name if isinstance(name, str) else DEFAULT_MERGE_NAME
 
 
 def _ref(text: str | None) -> ModelRef | None:

@@ -16,7 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lossless.recipe.inputs import Input
 
 # A mergekit parameter value: a scalar, a gradient (list of numbers interpolated over the layers of
 # a slice), or a list of {filter, value} entries whose first matching filter wins.
@@ -157,6 +161,26 @@ class Recipe:
     @property
     def step_names(self) -> set[str]:
         return {step.name for step in self.steps}
+
+    @cached_property
+    def inputs(self) -> tuple[Input, ...]:
+        """Every input of every step (`recipe/inputs.py`), in document order."""
+        from lossless.recipe.inputs import walk_inputs
+
+        return tuple(walk_inputs(self.documents))
+
+    def inputs_of(self, step: str, kind: str | None = None) -> list[Input]:
+        return [i for i in self.inputs if i.owner == step and kind in (None, i.kind)]
+
+    def model_refs(self, step: str) -> list[ModelRef]:
+        """Every model a step reads, each once; a `model+lora` also yields the adapter alone."""
+        unique: dict[str, ModelRef] = {}
+        for item in self.inputs_of(step, "model"):
+            ref = item.ref
+            unique.setdefault(str(ref), ref)
+            if ref.lora:
+                unique.setdefault(ref.lora, ModelRef.parse(ref.lora))
+        return list(unique.values())
 
     @property
     def merges(self) -> tuple[MergeStep, ...]:

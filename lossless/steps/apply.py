@@ -3,7 +3,6 @@ eval step needs real files. Inside merges the adapted model stays a lazy view (r
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
@@ -11,7 +10,7 @@ from lossless.recipe.model import ApplyStep, ModelRef
 from lossless.tensors.checkpoint import SAFETENSORS_TO_TORCH
 
 if TYPE_CHECKING:
-    from lossless.engine.runner import Runner
+    from lossless.engine.context import StepContext
 
 
 def copy_plan(key: str, source) -> MergePlan:  # type: ignore[no-untyped-def]
@@ -33,24 +32,24 @@ def copy_plan(key: str, source) -> MergePlan:  # type: ignore[no-untyped-def]
     return MergePlan(jobs=tuple(jobs), config_source=key)
 
 
-def materialise(step: ApplyStep, runner: Runner, output: Path, fingerprint: str) -> None:
-    from lossless.merge.output import build_output
+def run(step: ApplyStep, ctx: StepContext) -> dict[str, str]:
+    """The adapted model as real files in `ctx.out_dir` (a passthrough of the lazy view)."""
+    from lossless.merge.output import assemble_output
 
-    resolver = runner.resolver
+    resolver, options = ctx.resolver, ctx.options
     key = step.name
     source = resolver.tensor_source(ModelRef(step.name))
-    build_output(
+    return assemble_output(
         copy_plan(key, source),
         {key: source},
-        output,
-        fingerprint=fingerprint,
-        recipe_text=Path(runner.recipe.path).read_text(),
-        input_dirs=runner.input_dirs(step),
+        ctx.out_dir,
+        name=ctx.target.name,
+        recipe_text=ctx.recipe_text,
         tokenizer_dir=resolver.tokenizer_dir(step.to),
         base_models=[str(step.to)],
         method="apply",
-        write_model_card=runner.options.write_model_card,
-        shard_size=runner.options.shard_size,
-        num_threads=runner.options.num_threads,
-        quiet=runner.options.quiet,
+        write_model_card=options.write_model_card,
+        shard_size=options.shard_size,
+        num_threads=options.num_threads,
+        quiet=options.quiet,
     )

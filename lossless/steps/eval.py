@@ -16,13 +16,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lossless.errors import GateFailed, LosslessError
 from lossless.evaluation.gates import Breach, check_gates, default_metric
 from lossless.evaluation.metrics import ALL_METRICS, EXACT_MATCH_FORMATS
 from lossless.evaluation.report import DatasetInfo
 from lossless.recipe.model import EvalStep
+
+if TYPE_CHECKING:
+    from lossless.engine.context import StepContext
 
 DEFAULT_BATCH_SIZE = 8
 MAX_EVAL_LEN = 4096  # tokens per example; the model's max_position_embeddings if smaller
@@ -40,6 +43,24 @@ class EvalResult:
     json_path: Path
     chart_path: Path | None
     tasks: dict[str, dict[str, dict[str, float]]]  # model → lm_eval task → metric → value
+
+
+def run(step: EvalStep, ctx: StepContext) -> None:
+    """The runner's entry: every model's directory, then `run_eval` into `ctx.out_dir`."""
+    refs = [*step.models, *([step.reference] if step.reference else [])]
+    model_dirs = {str(ref): ctx.resolver.model_dir(ref) for ref in refs}
+    try:
+        run_eval(
+            step,
+            model_dirs=model_dirs,
+            out_dir=ctx.out_dir,
+            recipe_dir=ctx.recipe_dir,
+            quiet=ctx.options.quiet,
+        )
+    except GateFailed as failed:  # point at where the numbers will live once published
+        raise GateFailed(
+            failed.message, hint=f"every number is in {ctx.target / 'eval.json'}"
+        ) from None
 
 
 def run_eval(

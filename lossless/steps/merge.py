@@ -13,7 +13,7 @@ from lossless.engine.resolver import merge_inputs, sources_for
 from lossless.recipe.model import MergeStep, ModelRef
 
 if TYPE_CHECKING:
-    from lossless.engine.runner import Runner
+    from lossless.engine.context import StepContext
     from lossless.tensors.source import TensorSource
 
 
@@ -54,9 +54,10 @@ def _chat_templates(tokenizer_dirs: Mapping[str, Path]) -> list[str | None]:
     return templates
 
 
-def run_merge(step: MergeStep, runner: Runner, output: Path, fingerprint: str) -> None:
+def run(step: MergeStep, ctx: StepContext) -> dict[str, str]:
+    """Merge into `ctx.out_dir`; returns the shard hashes computed while writing."""
     from lossless.merge.chat_templates import resolve_chat_template
-    from lossless.merge.output import build_output
+    from lossless.merge.output import assemble_output
     from lossless.merge.plan import build_plan
     from lossless.merge.vocab import (
         align_vocabularies,
@@ -65,7 +66,7 @@ def run_merge(step: MergeStep, runner: Runner, output: Path, fingerprint: str) -
         vocab_sizes,
     )
 
-    resolver, options = runner.resolver, runner.options
+    resolver, options = ctx.resolver, ctx.options
     sources: Mapping[str, TensorSource] = sources_for(step, resolver)
     base_key = _base_key(step)
     refs = {str(r): r for r in merge_inputs(step)}
@@ -94,23 +95,21 @@ def run_merge(step: MergeStep, runner: Runner, output: Path, fingerprint: str) -
         template = None
         if step.chat_template:
             template = resolve_chat_template(step.chat_template, _chat_templates(tokenizer_dirs))
-        recipe_text = Path(runner.recipe.path).read_text()
         if config_updates:
             plan = replace(plan, config_updates={**plan.config_updates, **config_updates})
-        build_output(
+        return assemble_output(
             plan,
             sources,
-            output,
-            fingerprint=fingerprint,
-            recipe_text=recipe_text,
-            input_dirs=[p for p in runner.input_dirs(step)],
+            ctx.out_dir,
+            name=ctx.target.name,
+            recipe_text=ctx.recipe_text,
             tokenizer_dir=tokenizer_dir,
             chat_template=template,
             base_models=[str(step.base_model)] if step.base_model else [],
             method=step.merge_method,
-            mergekit_config=runner.recipe.is_plain_mergekit,
+            mergekit_config=ctx.recipe.is_plain_mergekit,
             write_model_card=options.write_model_card,
-            lock_text=runner.lock_text,
+            lock_text=ctx.lock_text,
             shard_size=options.shard_size,
             num_threads=options.num_threads,
             seed=options.seed,

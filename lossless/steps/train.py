@@ -8,17 +8,37 @@ out_dir/checkpoints are resumed from. Heavy imports live inside functions.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lossless.errors import LosslessError
 from lossless.recipe.model import TrainStep
 from lossless.threads import torch_threads
 
+if TYPE_CHECKING:
+    from lossless.engine.context import StepContext
+
 PEFT_METHODS = ("lora", "dora", "qlora", "prompt_tuning", "prefix_tuning", "ia3")
 METHODS = (*PEFT_METHODS, "full")
+
+
+def run(step: TrainStep, ctx: StepContext) -> None:
+    """The runner's entry: train into `ctx.out_dir`, resuming from its checkpoints."""
+    base_dir = ctx.resolver.model_dir(step.base) if step.base else None
+    run_train(
+        step,
+        base_dir=base_dir,
+        out_dir=ctx.out_dir,
+        recipe_dir=ctx.recipe_dir,
+        quiet=ctx.options.quiet,
+        seed=ctx.options.seed,
+    )
+    # Checkpoints exist to resume an interrupted run; once the step has finished they are
+    # optimizer state the size of several models, so they go before the output is published.
+    shutil.rmtree(ctx.out_dir / "checkpoints", ignore_errors=True)
 
 
 def run_train(

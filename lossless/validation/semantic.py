@@ -13,8 +13,8 @@ from typing import Any
 import networkx as nx
 
 from lossless.errors import Problem, YamlPath
-from lossless.recipe.build import is_merge_document, stage_name
 from lossless.recipe.graph import describe_cycle, find_cycles
+from lossless.recipe.inputs import Input, is_merge_document, stage_name, step_blocks, walk_inputs
 from lossless.recipe.model import ModelRef
 from lossless.recipe.references import (
     UnknownReference,
@@ -25,53 +25,6 @@ from lossless.recipe.references import (
 )
 from lossless.validation.checker import Checker
 from lossless.validation.merge_rules import check_merge
-
-
-def _merge_refs(doc: dict[str, Any]) -> list[tuple[YamlPath, str]]:
-    refs: list[tuple[YamlPath, str]] = []
-
-    def add(path: YamlPath, value: Any) -> None:
-        if isinstance(value, str):
-            refs.append((path, value))
-
-    add(("base_model",), doc.get("base_model"))
-    containers: list[tuple[YamlPath, Any]] = [((), doc)]
-    if isinstance(doc.get("modules"), dict):
-        containers += [(("modules", k), v) for k, v in doc["modules"].items()]
-    for prefix, cont in containers:
-        if not isinstance(cont, dict):
-            continue
-        for i, m in enumerate(cont.get("models") or []):
-            if isinstance(m, dict):
-                add((*prefix, "models", i, "model"), m.get("model"))
-        for i, s in enumerate(cont.get("slices") or []):
-            if isinstance(s, dict):
-                add((*prefix, "slices", i, "base_model"), s.get("base_model"))
-                for j, src in enumerate(s.get("sources") or []):
-                    if isinstance(src, dict):
-                        add((*prefix, "slices", i, "sources", j, "model"), src.get("model"))
-    if doc.get("tokenizer_source") not in ("base", "union"):
-        add(("tokenizer_source",), doc.get("tokenizer_source"))
-    tok = doc.get("tokenizer")
-    if isinstance(tok, dict) and tok.get("source") not in ("base", "union"):
-        add(("tokenizer", "source"), tok.get("source"))
-    return refs
-
-
-def _step_refs(block_key: str, name: str, block: dict[str, Any]) -> list[tuple[YamlPath, str]]:
-    p: YamlPath = (block_key, name)
-    refs: list[tuple[YamlPath, Any]] = []
-    if block_key == "train":
-        refs.append(((*p, "base"), block.get("base")))
-    elif block_key == "apply":
-        refs += [((*p, "adapter"), block.get("adapter")), ((*p, "to"), block.get("to"))]
-        for i, a in enumerate(block.get("adapters") or []):
-            if isinstance(a, dict):
-                refs.append(((*p, "adapters", i, "adapter"), a.get("adapter")))
-    else:
-        refs += [((*p, "models", i), m) for i, m in enumerate(block.get("models") or [])]
-        refs.append(((*p, "reference"), block.get("reference")))
-    return [(path, v) for path, v in refs if isinstance(v, str)]
 
 
 def _check_step(c: Checker, d: int, kind: str, name: str, block: dict[str, Any]) -> None:
@@ -170,11 +123,11 @@ def _check_ref(
             )
 
 
-def _check_resolved(c: Checker, d: int, doc: dict[str, Any]) -> None:
+def _check_resolved(c: Checker, d: int, merge_inputs: list[Input]) -> None:
     """--resolve: layer ranges and architectures against each model's config.json."""
     configs: dict[str, tuple[YamlPath, dict[str, Any]]] = {}
-    for path, text in _merge_refs(doc):
-        ref = ModelRef.parse(text)
+    for item in merge_inputs:
+        path, ref = item.path[1:], item.ref
         if ref.name in c.step_names:
             continue
         try:
@@ -219,7 +172,6 @@ def check_documents(docs: list[Any], c: Checker, *, resolve: bool = False) -> li
     """Append every semantic problem of `docs` to `c.problems` and return them."""
     c.docs = docs
     seen: dict[str, tuple[int, YamlPath]] = {}
-    owners: list[tuple[int, str, list[tuple[YamlPath, str]]]] = []
     for d, doc in enumerate(docs):
         if not isinstance(doc, dict):
             continue
@@ -243,25 +195,22 @@ def check_documents(docs: list[Any], c: Checker, *, resolve: bool = False) -> li
             else:
                 seen[name] = (d, path)
     c.step_names = set(seen)
-    graph = nx.DiGraph()
+    inputs = walk_inputs(docs)
     for d, doc in enumerate(docs):
         if not isinstance(doc, dict):
             continue
         if is_merge_document(doc):
             check_merge(c, d, doc)
-            owners.append((d, stage_name(doc), _merge_refs(doc)))
             if resolve:
-                _check_resolved(c, d, doc)
+                owner = stage_name(doc)
+                _check_resolved(c, d, [i for i in inputs if i.path[0] == d and i.owner == owner])
         for kind in ("train", "apply", "eval"):
-            for name, block in (
-                (doc.get(kind) or {}).items() if isinstance(doc.get(kind), dict) else ()
-            ):
-                if isinstance(block, dict):
-                    _check_step(c, d, kind, name, block)
-                    owners.append((d, name, _step_refs(kind, name, block)))
-    for d, owner, refs in owners:
-        for path, text in refs:
-            _check_ref(c, d, path, text, graph, owner, resolve)
+            for name, block in step_blocks(doc, kind):
+                _check_step(c, d, kind, name, dict(block))
+    graph = nx.DiGraph()
+    for item in inputs:
+        if item.kind == "model":
+            _check_ref(c, item.path[0], item.path[1:], item.value, graph, item.owner, resolve)
     for cycle in find_cycles(graph):
         d, path = graph.edges[cycle[-1], cycle[0]]["path"]
         c.add(

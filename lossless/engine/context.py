@@ -1,0 +1,70 @@
+"""What a run is told (`RunOptions`, from the command line) and what a step is given (`StepContext`).
+
+Every step kind is one function `run(step, ctx)` (see `steps/__init__.py`); the context is frozen
+and holds all it may use, so a step never reaches back into the runner:
+
+    def run(step: TrainStep, ctx: StepContext) -> None:
+        base_dir = ctx.resolver.model_dir(step.base)     # inputs, through the resolver
+        ...write everything into ctx.out_dir...          # the partial dir; the runner publishes
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lossless.engine.resolver import Resolver
+    from lossless.recipe.model import Recipe
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything from the command line that changes what a run does."""
+
+    work_dir: Path | None = None
+    out: Path | None = None  # the final merge's output, from the command line
+    force: frozenset[str] = frozenset()
+    only: frozenset[str] = frozenset()
+    seed: int | None = None
+    shard_size: int = 5_000_000_000
+    num_threads: int | None = None
+    allow_crimes: bool = False
+    copy_tokenizer: bool = True
+    write_model_card: bool = True
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    quiet: bool = False
+    cache_dir: str | None = None
+    locked: bool = False  # refuse to run when an input resolves differently from RECIPE.lock
+    write_lock: bool = True
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """One step's view of the run: where to write, what it reads through, what it is told."""
+
+    recipe: Recipe
+    options: RunOptions
+    resolver: Resolver
+    out_dir: Path  # the partial directory to write into
+    target: Path  # where the output will live once published (for names and messages)
+    fingerprint: str
+    lock_text: str | None = None  # RECIPE.lock's text, embedded in model cards
+
+    @property
+    def recipe_dir(self) -> Path:
+        return Path(self.recipe.path).resolve().parent
+
+    @property
+    def recipe_text(self) -> str:
+        return Path(self.recipe.path).read_text()
+
+    def input_dirs(self, step: str) -> list[Path]:
+        return self.resolver.input_dirs(step)
+
+
+# What a step may return: sha256 of files it already hashed while writing (rel path → hex).
+KnownHashes = Mapping[str, str]

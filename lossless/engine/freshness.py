@@ -1,0 +1,112 @@
+"""Is a step fresh? Its fingerprint now, against the one recorded when its output was made.
+
+A step's fingerprint (`fingerprint.py`) has named components: its settings, the fingerprints of
+the steps it reads, the identity of every external model and data file it reads (from
+`recipe.inputs`, the one walk over a recipe's inputs). `status` compares them with the step's
+state record and says why a step must run ("model:org/x: changed", "never ran").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lossless.engine.context import RunOptions
+from lossless.engine.fingerprint import Fingerprint, digest, path_identity
+from lossless.engine.resolver import Resolver
+from lossless.engine.state import StateStore
+from lossless.recipe.model import ApplyStep, EvalStep, MergeStep, Recipe, Step, TrainStep
+from lossless.recipe.references import local_path
+
+
+@dataclass
+class StepStatus:
+    name: str
+    kind: str
+    state: str  # "fresh" | "stale" | "missing" | "lazy" | "ran"
+    output: Path | None
+    reasons: list[str] = field(default_factory=list)
+    fingerprint: Fingerprint | None = None
+
+
+class Freshness:
+    def __init__(
+        self,
+        recipe: Recipe,
+        options: RunOptions,
+        resolver: Resolver,
+        state: StateStore,
+        output_dir: Callable[[Step], Path],
+    ) -> None:
+        self.recipe, self.options, self.resolver = recipe, options, resolver
+        self.state, self.output_dir = state, output_dir
+        self._fingerprints: dict[str, Fingerprint] = {}
+
+    def fingerprint(self, step: Step) -> Fingerprint:
+        if step.name in self._fingerprints:
+            return self._fingerprints[step.name]
+        settings: object = step
+        if isinstance(step, EvalStep):
+            # Gates only judge numbers; changing a threshold re-judges, it does not re-measure.
+            settings = {
+                "models": step.models,
+                "data": step.data,
+                "settings": step.settings,
+                "reference": step.reference,
+            }
+        components: dict[str, str] = {"settings": digest(settings)}
+        if isinstance(step, MergeStep):
+            components["options"] = digest(
+                {
+                    "seed": self.options.seed,
+                    "shard_size": self.options.shard_size,
+                    "copy_tokenizer": self.options.copy_tokenizer,
+                    "model_card": self.options.write_model_card,
+                }
+            )
+        if isinstance(step, TrainStep):
+            components["options"] = digest({"seed": self.options.seed})
+        for ref in self.recipe.model_refs(step.name):
+            dependency = self.resolver.step_for(ref)
+            if dependency is not None:
+                components[f"step:{ref}"] = self.fingerprint(dependency).value
+            else:
+                components[f"model:{ref}"] = self.resolver.identity(ref.name, ref.revision)
+        for item in self.recipe.inputs_of(step.name, "data"):
+            path = local_path(item.value, self.resolver.recipe_dir)
+            # A missing path is a hub dataset id or a preset name: its name is its identity.
+            identity = path_identity(path) if path is not None else f"ref:{item.value}"
+            components.setdefault(f"data:{item.value}", identity)
+        fingerprint = Fingerprint(components)
+        self._fingerprints[step.name] = fingerprint
+        return fingerprint
+
+    def status(self, step: Step) -> StepStatus:
+        fingerprint = self.fingerprint(step)
+        output = self.output_dir(step)
+        if isinstance(step, ApplyStep) and not self.needs_files(step):
+            return StepStatus(
+                step.name, step.kind, "lazy", None, ["applied on the fly"], fingerprint
+            )
+        record = self.state.read(step.name)
+        if record is None or not output.exists():
+            return StepStatus(step.name, step.kind, "missing", output, ["never ran"], fingerprint)
+        if record.get("output") != str(output):
+            return StepStatus(step.name, step.kind, "stale", output, ["output moved"], fingerprint)
+        if record.get("fingerprint") != fingerprint.value:
+            reasons = fingerprint.changes_from(record.get("components", {}))
+            return StepStatus(
+                step.name, step.kind, "stale", output, reasons or ["changed"], fingerprint
+            )
+        return StepStatus(step.name, step.kind, "fresh", output, [], fingerprint)
+
+    def needs_files(self, step: ApplyStep) -> bool:
+        """An apply step is written out only when asked, or when training/eval reads it."""
+        if step.save:
+            return True
+        return any(
+            isinstance(other, TrainStep | EvalStep)
+            and any(r.name == step.name for r in self.recipe.model_refs(other.name))
+            for other in self.recipe.steps
+        )
