@@ -77,7 +77,7 @@ import torch  # imported before the clock starts
 from pathlib import Path
 from lossless.tensors.adapters import check_fits, load_adapter
 from lossless.merge.output import build_output
-from lossless.merge.plan import build_plan
+from lossless.merge.planner import build_plan
 from lossless.recipe.model import InputModel, MergeStep, ModelRef
 from lossless.steps.apply import copy_plan
 from lossless.tensors.adapted import AdaptedSource

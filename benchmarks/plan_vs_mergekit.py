@@ -8,7 +8,7 @@ parameters? mergekit is never a dependency; run this from a throwaway virtualenv
     /tmp/mk/bin/pip install --no-deps mergekit==0.1.5 immutables accelerate scipy sentencepiece
     /tmp/mk/bin/python benchmarks/plan_vs_mergekit.py [MODELS_DIR]
 
-Expected differences (by design, see lossless/merge/plan.py): output order (checkpoint order
+Expected differences (by design, see lossless/merge/planner.py): output order (checkpoint order
 here, mergekit's architecture JSON order there); no lm_head when the output config ties it;
 base-less methods (linear) report no `base` while mergekit labels the appended base.
 """
@@ -25,7 +25,7 @@ from mergekit.merge import _model_out_config
 from mergekit.options import MergeOptions
 from mergekit.plan import MergePlanner
 
-from lossless.merge.plan import build_plan
+from lossless.merge.planner import build_plan
 from lossless.recipe.model import InputModel, MergeStep, ModelRef, Slice
 from tests.factories import make_model
 from tests.test_plan import CheckpointHeader
@@ -81,7 +81,7 @@ def mk_plan(cfg: dict[str, Any]) -> tuple[Rows, int]:
 
 
 def ours(cfg: dict[str, Any]) -> tuple[Rows, int | None]:
-    """The same rows from lossless.merge.plan.build_plan."""
+    """The same rows from lossless.merge.planner.build_plan."""
 
     def ref(x: str) -> ModelRef:
         return ModelRef.parse(x)

@@ -14,13 +14,10 @@ from pathlib import Path
 import pytest
 
 from lossless.errors import LosslessError
+from lossless.hub.downloads import check_disk_space, describe_downloads, human_bytes, plan_downloads
 from lossless.hub.repos import (
     HubRef,
-    check_disk_space,
-    describe_downloads,
-    human_bytes,
     parse_hub_ref,
-    plan_downloads,
     resolve_commit,
     resolve_metadata,
     resolve_model,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from lossless.errors import LosslessError
-from lossless.merge.plan import build_plan
+from lossless.merge.planner import build_plan
 from lossless.methods.table import METHODS, MethodSpec
 from lossless.validation.recipe_check import check_text
 from tests.test_plan import inp, llama, sources, step

@@ -9,7 +9,7 @@ import pytest
 
 from lossless.errors import LosslessError
 from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
-from lossless.merge.plan import build_plan, describe_params
+from lossless.merge.planner import build_plan, describe_params
 from lossless.recipe.model import InputModel, MergeStep, ModelRef, Slice
 
 H, V, FF = 8, 16, 12  # hidden size, vocabulary, MLP width of the fake models

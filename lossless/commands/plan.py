@@ -142,7 +142,8 @@ def downloads(recipe: Recipe) -> list[str]:
     from pathlib import Path
 
     from lossless.errors import LosslessError
-    from lossless.hub.repos import describe_downloads, parse_hub_ref, plan_downloads
+    from lossless.hub.downloads import describe_downloads, plan_downloads
+    from lossless.hub.repos import parse_hub_ref
     from lossless.recipe.graph import external_refs
     from lossless.recipe.references import local_path
 
@@ -167,7 +168,7 @@ def merge_params(recipe: Recipe, work_dir: str | None) -> list[dict[str, Any]]:
     from lossless.engine.resolver import sources_for
     from lossless.engine.runner import Runner, RunOptions
     from lossless.errors import LosslessError
-    from lossless.merge.plan import build_plan, describe_params
+    from lossless.merge.planner import build_plan, describe_params
     from lossless.recipe.model import MergeStep
 
     runner = Runner(recipe, RunOptions(work_dir=Path(work_dir) if work_dir else None, quiet=True))

@@ -72,7 +72,8 @@ class Runner:
 
     def check_disk_space(self) -> None:
         """Before anything starts: room for the downloads plus (roughly) every step's output."""
-        from lossless.hub.repos import check_disk_space, parse_hub_ref, plan_downloads
+        from lossless.hub.downloads import check_disk_space, plan_downloads
+        from lossless.hub.repos import parse_hub_ref
         from lossless.recipe.graph import external_refs
         from lossless.recipe.references import local_path
 

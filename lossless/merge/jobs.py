@@ -1,6 +1,6 @@
 """The tensor plan's vocabulary: pure data, no tensors, no I/O.
 
-The planner (`merge/plan.py`) turns a MergeStep and the inputs' tensor names/shapes into a list of
+The planner (`merge/planner.py`) turns a MergeStep and the inputs' tensor names/shapes into a list of
 `TensorJob`s; the executor (`merge/executor.py`) computes each one from `TensorSource`s and writes
 it. Keeping the plan as data makes it printable (`lossless plan --params`) and testable alone.
 """

@@ -58,7 +58,7 @@ def run(step: MergeStep, ctx: StepContext) -> dict[str, str]:
     """Merge into `ctx.out_dir`; returns the shard hashes computed while writing."""
     from lossless.merge.chat_templates import resolve_chat_template
     from lossless.merge.output import assemble_output
-    from lossless.merge.plan import build_plan
+    from lossless.merge.planner import build_plan
     from lossless.merge.vocab import (
         align_vocabularies,
         build_vocabulary,
