@@ -1,6 +1,6 @@
 """The recipe as frozen data: what to train, apply, merge and evaluate, with no validation logic.
 
-`validate.py` checks a loaded YAML document and builds these; `graph.py` connects them into a DAG;
+`validation/` checks a loaded YAML document, `build.py` builds these, `graph.py` connects them into a DAG;
 the step functions in `steps/` receive them. Settings that only one step kind interprets (training
 hyperparameters, eval options) stay as plain mappings, already checked against the schema.
 

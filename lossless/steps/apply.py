@@ -1,5 +1,5 @@
 """An apply step written out as a full model: only when asked (`save: true`) or when a train or
-eval step needs real files. Inside merges the adapted model stays a lazy view (resolve.py)."""
+eval step needs real files. Inside merges the adapted model stays a lazy view (engine/resolver.py)."""
 
 from __future__ import annotations
 
