@@ -138,9 +138,9 @@ def _train_inputs(owner: str, p: YamlPath, block: Mapping[str, Any]) -> list[Inp
             found += _collect(owner, (*p, "init", "config"), config, "data")
         tokenizer = init.get("tokenizer")
         if isinstance(tokenizer, Mapping):
-            found += _collect(
-                owner, (*p, "init", "tokenizer", "train_on"), tokenizer.get("train_on"), "data"
-            )
+            corpus = tokenizer.get("train_on")
+            where = (*p, "init", "tokenizer", "train_on")
+            found += _collect(owner, where, corpus, "data", many=True)
         else:
             found += _collect(owner, (*p, "init", "tokenizer"), tokenizer, "model")
     return found
