@@ -63,3 +63,51 @@ def test_missing_model_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
     (tmp_path / "empty").mkdir()
     assert cli.main(["chat", str(tmp_path / "empty"), "--prompt", "hi"]) == 1
     assert "config.json is missing" in capsys.readouterr().err
+
+
+def test_chat_on_an_adapter_dir_answers_as_base_plus_adapter(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tests.factories import make_lora_adapter
+
+    adapter = make_lora_adapter(model_dir, tmp_path / "adapter", seed=3)
+    assert cli.main(["chat", str(adapter), "--prompt", "the cat", "--max-new-tokens", "6"]) == 0
+    answer = capsys.readouterr().out
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter)
+    merged.merge_and_unload().save_pretrained(tmp_path / "merged")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "merged" / name).write_bytes((model_dir / name).read_bytes())
+    expected = greedy_reference(tmp_path / "merged", [{"role": "user", "content": "the cat"}], 6)
+    plain = greedy_reference(model_dir, [{"role": "user", "content": "the cat"}], 6)
+    assert answer == expected + "\n"
+    assert expected != plain  # the adapter changes the answer, so the test can tell
+
+
+def test_chat_on_a_recipes_lora_step_uses_that_steps_base(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from tests.factories import write_jsonl
+
+    shutil.copytree(model_dir, tmp_path / "base")
+    rows = [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    ]
+    write_jsonl(tmp_path / "data.jsonl", rows * 8)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "train:\n  skill:\n    base: ./base\n    method: lora\n    data: data.jsonl\n"
+        "    max_steps: 2\n    learning_rate: 0.05\n    lora: {r: 4, alpha: 8}\n"
+    )
+    assert cli.main(["run", str(recipe), "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["chat", f"{recipe}:skill", "--prompt", "hi", "--max-new-tokens", "4"]) == 0
+    answer = capsys.readouterr().out
+    adapter = tmp_path / ".lossless" / "skill"
+    assert (adapter / "adapter_config.json").is_file()
+    assert cli.main(["chat", str(adapter), "--prompt", "hi", "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out == answer  # the step's base, found through the recipe

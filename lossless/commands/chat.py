@@ -32,23 +32,50 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    return chat(_model_dir(args.model), args)
+    model_dir, base_dir = _model_dir(args.model)
+    return chat(model_dir, args, base_dir)
 
 
-def _model_dir(reference: str) -> Path:
-    """A local model directory as is; `RECIPE.yaml:STEP` the output of a recipe's step (which
-    must have run); a hub id (`org/name[@rev]`) downloaded into the cache."""
+def _model_dir(reference: str) -> tuple[Path, Path | None]:
+    """(model or adapter directory, the adapter's base directory or None).
+
+    A local directory as is; `RECIPE.yaml:STEP` the output of a recipe's step (which must have
+    run); a hub id (`org/name[@rev]`) downloaded into the cache. A PEFT adapter directory
+    (adapter_config.json) is chatted with on its base: the recipe step's base, or the
+    `base_model_name_or_path` the adapter records.
+    """
     recipe_part, colon, step_name = reference.rpartition(":")
     if colon and recipe_part.endswith((".yaml", ".yml")) and Path(recipe_part).is_file():
         return _step_output(Path(recipe_part), step_name)
     from lossless.hub.repos import resolve_model
 
-    return resolve_model(reference).path
+    path = Path(reference) if Path(reference).is_dir() else resolve_model(reference).path
+    return path, _adapter_base(path)
 
 
-def _step_output(recipe_path: Path, step_name: str) -> Path:
-    from lossless.engine.runner import RunOptions, statuses
+def _adapter_base(path: Path) -> Path | None:
+    from lossless.engine.resolver import ADAPTER_CONFIG, is_adapter_dir
+    from lossless.hub.repos import resolve_model
+
+    if not is_adapter_dir(path):
+        return None
+    import json
+
+    base = json.loads((path / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    if not isinstance(base, str) or not base:
+        raise LosslessError(
+            f"{path} is an adapter that does not say which model it was trained on",
+            hint="set `base_model_name_or_path` in its adapter_config.json",
+        )
+    local = Path(base) if Path(base).is_absolute() else path / base
+    return local if local.is_dir() else resolve_model(base).path
+
+
+def _step_output(recipe_path: Path, step_name: str) -> tuple[Path, Path | None]:
+    from lossless.engine.resolver import is_adapter_dir
+    from lossless.engine.runner import Runner, RunOptions
     from lossless.errors import RecipeInvalid
+    from lossless.recipe.model import TrainStep
     from lossless.validation.recipe_check import load_recipe
 
     try:
@@ -57,7 +84,8 @@ def _step_output(recipe_path: Path, step_name: str) -> Path:
         raise LosslessError(
             f"{recipe_path} is not a valid recipe", hint=f"lossless validate {recipe_path}"
         ) from invalid
-    found = {s.name: s for s in statuses(recipe, RunOptions(quiet=True))}
+    runner = Runner(recipe, RunOptions(quiet=True))
+    found = {s.name: runner.status(s) for s in runner.order}
     status = found.get(step_name)
     if status is None:
         raise LosslessError(
@@ -68,12 +96,19 @@ def _step_output(recipe_path: Path, step_name: str) -> Path:
             f"step `{step_name}` has no output yet",
             hint=f"lossless run {recipe_path} --only {step_name}",
         )
-    return status.output
+    step = recipe.step(step_name)
+    if not (isinstance(step, TrainStep) and step.base and is_adapter_dir(status.output)):
+        return status.output, None
+    for name, other in found.items():  # the base may be another step's output
+        if other.state == "fresh" and other.output is not None:
+            runner.resolver.step_dirs[name] = other.output
+    return status.output, runner.resolver.model_dir(step.base)
 
 
-def chat(model_dir: Path, args: argparse.Namespace) -> int:
+def chat(model_dir: Path, args: argparse.Namespace, base_dir: Path | None = None) -> int:
     """One-shot with `args.prompt`, else an interactive loop until EOF or `exit`."""
-    tokenizer, model = _load(model_dir, trust_remote_code=getattr(args, "trust_remote_code", False))
+    trust = getattr(args, "trust_remote_code", False)
+    tokenizer, model = _load(model_dir, trust_remote_code=trust, base_dir=base_dir)
     messages: list[dict[str, str]] = []
     if args.system:
         messages.append({"role": "system", "content": args.system})
@@ -96,21 +131,32 @@ def chat(model_dir: Path, args: argparse.Namespace) -> int:
         messages.append({"role": "assistant", "content": _answer(tokenizer, model, messages, args)})
 
 
-def _load(model_dir: Path, *, trust_remote_code: bool) -> tuple[Any, Any]:
+def _load(
+    model_dir: Path, *, trust_remote_code: bool, base_dir: Path | None = None
+) -> tuple[Any, Any]:
+    """Tokenizer and model; for an adapter, the base model with the adapter on top (peft)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lossless.merge.chat_templates import CHATML
 
-    if not (model_dir / "config.json").is_file():
+    weights_dir = base_dir or model_dir
+    if not (weights_dir / "config.json").is_file():
         raise LosslessError(
-            f"{model_dir} is not a model directory (config.json is missing)",
-            hint="pass a directory written by `lossless run` or `save_pretrained`",
+            f"{weights_dir} is not a model directory (config.json is missing)",
+            hint="pass a directory written by `lossless run` or `save_pretrained`, or an adapter",
         )
+    has_tokenizer = (model_dir / "tokenizer_config.json").is_file()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype="auto", trust_remote_code=trust_remote_code
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_dir if has_tokenizer else weights_dir, trust_remote_code=trust_remote_code
         )
+        model = AutoModelForCausalLM.from_pretrained(
+            weights_dir, dtype="auto", trust_remote_code=trust_remote_code
+        )
+        if base_dir is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, model_dir)
     except (OSError, ValueError) as e:
         raise LosslessError(f"cannot load the model in {model_dir}: {e}") from None
     if not tokenizer.chat_template:
