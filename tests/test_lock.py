@@ -162,11 +162,13 @@ def test_local_changes_detected(tmp_path: Path) -> None:
     assert differences[0].startswith("data/skill.jsonl: content changed since it was locked")
     assert differences[1].startswith("models/local: content changed")
 
-    # The model-dir hash reads headers and sizes only: values alone changing keep the hash.
+    # Content, not shapes: new values of the same shapes (a model retrained in place) differ.
     write_tiny_safetensors(model / "model.safetensors", {"w": [9.0, 9.0, 9.0]})
-    assert hash_local(model) == after["models/local"]
+    retrained = hash_local(model)
+    assert retrained != after["models/local"]
+    assert hash_local(model) == retrained  # the same bytes again: the same hash
     (model / "config.json").write_text('{"model_type": "qwen2"}')
-    assert hash_local(model) != after["models/local"]
+    assert hash_local(model) != retrained
 
 
 def test_compare_lock_added_removed_kind() -> None:
@@ -199,3 +201,36 @@ def test_corrupt_safetensors_header_is_an_error(tmp_path: Path) -> None:
     (model / "model.safetensors").write_bytes((10**12).to_bytes(8, "little") + b"{}")
     with pytest.raises(LosslessError, match="corrupt safetensors header"):
         hash_local(model)
+
+
+def test_content_hashes_are_remembered_until_the_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lossless.engine import content_hash
+
+    reads: list[Path] = []
+    real = content_hash.sha256_file
+    monkeypatch.setattr(content_hash, "sha256_file", lambda p: reads.append(p) or real(p))
+    monkeypatch.setenv("LOSSLESS_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "m"
+    write_tiny_safetensors(model / "model.safetensors", {"w": [1.0, 2.0]})
+    first = hash_local(model)
+    assert hash_local(model) == first and len(reads) == 1  # the second look is the cache's
+    write_tiny_safetensors(model / "model.safetensors", {"w": [1.0, 2.5]})  # same shapes
+    assert hash_local(model) != first and len(reads) == 2
+
+
+def test_lock_check_detects_a_model_changed_in_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "r"
+    write_tiny_safetensors(root / "models" / "a" / "model.safetensors", {"w": [1.0, 2.0]})
+    (root / "models" / "a" / "config.json").write_text('{"model_type": "llama"}')
+    recipe = root / "recipe.yaml"
+    recipe.write_text("models:\n  - model: ./models/a\nmerge_method: passthrough\n")
+    assert cli(["lock", str(recipe)]) == 0
+    assert cli(["lock", str(recipe), "--check"]) == 0
+    write_tiny_safetensors(root / "models" / "a" / "model.safetensors", {"w": [7.0, 8.0]})
+    capsys.readouterr()
+    assert cli(["lock", str(recipe), "--check"]) == 1
+    assert "./models/a: content changed since it was locked" in capsys.readouterr().err

@@ -3,9 +3,10 @@
 For each reference a recipe makes (models, adapters, tokenizers, data files), the lock records:
     hub repo     {"kind": "hub", "repo": "Qwen/Qwen2-7B", "revision": "main", "commit": "<40 hex>"}
     local file   {"kind": "file", "size": 1234, "sha256": "..."}            (data, config.json)
-    model dir    {"kind": "model_dir", "sha256": "..."}  sha256 of safetensors headers + file
-                 sizes + config.json/adapter_config.json: cheap for a 100 GB model, and changes
-                 when any tensor's name, dtype, shape or offsets change (not when values alone do)
+    model dir    {"kind": "model_dir", "sha256": "..."}  sha256 over every safetensors file's
+                 name and content hash, then config.json/adapter_config.json: a full read once,
+                 then remembered by size and mtime (engine/content_hash.py), so a model retrained
+                 in place or a different model of the same shapes is a different entry
     other dir    {"kind": "dir", "sha256": "..."}                            (every file's bytes)
 The lock is JSON (so also YAML), with sorted keys and no timestamps: it diffs cleanly in git.
 `lossless lock RECIPE` writes it; `lossless run --locked` compares a fresh resolution with it
@@ -26,12 +27,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from lossless.engine.content_hash import cached_sha256
 from lossless.errors import LosslessError, YamlPath, format_yaml_path
 from lossless.hub.repos import parse_hub_ref
 from lossless.recipe.model import Recipe
 from lossless.recipe.references import local_path
 
-LOCK_VERSION = 1
+LOCK_VERSION = 2  # 2: model dirs hashed by content (1 hashed their safetensors headers)
 MAX_HEADER_BYTES = 100_000_000  # a safetensors header larger than this is corrupt or hostile
 MODEL_META_FILES = ("config.json", "adapter_config.json")
 
@@ -122,11 +124,7 @@ def lock_entries(
 def hash_local(path: Path) -> Entry:
     """The content hash of a local file, model directory or other directory."""
     if path.is_file():
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return {"kind": "file", "size": path.stat().st_size, "sha256": digest.hexdigest()}
+        return {"kind": "file", "size": path.stat().st_size, "sha256": cached_sha256(path)}
     tensors = sorted(path.glob("*.safetensors"))
     if tensors or any((path / name).exists() for name in MODEL_META_FILES):
         return {"kind": "model_dir", "sha256": hash_model_dir(path)}
@@ -138,11 +136,11 @@ def hash_local(path: Path) -> Entry:
 
 
 def hash_model_dir(path: Path) -> str:
-    """sha256 over each safetensors file's name, size and header, then config/adapter config."""
+    """sha256 over each safetensors file's name and content hash, then config/adapter config."""
     digest = hashlib.sha256()
     for file in sorted(path.glob("*.safetensors")):
-        digest.update(f"{file.name}\0{file.stat().st_size}\0".encode())
-        digest.update(read_safetensors_header(file))
+        read_safetensors_header(file)  # a corrupt file is an error, not a hash
+        digest.update(f"{file.name}\0{cached_sha256(file)}\0".encode())
     for name in MODEL_META_FILES:
         if (path / name).is_file():
             digest.update(name.encode() + b"\0" + (path / name).read_bytes())
@@ -202,6 +200,12 @@ def read_lock(path: str | Path) -> dict[str, Entry]:
         ) from None
     except json.JSONDecodeError as error:
         raise LosslessError(f"{path} is not valid JSON: {error}") from None
+    if isinstance(document, dict) and document.get("lossless_lock") == 1:
+        raise LosslessError(
+            f"{path} was written by an older lossless (lock version 1 identified model "
+            "directories by their headers, version 2 by their content)",
+            hint="regenerate it with `lossless lock RECIPE` after checking the inputs are the ones you want",
+        )
     if not isinstance(document, dict) or document.get("lossless_lock") != LOCK_VERSION:
         raise LosslessError(
             f"{path} is not a lossless lock file (version {LOCK_VERSION})",
