@@ -139,6 +139,15 @@ def test_padding_and_aligned_sources(two_models: tuple[Path, Path]) -> None:
         "union", {"plain": plain}, {"plain": 320}, None, pad_to_multiple_of=128
     )
     assert vocab128.size == 384
+    # The 64 padding rows hold the mean of the real rows (mergekit), in the tensor's dtype.
+    embed = read_tensors(plain)["model.embed_tokens.weight"].to(torch.bfloat16)
+    padded = permute_embeddings(vocab128, {"plain": embed}, base_key="plain")["plain"]
+    tokens = len(vocab128.tokenizer.get_vocab())
+    assert padded.shape == (384, 32) and padded.dtype == torch.bfloat16
+    assert torch.equal(padded[:tokens], embed[:tokens])
+    mean = embed[:tokens].mean(dim=0)
+    assert torch.equal(padded[tokens:], mean.expand(384 - tokens, -1))
+    assert mean.abs().sum() > 0  # not the zeros it used to be
 
 
 def test_unknown_source_is_a_clear_error(two_models: tuple[Path, Path]) -> None:

@@ -8,6 +8,7 @@ mergekit semantics (`tokenizer_source: base | union | <model>` and the `tokenize
 - a token an input lacks gets a stand-in row: the one set in `tokenizer.tokens`, else the base's
   row if the base has the token, else the row of the only model that has it, else the mean of the
   models that have it (zero if none). `force: true` uses the stand-in even for inputs that have it.
+- rows added by `pad_to_multiple_of` (past the vocabulary) hold the mean of the model's token rows.
 
 The permutation is computed once from tokenizer files; the rows are gathered when the executor
 asks for an embedding tensor, through `PermutedSource` (a TensorSource wrapper).
@@ -231,12 +232,17 @@ def permute_embeddings(
         elif have:
             rows = [tensors[k][vocab.permutations[k][new_id]].float() for k in have]
             stand_in[new_id] = torch.stack(rows).mean(dim=0)
+    tokens = len(token_of)
     result = {}
     for key in keys:
         index = torch.tensor(vocab.permutations[key])
         present = (index >= 0) & ~forced
         out = stand_in.clone()
         out[present] = tensors[key][index[present]].float()
+        if vocab.size > tokens:
+            # Rows added by `pad_to_multiple_of` get the mean of the model's token rows (as
+            # mergekit does, after Hewitt's vocabulary-expansion note), not zeros.
+            out[tokens:] = out.to(dtype)[:tokens].mean(dim=0).float()
         result[key] = out.to(dtype)
     return result
 
