@@ -176,3 +176,50 @@ def test_recipe_output_may_not_escape_and_code_execution_needs_a_flag(
     refused = run_cli("validate", str(hostile))
     assert refused.returncode == 2
     assert "--trust-remote-code" in refused.stdout + refused.stderr
+
+
+def test_modules_default_runs_with_mergekit_precedence(family_models: Path, tmp_path: Path) -> None:
+    """`modules: {default: ...}` is the single module of a text model; its parameters sit
+    between the model's own and the top level's (model > slice > module > top)."""
+    recipe = write_recipe(
+        tmp_path / "modules.yaml",
+        f"""
+        modules:
+          default:
+            models:
+              - model: {family_models / "ft1"}
+                parameters: {{weight: 0.2}}
+              - model: {family_models / "ft2"}
+            parameters: {{weight: 0.6}}
+        merge_method: linear
+        parameters: {{weight: 5.0, normalize: false}}
+        dtype: float32
+        """,
+    )
+    out = tmp_path / "merged"
+    result = run_cli("run", str(recipe), str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    merged = read_tensors(out)
+    ft1, ft2 = (read_tensors(family_models / n) for n in ("ft1", "ft2"))
+    for name, value in merged.items():
+        expected = 0.2 * ft1[name] + 0.6 * ft2[name]  # ft1 its own, ft2 the module's
+        assert torch.allclose(value, expected, atol=1e-6), name
+
+
+def test_multi_module_recipes_are_refused_with_the_line(
+    family_models: Path, tmp_path: Path
+) -> None:
+    recipe = write_recipe(
+        tmp_path / "vlm.yaml",
+        f"""
+        modules:
+          text_decoder:
+            models:
+              - model: {family_models / "ft1"}
+        merge_method: passthrough
+        """,
+    )
+    result = run_cli("validate", str(recipe))
+    assert result.returncode == 2
+    assert "vlm.yaml:3:3  modules.text_decoder" in result.stdout
+    assert "multi-module (vision-language) models are not supported yet" in result.stdout

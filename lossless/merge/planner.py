@@ -181,7 +181,7 @@ class _Planner:
     def global_params(
         self, spec: MethodSpec, s: OutputSlice, output: str, t: float
     ) -> dict[str, Any]:
-        levels = [s.parameters, self.step.parameters]
+        levels = [s.parameters, self.step.module_parameters, self.step.parameters]
         return {
             name: self.resolve(levels, name, p, output, t, f"parameter {name} of {output}")
             for name, p in spec.global_params.items()
@@ -191,7 +191,7 @@ class _Planner:
         self, spec: MethodSpec, s: OutputSlice, model: str, tensor: str, t: float
     ) -> dict[str, Any]:
         own = [i.parameters for i in s.inputs if i.model == model]
-        levels = [*own, s.parameters, self.step.parameters]
+        levels = [*own, s.parameters, self.step.module_parameters, self.step.parameters]
         return {
             name: self.resolve(
                 levels, name, p, tensor, t, f"parameter {name} of {model} for {tensor}"

@@ -90,10 +90,11 @@ class ModelIndex:
 def normalize_slices(step: MergeStep, models: ModelIndex, spec: MethodSpec) -> list[OutputSlice]:
     """mergekit's `models` → one slice; `slices` as written, with each slice's base resolved."""
     top_base = str(step.base_model) if step.base_model else None
-    if step.modules:
+    if step.modules and list(step.modules) != ["default"]:
         raise LosslessError(
-            f"merge {step.name!r}: `modules:` (multi-module models) is not supported yet",
-            hint="write the merge with `models:` or `slices:`",
+            f"merge {step.name!r}: modules {', '.join(step.modules)}: only `default` (the one "
+            "module of a text-only model) is supported, not multi-module models",
+            hint="write the merge with `models:` or `slices:`, or name its module `default`",
         )
     if step.models:
         inputs = [

@@ -52,11 +52,14 @@ def _slice(entry: Mapping[str, Any]) -> Slice:
 
 def build_merge(doc: Mapping[str, Any]) -> MergeStep:
     config = {k: v for k, v in doc.items() if k not in LOSSLESS_KEYS}
+    modules = doc.get("modules") or {}
+    inputs = modules.get("default", doc) if list(modules) == ["default"] else doc
     return MergeStep(
         name=stage_name(doc),
         merge_method=doc["merge_method"],
-        models=tuple(_input_model(m) for m in doc.get("models") or ()),
-        slices=tuple(_slice(s) for s in doc.get("slices") or ()),
+        models=tuple(_input_model(m) for m in inputs.get("models") or ()),
+        slices=tuple(_slice(s) for s in inputs.get("slices") or ()),
+        module_parameters=dict(inputs.get("parameters") or {}) if inputs is not doc else {},
         base_model=_ref(doc.get("base_model")),
         parameters=dict(doc.get("parameters") or {}),
         dtype=doc.get("dtype"),

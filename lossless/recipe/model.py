@@ -92,6 +92,9 @@ class MergeStep:
     tokenizer: Mapping[str, Any] | None = None  # {source, tokens, pad_to_multiple_of}
     chat_template: str | None = None  # built-in name, "auto", or a Jinja string
     modules: Mapping[str, Any] | None = None
+    # `modules: {default: {models|slices, parameters}}` becomes `models`/`slices` above; its
+    # parameters are a precedence level between the slices' and the top level's (mergekit).
+    module_parameters: Params = field(default_factory=dict)
     config: Mapping[str, Any] = field(default_factory=dict)  # the stage's raw mergekit config
 
     kind = "merge"

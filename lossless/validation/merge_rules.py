@@ -281,6 +281,16 @@ def check_merge(c: Checker, d: int, doc: dict[str, Any]) -> None:
     _check_inputs(c, d, (), doc, spec, base_name, [doc.get("parameters")], reported)
     if isinstance(doc.get("modules"), dict):
         for mname, module in doc["modules"].items():
+            if mname != "default":
+                c.add(
+                    d,
+                    ("modules", mname),
+                    f"module `{mname}`: only `default` (the one module of a text-only model) "
+                    "can be merged here; multi-module (vision-language) models are not supported yet",
+                    at_key=True,
+                    code="unsupported",
+                    hint="rename it `default`, or write the merge with `models:` or `slices:`",
+                )
             if isinstance(module, dict):
                 _check_params(
                     c, d, ("modules", mname, "parameters"), module.get("parameters"), spec, False
