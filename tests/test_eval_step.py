@@ -74,7 +74,7 @@ def test_eval_json_png_and_changes(setup, tmp_path: Path, capsys) -> None:
 
     root, models = setup
     result = run_eval(
-        step(), model_dirs=models, out_dir=tmp_path / "out", recipe_dir=root, quiet=True
+        step(), model_dirs=models, out_dir=tmp_path / "out", recipe_dir=root, quiet=False
     )
     data = json.loads(result.json_path.read_text())
     assert result.json_path == tmp_path / "out" / "eval.json"
@@ -121,6 +121,8 @@ def test_eval_json_png_and_changes(setup, tmp_path: Path, capsys) -> None:
 
     table = capsys.readouterr().out
     assert "base (reference)" in table and "merged" in table and "%" in table
+    run_eval(step(), model_dirs=models, out_dir=tmp_path / "q", recipe_dir=root, quiet=True)
+    assert capsys.readouterr().out == ""  # quiet: the numbers are in eval.json only
 
 
 def test_gate_failure_names_model_dataset_value_threshold(setup, tmp_path: Path) -> None:

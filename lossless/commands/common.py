@@ -40,3 +40,25 @@ def recipe_file(argument: str, *, cache_dir: str | None = None, quiet: bool = Fa
 def add_common(parser: argparse.ArgumentParser) -> None:
     """Options of the commands that load models and show progress."""
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def silence_third_party() -> None:
+    """`-q` means quiet: no tqdm bars from huggingface_hub, transformers (which asks the hub's
+    switch) or datasets, and only their errors. Set before they are imported, and again on the
+    live modules in case they already are."""
+    import os
+    import sys
+
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    os.environ["TQDM_DISABLE"] = "1"
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()

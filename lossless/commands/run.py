@@ -110,12 +110,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lossless.commands.common import recipe_file
+    from lossless.commands.common import recipe_file, silence_third_party
     from lossless.engine.runner import Runner, RunOptions
     from lossless.tensors.sizes import parse_shard_size
     from lossless.validation.formatting import render_problems
     from lossless.validation.recipe_check import load_recipe
 
+    if args.quiet:
+        silence_third_party()
     try:
         path = recipe_file(args.recipe, cache_dir=args.transformers_cache, quiet=args.quiet)
     except LosslessError as error:  # nothing readable to run: the input itself is wrong

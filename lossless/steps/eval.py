@@ -121,10 +121,10 @@ def run_eval(
     payload = report.eval_payload(step.name, scores, reference, datasets, breaches, task_scores)
     json_path = report.write_json(out_dir / "eval.json", payload)
     chart_path, chart_note = report.write_chart(out_dir / "eval.png", scores, datasets, title)
-    console = Console()
-    console.print(report.render_table(scores, reference, datasets, title))
+    if not quiet:  # the numbers are in eval.json either way
+        Console().print(report.render_table(scores, reference, datasets, title))
     if chart_note:
-        console.print(f"[yellow]{chart_note}[/yellow]")
+        Console(stderr=True).print(f"[yellow]{chart_note}[/yellow]")
     _raise_for_breaches(step, breaches, json_path)
     return EvalResult(
         step=step.name,
