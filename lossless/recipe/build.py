@@ -27,6 +27,7 @@ from lossless.training.settings import (
     ADAPTER_LEARNING_RATE,
     FULL_LEARNING_RATE,
     DataSource,
+    DistillSettings,
     EwcSettings,
     FreezeSettings,
     IA3Settings,
@@ -130,7 +131,7 @@ def build_train_settings(block: Mapping[str, Any]) -> TrainSettings:
     quant = block.get("quantization") or {}
     prompt = block.get("prompt_tuning") or {}
     ia3 = block.get("ia3") or {}
-    replay, ewc, freeze = (block.get(k) for k in ("replay", "ewc", "freeze"))
+    replay, ewc, freeze, distill = (block.get(k) for k in ("replay", "ewc", "freeze", "distill"))
     modules_to_save = lora.get("modules_to_save")
     return TrainSettings(
         method=method,
@@ -197,6 +198,13 @@ def build_train_settings(block: Mapping[str, Any]) -> TrainSettings:
             int(freeze.get("first_layers", 0)), tuple(freeze.get("patterns") or ())
         )
         if freeze
+        else None,
+        distill=DistillSettings(
+            str(distill["model"]),
+            float(distill.get("weight", 1.0)),
+            float(distill.get("temperature", 2.0)),
+        )
+        if distill
         else None,
     )
 

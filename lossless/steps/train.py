@@ -17,6 +17,7 @@ from lossless.errors import LosslessError
 from lossless.recipe.model import TrainStep
 from lossless.threads import torch_threads
 from lossless.training.examples import build_dataset, collator, pack, tokenize
+from lossless.training.loss_terms import EwcTerm, LossTerm, trainer_class
 from lossless.training.peft_setup import load_base, wrap_peft
 from lossless.training.settings import METHODS, TrainSettings
 
@@ -32,6 +33,7 @@ def run(step: TrainStep, ctx: StepContext) -> None:
     run_train(
         step,
         base_dir=base_dir,
+        teacher_dir=_teacher_dir(step, ctx, base_dir),
         out_dir=ctx.out_dir,
         recipe_dir=ctx.recipe_dir,
         quiet=ctx.options.quiet,
@@ -50,10 +52,12 @@ def run_train(
     recipe_dir: Path,
     quiet: bool = False,
     seed: int | None = None,
+    teacher_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train `step` and write its output into out_dir; returns the metrics dict."""
+    """Train `step` and write its output into out_dir; returns the metrics dict. teacher_dir:
+    the `distill.model`'s files (not needed when the teacher is the base of a PEFT step)."""
     import torch
-    from transformers import AutoTokenizer, Trainer, TrainingArguments
+    from transformers import AutoTokenizer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our rich bar reports progress; tqdm bars would interleave
@@ -96,17 +100,31 @@ def run_train(
         freeze(model, s.freeze.first_layers, list(s.freeze.patterns))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-    # 2. data: token features, a collator, and the EWC penalty's Fisher from the old data
+    # 2. data: token features (replay rows marked) and a collator; the extra loss terms: EWC's
+    # penalty (its Fisher from the old data) and distillation's KL to the teacher
     features = build_dataset(step.name, s, tokenizer, recipe_dir, seed)
     collate = collator(tokenizer.pad_token_id)
-    trainer_class: Any = Trainer
+    terms: list[LossTerm] = []
     if s.ewc is not None:
-        from lossless.training.ewc import ewc_trainer_class, fisher_diagonal
+        from lossless.training.ewc import fisher_diagonal
 
         old = tokenize(s.ewc.data, s, tokenizer, recipe_dir)[: s.ewc.samples]
         fisher = fisher_diagonal(model, [collate([f]) for f in old])
         anchor = {n: p.detach().clone() for n, p in model.named_parameters() if n in fisher}
-        trainer_class = ewc_trainer_class(fisher, anchor, s.ewc.lam)
+        terms.append(EwcTerm(fisher, anchor, s.ewc.lam))
+    distill = None
+    if s.distill is not None:
+        from lossless.training.distill import distill_term, teacher_is_base
+
+        same = teacher_is_base(s.distill, step.base)
+        distill = distill_term(
+            s.distill,
+            model,
+            is_peft=s.is_peft,
+            same_as_base=same,
+            teacher_dir=teacher_dir or (base_dir if same else None),
+        )
+        terms.append(distill)
 
     # 3. the Trainer, resumed from out_dir/checkpoints when an earlier run was interrupted
     args = TrainingArguments(
@@ -129,7 +147,7 @@ def run_train(
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
     )
-    trainer = trainer_class(
+    trainer = trainer_class(terms)(
         model=model,
         args=args,
         train_dataset=features,
@@ -167,8 +185,13 @@ def run_train(
         "trainable_params": trainable,
         "examples": len(features),
         "resumed_from": resume.name if resume else None,
-        "ewc_last_penalty": getattr(trainer, "last_penalty", None),
+        "ewc_last_penalty": _last(trainer.term_values.get("ewc")),
+        # The terms added to the cross-entropy, one value per micro-batch.
+        "loss_terms": trainer.term_values,
     }
+    if distill is not None:
+        metrics["distill_kl"] = distill.kl_values  # unweighted, before weight · T²
+        metrics["distill_last_kl"] = _last(distill.kl_values)
     from lossless.training.plot import write_loss_plot
 
     metrics["plot_note"] = write_loss_plot(
@@ -176,6 +199,23 @@ def run_train(
     )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _teacher_dir(step: TrainStep, ctx: StepContext, base_dir: Path | None) -> Path | None:
+    """The distill teacher's files; none when the adapter-off student is the teacher."""
+    distill = step.settings.distill
+    if distill is None:
+        return None
+    from lossless.recipe.model import ModelRef
+    from lossless.training.distill import teacher_is_base
+
+    if teacher_is_base(distill, step.base):
+        return None if step.settings.is_peft else base_dir
+    return ctx.resolver.model_dir(ModelRef.parse(distill.model))
+
+
+def _last(values: list[float] | None) -> float | None:
+    return values[-1] if values else None
 
 
 TINY_MODEL_PARAMETERS = 20_000_000

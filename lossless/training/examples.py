@@ -2,7 +2,8 @@
 input_ids + labels (answer-only or all tokens), raw text optionally packed, replayed old rows
 mixed in; and the collator that pads them into batches.
 
-A feature is {"input_ids": [...], "labels": [...]}, labels -100 where no loss is taken. Reading
+A feature is {"input_ids": [...], "labels": [...]}, labels -100 where no loss is taken; with
+`replay:`, every feature also has `replay` (1 for a mixed-in old row), collated into a tensor. Reading
 and tokenising one file is `datasets.py`'s job (shared with `eval:`); this module decides which
 files, which options and in what mix.
 """
@@ -15,7 +16,7 @@ from typing import Any
 from lossless.errors import LosslessError
 from lossless.training.settings import Data, TrainSettings
 
-Feature = dict[str, list[int]]
+Feature = dict[str, Any]  # input_ids, labels: list[int]; replay: 0 | 1 when the step replays
 
 
 def data_paths(data: Data, recipe_dir: Path) -> list[tuple[str, str | None]]:
@@ -43,7 +44,9 @@ def build_dataset(
         from lossless.training.replay import replay_rows
 
         old = tokenize(settings.replay.data, settings, tokenizer, recipe_dir)
-        features += replay_rows(old, len(features), settings.replay.fraction, seed)
+        picked = replay_rows(old, len(features), settings.replay.fraction, seed)
+        # Marked, so a distill term knows which rows are old knowledge to hold on to.
+        features = [{**f, "replay": 0} for f in features] + [{**f, "replay": 1} for f in picked]
     return features
 
 
@@ -80,7 +83,8 @@ def pack(sequences: list[list[int]], max_len: int) -> list[Feature]:
 
 
 def collator(pad_id: int) -> Any:
-    """Right-pad input_ids with pad_id, labels with -100; attention mask marks real tokens."""
+    """Right-pad input_ids with pad_id, labels with -100; attention mask marks real tokens;
+    `replay` marks (when the features have them) become a [batch] tensor."""
     import torch
 
     def collate(batch: list[Feature]) -> dict[str, Any]:
@@ -88,10 +92,13 @@ def collator(pad_id: int) -> Any:
         ids = [b["input_ids"] + [pad_id] * (n - len(b["input_ids"])) for b in batch]
         labels = [b["labels"] + [-100] * (n - len(b["labels"])) for b in batch]
         mask = [[1] * len(b["input_ids"]) + [0] * (n - len(b["input_ids"])) for b in batch]
-        return {
+        out = {
             "input_ids": torch.tensor(ids),
             "labels": torch.tensor(labels),
             "attention_mask": torch.tensor(mask),
         }
+        if "replay" in batch[0]:
+            out["replay"] = torch.tensor([b["replay"] for b in batch])
+        return out
 
     return collate

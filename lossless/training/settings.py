@@ -5,7 +5,7 @@ Built once, with the recipe (`recipe/build.py: build_train_settings`), after the
 semantic pass accepted the block; `steps/train.py` and `training/` read these fields and nothing
 else. Torch-free: `lossless validate` builds them.
 
-Switches (`replay`, `ewc`, `freeze`) are None when the block leaves them out; the
+Switches (`replay`, `ewc`, `freeze`, `distill`) are None when the block leaves them out; the
 method blocks (`lora`, `quantization`, ...) are always there, with their defaults, because the
 method decides whether they are read.
 """
@@ -97,6 +97,16 @@ class FreezeSettings:
 
 
 @dataclass(frozen=True)
+class DistillSettings:
+    """Learning without forgetting (`training/distill.py`): stay close to `model`'s next-token
+    distributions on the replay rows (on every row when the step has no `replay:`)."""
+
+    model: str  # a model reference, as written: a step name, a local dir, a hub id
+    weight: float = 1.0
+    temperature: float = 2.0
+
+
+@dataclass(frozen=True)
 class InitTokenizer:
     """`init.tokenizer: {train_on, vocab_size}`: a byte-level BPE trained on recipe files."""
 
@@ -143,6 +153,7 @@ class TrainSettings:
     replay: ReplaySettings | None = None
     ewc: EwcSettings | None = None
     freeze: FreezeSettings | None = None
+    distill: DistillSettings | None = None
 
     @property
     def is_peft(self) -> bool:
