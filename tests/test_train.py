@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lossless.recipe.build import build_train
 from lossless.recipe.model import TrainStep
 from lossless.steps.train import run_train
 from tests.factories import make_model, write_jsonl
@@ -24,9 +25,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _step(method: str, **settings) -> TrainStep:
-    return TrainStep(
-        name="t", base=None, method=method, settings={"data": "data.jsonl", **settings}
-    )
+    return build_train("t", {"method": method, "data": "data.jsonl", **settings})
 
 
 def _logits(model_dir: Path, adapter: Path | None = None):
@@ -109,12 +108,11 @@ def test_init_preset_with_trained_tokenizer(tmp_path: Path) -> None:
         "config": "tiny-qwen2",
         "tokenizer": {"train_on": ["corpus.txt", "data.jsonl"], "vocab_size": 300},
     }
-    step = TrainStep(
-        name="t",
-        base=None,
-        method="full",
-        init=init,
-        settings={
+    step = build_train(
+        "t",
+        {
+            "method": "full",
+            "init": init,
             "data": "corpus.txt",
             "packing": True,
             "max_seq_length": 16,
@@ -153,7 +151,7 @@ def test_several_data_files_concatenated_and_bad_scheduler(world) -> None:
     write_jsonl(root / "more.jsonl", [{"text": "the cat sat"}, {"text": "the dog ate"}])
     data = ["data.jsonl", {"path": "more.jsonl", "format": "text"}]
     m = run_train(
-        TrainStep("t", None, "lora", settings={"data": data, "max_steps": 1}),
+        build_train("t", {"method": "lora", "data": data, "max_steps": 1}),
         base_dir=base,
         out_dir=root / "multi",
         recipe_dir=root,
@@ -191,7 +189,7 @@ def test_dora_on_chat_data_writes_template_into_tokenizer(world) -> None:
         "lora": {"r": 2, "use_rslora": True},
     }
     m = run_train(
-        TrainStep("t", None, "dora", settings=settings),
+        build_train("t", {"method": "dora", **settings}),
         base_dir=base,
         out_dir=root / "dora",
         recipe_dir=root,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lossless.recipe.model import TrainStep
+from lossless.recipe.build import build_train
 from lossless.steps.train import run_train
 from lossless.training.replay import replay_rows
 from tests.factories import make_model, read_tensors, write_jsonl
@@ -37,7 +37,7 @@ def test_replay_in_a_step_and_freeze_keeps_bytes(tmp_path: Path) -> None:
         "freeze": {"first_layers": 1, "patterns": ["embed_tokens"]},
     }
     m = run_train(
-        TrainStep("t", None, "full", settings=settings),
+        build_train("t", {"method": "full", **settings}),
         base_dir=base,
         out_dir=tmp_path / "o",
         recipe_dir=tmp_path,
@@ -88,7 +88,7 @@ def test_ewc_in_a_lora_step(tmp_path: Path) -> None:
         "ewc": {"data": "old.jsonl", "lambda": 100.0, "samples": 3},
     }
     m = run_train(
-        TrainStep("t", None, "lora", settings=settings),
+        build_train("t", {"method": "lora", **settings}),
         base_dir=base,
         out_dir=tmp_path / "o",
         recipe_dir=tmp_path,

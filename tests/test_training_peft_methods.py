@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lossless.recipe.model import TrainStep
+from lossless.recipe.build import build_train
 from lossless.steps.train import run_train
 from tests.factories import make_model, write_jsonl
 
@@ -41,7 +41,7 @@ def test_peft_method_adapter_loads(tmp_path: Path, method: str, block: dict) -> 
     write_jsonl(tmp_path / "d.jsonl", ROWS)
     settings = {"data": "d.jsonl", "max_steps": 3, "learning_rate": 1e-2, **block}
     m = run_train(
-        TrainStep("t", None, method, settings=settings),
+        build_train("t", {"method": method, **settings}),
         base_dir=base,
         out_dir=tmp_path / "o",
         recipe_dir=tmp_path,

@@ -81,7 +81,7 @@ def test_continual_finetune_builds_typed_steps() -> None:
     recipe, _ = load_recipe(ROOT / "recipes" / "continual-finetune.yaml")
     assert [s.name for s in recipe.steps] == ["new_skill", "adapted", "merged", "forgetting"]
     train = recipe.step("new_skill")
-    assert isinstance(train, TrainStep) and train.settings["learning_rate"] == pytest.approx(2e-4)
+    assert isinstance(train, TrainStep) and train.settings.learning_rate == pytest.approx(2e-4)
     apply = recipe.step("adapted")
     assert isinstance(apply, ApplyStep) and apply.adapters[0].adapter.name == "new_skill"
     merge = recipe.step("merged")

@@ -20,6 +20,20 @@ from lossless.recipe.model import ApplyStep, EvalStep, MergeStep, Recipe, Step, 
 from lossless.recipe.references import local_path
 
 
+def train_provenance(step: TrainStep) -> dict[str, object]:
+    """What a train step's `settings` component digests: the block as written, laid out as the
+    TrainStep of fingerprint version 1 was (name, base, method, init, settings), so typed
+    settings with explicit defaults left every recorded fingerprint valid. A default changed in
+    code therefore does not rerun a step; bump FINGERPRINT_VERSION when it must."""
+    return {
+        "name": step.name,
+        "base": step.base,
+        "method": step.block.get("method", "lora"),
+        "init": step.block.get("init"),
+        "settings": step.block,
+    }
+
+
 @dataclass
 class StepStatus:
     name: str
@@ -55,6 +69,8 @@ class Freshness:
                 "settings": step.settings,
                 "reference": step.reference,
             }
+        if isinstance(step, TrainStep):
+            settings = train_provenance(step)
         components: dict[str, str] = {"settings": digest(settings)}
         if isinstance(step, MergeStep):
             components["options"] = digest(

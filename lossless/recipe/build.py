@@ -23,6 +23,23 @@ from lossless.recipe.model import (
     Step,
     TrainStep,
 )
+from lossless.training.settings import (
+    ADAPTER_LEARNING_RATE,
+    FULL_LEARNING_RATE,
+    DataSource,
+    DistillSettings,
+    EwcSettings,
+    FreezeSettings,
+    IA3Settings,
+    InitSettings,
+    InitTokenizer,
+    LoraSettings,
+    PrefixTuningSettings,
+    PromptTuningSettings,
+    QuantizationSettings,
+    ReplaySettings,
+    TrainSettings,
+)
 
 # Keys of a document that belong to lossless, not to the mergekit config of its merge stage.
 LOSSLESS_KEYS = ("train", "apply", "eval", "output", "name")
@@ -76,9 +93,122 @@ def build_train(name: str, block: Mapping[str, Any]) -> TrainStep:
     return TrainStep(
         name=name,
         base=_ref(block.get("base")),
-        method=block.get("method", "lora"),
-        init=block.get("init"),
-        settings=dict(block),
+        settings=build_train_settings(block),
+        block=dict(block),
+    )
+
+
+def _strings(value: Any) -> str | tuple[str, ...] | None:
+    """`all-linear` stays a string; a list of module names becomes a tuple."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _data(value: Any) -> tuple[DataSource, ...]:
+    """`data:` as a path, a list of paths (or of {path, ...}), or one {path, format, split}."""
+    items = value if isinstance(value, list) else [value] if value else []
+    return tuple(
+        DataSource(item["path"], item.get("format"), item.get("split"))
+        if isinstance(item, Mapping)
+        else DataSource(item)
+        for item in items
+    )
+
+
+def _init(block: Mapping[str, Any] | None) -> InitSettings | None:
+    if block is None:
+        return None
+    tokenizer = block.get("tokenizer")
+    if isinstance(tokenizer, Mapping):
+        files = tokenizer["train_on"]
+        tokenizer = InitTokenizer(
+            train_on=tuple(files) if isinstance(files, list) else (files,),
+            vocab_size=int(tokenizer.get("vocab_size", 512)),
+        )
+    return InitSettings(config=str(block["config"]), tokenizer=tokenizer)
+
+
+def build_train_settings(block: Mapping[str, Any]) -> TrainSettings:
+    """A checked `train:` block → TrainSettings, every default made explicit (see its fields)."""
+    method = block.get("method", "lora")
+    lora = block.get("lora") or {}
+    quant = block.get("quantization") or {}
+    prompt = block.get("prompt_tuning") or {}
+    ia3 = block.get("ia3") or {}
+    replay, ewc, freeze, distill = (block.get(k) for k in ("replay", "ewc", "freeze", "distill"))
+    modules_to_save = lora.get("modules_to_save")
+    return TrainSettings(
+        method=method,
+        data=_data(block.get("data")),
+        format=block.get("format", "auto"),
+        chat_template=block.get("chat_template"),
+        init=_init(block.get("init")),
+        lora=LoraSettings(
+            r=int(lora.get("r", 8)),
+            alpha=int(lora.get("alpha", 16)),
+            dropout=float(lora.get("dropout", 0.0)),
+            target_modules=_strings(lora.get("target_modules")) or "all-linear",
+            modules_to_save=tuple(modules_to_save) if modules_to_save is not None else None,
+            use_rslora=bool(lora.get("use_rslora", False)),
+            use_dora=bool(lora.get("use_dora", method == "dora")),
+        ),
+        quantization=QuantizationSettings(
+            bits=int(quant.get("bits", 4)),
+            quant_type=quant.get("quant_type", "nf4"),
+            double_quant=bool(quant.get("double_quant", True)),
+            compute_dtype=str(quant.get("compute_dtype", "float32")),
+        ),
+        prompt_tuning=PromptTuningSettings(
+            num_virtual_tokens=int(prompt.get("num_virtual_tokens", 8)),
+            init_text=prompt.get("init_text"),
+        ),
+        prefix_tuning=PrefixTuningSettings(
+            num_virtual_tokens=int((block.get("prefix_tuning") or {}).get("num_virtual_tokens", 8))
+        ),
+        ia3=IA3Settings(
+            target_modules=_strings(ia3.get("target_modules")),
+            feedforward_modules=_strings(ia3.get("feedforward_modules")),
+        ),
+        epochs=float(block.get("epochs", 1)),
+        max_steps=int(block.get("max_steps", -1)),
+        learning_rate=float(
+            block.get(
+                "learning_rate", FULL_LEARNING_RATE if method == "full" else ADAPTER_LEARNING_RATE
+            )
+        ),
+        lr_scheduler=str(block.get("lr_scheduler", "cosine")),
+        warmup_ratio=block.get("warmup_ratio"),
+        warmup_steps=block.get("warmup_steps"),
+        batch_size=int(block.get("batch_size", 4)),
+        gradient_accumulation_steps=int(block.get("gradient_accumulation_steps", 1)),
+        max_seq_length=int(block.get("max_seq_length", 512)),
+        gradient_checkpointing=bool(block.get("gradient_checkpointing", False)),
+        precision=str(block.get("precision", "auto")),
+        seed=int(block["seed"]) if block.get("seed") is not None else None,
+        packing=bool(block.get("packing", False)),
+        loss_on=block.get("loss_on"),
+        save_steps=int(block.get("save_steps", 50)),
+        logging_steps=int(block.get("logging_steps", 1)),
+        # An empty block (`replay: {}`) switches nothing on, as before typed settings.
+        replay=ReplaySettings(_data(replay["data"]), float(replay.get("fraction", 0.1)))
+        if replay
+        else None,
+        ewc=EwcSettings(
+            _data(ewc["data"]), float(ewc.get("lambda", 1.0)), int(ewc.get("samples", 32))
+        )
+        if ewc
+        else None,
+        freeze=FreezeSettings(
+            int(freeze.get("first_layers", 0)), tuple(freeze.get("patterns") or ())
+        )
+        if freeze
+        else None,
+        distill=DistillSettings(
+            str(distill["model"]),
+            float(distill.get("weight", 1.0)),
+            float(distill.get("temperature", 2.0)),
+        )
+        if distill
+        else None,
     )
 
 

@@ -42,7 +42,7 @@ class Input:
 
     @property
     def role(self) -> str:
-        """Where inside its step, e.g. `models[0]`, `base`, `replay.data`, `data.A`."""
+        """Where inside its step, e.g. `models[0]`, `base`, `replay.data`, `distill`, `data.A`."""
         keys = self.path[1:]
         if keys[:1] in (("train",), ("apply",), ("eval",)):
             keys = keys[2:]
@@ -131,6 +131,9 @@ def _train_inputs(owner: str, p: YamlPath, block: Mapping[str, Any]) -> list[Inp
         if isinstance(block.get(extra), Mapping):
             data = block[extra].get("data")
             found += _collect(owner, (*p, extra, "data"), data, "data", many=True)
+    distill = block.get("distill")
+    if isinstance(distill, Mapping):  # the teacher: ordered before, locked, fingerprinted
+        found += _collect(owner, (*p, "distill", "model"), distill.get("model"), "model")
     init = block.get("init")
     if isinstance(init, Mapping):
         config = init.get("config")

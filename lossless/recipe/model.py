@@ -1,8 +1,8 @@
 """The recipe as frozen data: what to train, apply, merge and evaluate, with no validation logic.
 
-`validation/` checks a loaded YAML document, `build.py` builds these, `graph.py` connects them into a DAG;
-the step functions in `steps/` receive them. Settings that only one step kind interprets (training
-hyperparameters, eval options) stay as plain mappings, already checked against the schema.
+`validation/` checks a loaded YAML document, `build.py` builds these, `graph.py` connects them
+into a DAG; the step functions in `steps/` receive them. A train step's settings are typed
+(`training/settings.py`); eval options stay a plain mapping, already checked against the schema.
 
 Recipe layout (one YAML document, or several mergekit-multi style documents each with a `name`):
     train:  {step_name: {...}}          # TrainStep
@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+
+from lossless.training.settings import InitSettings, TrainSettings
 
 if TYPE_CHECKING:
     from lossless.recipe.inputs import Input
@@ -105,12 +107,21 @@ class TrainStep:
     """Train a LoRA / QLoRA / full fine-tune / PEFT adapter on `base` (see steps/train.py)."""
 
     name: str
-    base: ModelRef | None  # None when the model starts from `init`
-    method: str = "lora"
-    init: Mapping[str, Any] | None = None  # {init: preset or config.json, tokenizer: {...}}
-    settings: Mapping[str, Any] = field(default_factory=dict)  # the whole block, as written
+    base: ModelRef | None  # None when the model starts from `settings.init`
+    settings: TrainSettings = field(default_factory=TrainSettings)
+    # The block as written: the step's fingerprint digests it (engine/freshness.py), so making a
+    # default explicit in TrainSettings, or adding a field, does not rerun finished steps.
+    block: Mapping[str, Any] = field(default_factory=dict)
 
     kind = "train"
+
+    @property
+    def method(self) -> str:
+        return self.settings.method
+
+    @property
+    def init(self) -> InitSettings | None:
+        return self.settings.init
 
 
 @dataclass(frozen=True)

@@ -10,19 +10,21 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossless.errors import LosslessError
 from lossless.recipe.model import TrainStep
 from lossless.threads import torch_threads
+from lossless.training.examples import build_dataset, collator, pack, tokenize
+from lossless.training.loss_terms import EwcTerm, LossTerm, trainer_class
+from lossless.training.peft_setup import load_base, wrap_peft
+from lossless.training.settings import METHODS, TrainSettings
 
 if TYPE_CHECKING:
     from lossless.engine.context import StepContext
 
-PEFT_METHODS = ("lora", "dora", "qlora", "prompt_tuning", "prefix_tuning", "ia3")
-METHODS = (*PEFT_METHODS, "full")
+__all__ = ["pack", "run", "run_train"]  # pack: tests and callers import it from here
 
 
 def run(step: TrainStep, ctx: StepContext) -> None:
@@ -31,6 +33,7 @@ def run(step: TrainStep, ctx: StepContext) -> None:
     run_train(
         step,
         base_dir=base_dir,
+        teacher_dir=_teacher_dir(step, ctx, base_dir),
         out_dir=ctx.out_dir,
         recipe_dir=ctx.recipe_dir,
         quiet=ctx.options.quiet,
@@ -49,94 +52,102 @@ def run_train(
     recipe_dir: Path,
     quiet: bool = False,
     seed: int | None = None,
+    teacher_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train `step` and write its output into out_dir; returns the metrics dict."""
+    """Train `step` and write its output into out_dir; returns the metrics dict. teacher_dir:
+    the `distill.model`'s files (not needed when the teacher is the base of a PEFT step)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import AutoTokenizer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our rich bar reports progress; tqdm bars would interleave
-    s = dict(step.settings)
-    method = step.method or s.get("method", "lora")
-    if method not in METHODS:
+    s = step.settings
+    if s.method not in METHODS:
         raise LosslessError(
-            f"train.{step.name}: method {method!r} is not supported yet",
+            f"train.{step.name}: method {s.method!r} is not supported yet",
             hint=f"use one of {', '.join(METHODS)}",
         )
-    seed = int(s.get("seed", seed if seed is not None else 0))
+    seed = s.seed if s.seed is not None else seed if seed is not None else 0
     torch.manual_seed(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    bf16 = _use_bf16(s.get("precision", "auto"))
+    bf16 = _use_bf16(s.precision)
+
+    # 1. tokenizer + model (from the base, or random from `init:`), wrapped in the peft adapter
     if base_dir is None:
-        if not step.init:
+        if s.init is None:
             raise LosslessError(f"train.{step.name}: needs `base:` or `init:`")
-        if method != "full":
+        if s.method != "full":
             raise LosslessError(
                 f"train.{step.name}: a model from `init:` is trained with method: full"
             )
         from lossless.training.from_scratch import init_model
 
-        model, tokenizer = init_model(dict(step.init), recipe_dir, seed)
-        if not s.get("data"):  # init only: save the random model and its tokenizer
+        model, tokenizer = init_model(s.init, recipe_dir, seed)
+        if not s.data:  # init only: save the random model and its tokenizer
             model.save_pretrained(out_dir)
             tokenizer.save_pretrained(out_dir)
             return {"method": "init", "steps": 0, "trainable_params": model.num_parameters()}
     else:
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
-        model = (
-            _load_4bit(base_dir, s)
-            if method == "qlora"
-            else AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-        )
+        model = load_base(base_dir, s)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if method in PEFT_METHODS:
-        with warnings.catch_warnings():
-            # peft asks transformers 5 for `is_gradient_checkpointing`, which warns of its rename
-            # on every LoRA run; the warning is about peft's code, not the user's recipe.
-            warnings.filterwarnings(
-                "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
-            )
-            model = _wrap_peft(model, s, method, base_dir)
-    if s.get("freeze"):
+    if s.is_peft:
+        model = wrap_peft(model, s, base_dir)
+    if s.freeze is not None:
         from lossless.training.freeze import freeze
 
-        fz = dict(s["freeze"])
-        freeze(model, int(fz.get("first_layers", 0)), list(fz.get("patterns") or []))
+        freeze(model, s.freeze.first_layers, list(s.freeze.patterns))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-    features = _build_dataset(step, s, tokenizer, recipe_dir, seed)
-    collate = _collate(tokenizer.pad_token_id)
-    trainer_class: Any = Trainer
-    if s.get("ewc"):
-        from lossless.training.ewc import ewc_trainer_class, fisher_diagonal
+    # 2. data: token features (replay rows marked) and a collator; the extra loss terms: EWC's
+    # penalty (its Fisher from the old data) and distillation's KL to the teacher
+    features = build_dataset(step.name, s, tokenizer, recipe_dir, seed)
+    collate = collator(tokenizer.pad_token_id)
+    terms: list[LossTerm] = []
+    if s.ewc is not None:
+        from lossless.training.ewc import fisher_diagonal
 
-        ewc = dict(s["ewc"])
-        old = _features(ewc, s, tokenizer, recipe_dir)[: int(ewc.get("samples", 32))]
+        old = tokenize(s.ewc.data, s, tokenizer, recipe_dir)[: s.ewc.samples]
         fisher = fisher_diagonal(model, [collate([f]) for f in old])
         anchor = {n: p.detach().clone() for n, p in model.named_parameters() if n in fisher}
-        trainer_class = ewc_trainer_class(fisher, anchor, float(ewc.get("lambda", 1.0)))
+        terms.append(EwcTerm(fisher, anchor, s.ewc.lam))
+    distill = None
+    if s.distill is not None:
+        from lossless.training.distill import distill_term, teacher_is_base
+
+        same = teacher_is_base(s.distill, step.base)
+        distill = distill_term(
+            s.distill,
+            model,
+            is_peft=s.is_peft,
+            same_as_base=same,
+            teacher_dir=teacher_dir or (base_dir if same else None),
+        )
+        terms.append(distill)
+
+    # 3. the Trainer, resumed from out_dir/checkpoints when an earlier run was interrupted
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
-        num_train_epochs=float(s.get("epochs", 1)),
-        max_steps=int(s.get("max_steps", -1)),
-        learning_rate=float(s.get("learning_rate", 2e-4 if method != "full" else 5e-5)),
+        num_train_epochs=s.epochs,
+        max_steps=s.max_steps,
+        learning_rate=s.learning_rate,
         lr_scheduler_type=_scheduler(s),
-        warmup_steps=float(s.get("warmup_steps", s.get("warmup_ratio", 0))),
-        per_device_train_batch_size=int(s.get("batch_size", 4)),
-        gradient_accumulation_steps=int(s.get("gradient_accumulation_steps", 1)),
-        **_checkpointing_kwargs(TrainingArguments, bool(s.get("gradient_checkpointing", False))),
+        warmup_steps=s.warmup,
+        per_device_train_batch_size=s.batch_size,
+        gradient_accumulation_steps=s.gradient_accumulation_steps,
+        **_checkpointing_kwargs(TrainingArguments, s.gradient_checkpointing),
         bf16=bf16,
-        fp16=s.get("precision") == "fp16",
+        fp16=s.precision == "fp16",
         seed=seed,
-        logging_steps=int(s.get("logging_steps", 1)),
-        save_steps=int(s.get("save_steps", 50)),
+        logging_steps=s.logging_steps,
+        save_steps=s.save_steps,
         save_total_limit=2,
         report_to="none",
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
     )
-    trainer = trainer_class(
+    trainer = trainer_class(terms)(
         model=model,
         args=args,
         train_dataset=features,
@@ -155,15 +166,16 @@ def run_train(
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.perf_counter() - t0
 
+    # 4. save: the adapter (or full model), the tokenizer, metrics.json and a loss plot
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     model.save_pretrained(out_dir)
-    if s.get("chat_template"):
+    if s.chat_template:
         from lossless.merge.chat_templates import resolve_chat_template
 
-        tokenizer.chat_template = resolve_chat_template(s["chat_template"])
+        tokenizer.chat_template = resolve_chat_template(s.chat_template)
     tokenizer.save_pretrained(out_dir)
     metrics = {
-        "method": method,
+        "method": s.method,
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "losses": losses,
@@ -173,15 +185,37 @@ def run_train(
         "trainable_params": trainable,
         "examples": len(features),
         "resumed_from": resume.name if resume else None,
-        "ewc_last_penalty": getattr(trainer, "last_penalty", None),
+        "ewc_last_penalty": _last(trainer.term_values.get("ewc")),
+        # The terms added to the cross-entropy, one value per micro-batch.
+        "loss_terms": trainer.term_values,
     }
+    if distill is not None:
+        metrics["distill_kl"] = distill.kl_values  # unweighted, before weight · T²
+        metrics["distill_last_kl"] = _last(distill.kl_values)
     from lossless.training.plot import write_loss_plot
 
     metrics["plot_note"] = write_loss_plot(
-        losses, out_dir / "loss.png", f"train {step.name} ({method})"
+        losses, out_dir / "loss.png", f"train {step.name} ({s.method})"
     )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _teacher_dir(step: TrainStep, ctx: StepContext, base_dir: Path | None) -> Path | None:
+    """The distill teacher's files; none when the adapter-off student is the teacher."""
+    distill = step.settings.distill
+    if distill is None:
+        return None
+    from lossless.recipe.model import ModelRef
+    from lossless.training.distill import teacher_is_base
+
+    if teacher_is_base(distill, step.base):
+        return None if step.settings.is_peft else base_dir
+    return ctx.resolver.model_dir(ModelRef.parse(distill.model))
+
+
+def _last(values: list[float] | None) -> float | None:
+    return values[-1] if values else None
 
 
 TINY_MODEL_PARAMETERS = 20_000_000
@@ -198,7 +232,7 @@ def _training_threads(model: Any) -> int:
     return torch.get_num_threads()
 
 
-def _checkpointing_kwargs(arguments_class: Any, enabled: bool) -> dict[str, bool]:
+def _checkpointing_kwargs(arguments_class: Any, enabled: bool) -> dict[str, Any]:
     """transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name
     warns); pass whichever this version has, and only when asked, so a run stays quiet."""
     if not enabled:
@@ -212,12 +246,12 @@ def _checkpointing_kwargs(arguments_class: Any, enabled: bool) -> dict[str, bool
     return {name: True}
 
 
-def _scheduler(s: dict[str, Any]) -> str:
+def _scheduler(s: TrainSettings) -> str:
     """cosine | linear | constant; constant with a warmup is HF's constant_with_warmup."""
-    name = str(s.get("lr_scheduler", "cosine"))
+    name = s.lr_scheduler
     if name not in ("cosine", "linear", "constant"):
         raise LosslessError(f"train: lr_scheduler {name!r} is not one of cosine, linear, constant")
-    warm = s.get("warmup_steps") or s.get("warmup_ratio")
+    warm = s.warmup_steps or s.warmup_ratio
     return "constant_with_warmup" if name == "constant" and warm else name
 
 
@@ -234,187 +268,6 @@ def _use_bf16(precision: str) -> bool:
     if precision == "bf16":
         return True
     return precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-def _load_4bit(base_dir: Path, s: dict[str, Any]) -> Any:
-    """QLoRA base: bitsandbytes 4-bit weights (nf4 by default, double quantisation).
-
-    bitsandbytes 0.50 runs 4-bit layers on CPU, but its CPU kernel needs every quantised
-    Linear's in_features to be a multiple of the 64-element block (hidden 32 fails inside
-    bnb with "shape '[32, 0]' is invalid"); we check that up front for a clear message."""
-    import torch
-    from peft import prepare_model_for_kbit_training
-    from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
-
-    q = dict(s.get("quantization") or {})
-    if int(q.get("bits", 4)) != 4:
-        raise LosslessError("qlora: only `quantization.bits: 4` is supported")
-    config = AutoConfig.from_pretrained(base_dir)
-    if not torch.cuda.is_available():
-        sizes = [getattr(config, k, 64) for k in ("hidden_size", "intermediate_size")]
-        if any(int(n) % 64 for n in sizes):
-            raise LosslessError(
-                f"qlora on CPU needs hidden_size and intermediate_size divisible by 64 (got {sizes})",
-                hint="bitsandbytes' CPU 4-bit kernel quantises in blocks of 64; use method: lora",
-            )
-    dtype = getattr(
-        torch,
-        str(q.get("compute_dtype", "float32"))
-        .replace("fp32", "float32")
-        .replace("bf16", "bfloat16"),
-    )
-    bnb = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=q.get("quant_type", "nf4"),
-        bnb_4bit_use_double_quant=bool(q.get("double_quant", True)),
-        bnb_4bit_compute_dtype=dtype,
-    )
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(
-        base_dir, quantization_config=bnb, device_map=device
-    )
-    return prepare_model_for_kbit_training(
-        model, use_gradient_checkpointing=bool(s.get("gradient_checkpointing", False))
-    )
-
-
-def _wrap_peft(model: Any, s: dict[str, Any], method: str, base_dir: Path | None) -> Any:
-    """peft config for the method: prompt/prefix tuning (virtual tokens), IA³, or LoRA."""
-    from peft import IA3Config, PrefixTuningConfig, PromptTuningConfig, get_peft_model
-
-    if method == "prompt_tuning":
-        pt = dict(s.get("prompt_tuning") or {})
-        text = pt.get("init_text")
-        extra = (
-            {
-                "prompt_tuning_init": "TEXT",
-                "prompt_tuning_init_text": text,
-                "tokenizer_name_or_path": str(base_dir),
-            }
-            if text
-            else {}
-        )
-        config: Any = PromptTuningConfig(
-            task_type="CAUSAL_LM", num_virtual_tokens=int(pt.get("num_virtual_tokens", 8)), **extra
-        )
-    elif method == "prefix_tuning":
-        pf = dict(s.get("prefix_tuning") or {})
-        config = PrefixTuningConfig(
-            task_type="CAUSAL_LM", num_virtual_tokens=int(pf.get("num_virtual_tokens", 8))
-        )
-    elif method == "ia3":
-        ia = dict(s.get("ia3") or {})
-        config = IA3Config(
-            task_type="CAUSAL_LM",
-            target_modules=ia.get("target_modules"),
-            feedforward_modules=ia.get("feedforward_modules"),
-        )
-    else:
-        return _wrap_lora(model, s, method)
-    return get_peft_model(model, config)
-
-
-def _wrap_lora(model: Any, s: dict[str, Any], method: str) -> Any:
-    from peft import LoraConfig, get_peft_model
-
-    lora = dict(s.get("lora") or {})
-    config = LoraConfig(
-        r=int(lora.get("r", 8)),
-        lora_alpha=int(lora.get("alpha", 16)),
-        lora_dropout=float(lora.get("dropout", 0.0)),
-        target_modules=lora.get("target_modules", "all-linear"),
-        modules_to_save=lora.get("modules_to_save"),
-        use_rslora=bool(lora.get("use_rslora", False)),
-        use_dora=bool(lora.get("use_dora", method == "dora")),
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, config)
-
-
-def _data_paths(data: Any, recipe_dir: Path) -> list[tuple[str, str | None]]:
-    """settings["data"] → [(path or hub id, format or None)]; local paths are recipe-relative."""
-    items = data if isinstance(data, list) else [data]
-    out = []
-    for item in items:
-        path, fmt = (
-            (item.get("path"), item.get("format")) if isinstance(item, dict) else (item, None)
-        )
-        if not isinstance(path, str):
-            raise LosslessError(
-                "train: `data` needs a path", hint="data: file.jsonl, or {path: ..., format: chat}"
-            )
-        split = item.get("split") if isinstance(item, dict) else None
-        local = recipe_dir / path
-        if local.exists() or "." in Path(path).name:
-            out.append((str(local), fmt))
-        else:  # a hub dataset id; load_rows reads "org/name:split"
-            out.append((f"{path}:{split}" if split else path, fmt))
-    return out
-
-
-def _build_dataset(
-    step: TrainStep, s: dict[str, Any], tokenizer: Any, recipe_dir: Path, seed: int
-) -> list[dict[str, list[int]]]:
-    """Token features of `data` (several files concatenated), plus replayed old rows."""
-    if not s.get("data"):
-        raise LosslessError(f"train.{step.name}: `data` is required")
-    features = _features(s, s, tokenizer, recipe_dir)
-    if s.get("replay"):
-        from lossless.training.replay import replay_rows
-
-        replay = dict(s["replay"])
-        old = _features(replay, s, tokenizer, recipe_dir)
-        features += replay_rows(old, len(features), float(replay.get("fraction", 0.1)), seed)
-    return features
-
-
-def _features(
-    block: dict[str, Any], s: dict[str, Any], tokenizer: Any, recipe_dir: Path
-) -> list[dict[str, list[int]]]:
-    """Token features of block["data"] (the step itself, or a replay/ewc block)."""
-    from lossless.training.datasets import detect_format, encode, load_rows, to_examples
-
-    max_len = int(s.get("max_seq_length", 512))
-    features = []
-    for path, fmt in _data_paths(block.get("data"), recipe_dir):
-        rows = load_rows(Path(path) if Path(path).exists() else path)
-        fmt = fmt or block.get("format", s.get("format", "auto"))
-        if fmt == "auto":
-            fmt = detect_format(rows, path)
-        examples = to_examples(rows, fmt, tokenizer, s.get("chat_template"), source=path)
-        loss_on = s.get("loss_on", "all" if fmt == "text" else "answer")
-        encoded = [encode(tokenizer, ex, max_len, loss_on=loss_on) for ex in examples]
-        if fmt == "text" and s.get("packing"):
-            features += pack([ids for ids, _ in encoded], max_len)
-        else:
-            features += [{"input_ids": ids, "labels": labels} for ids, labels in encoded]
-    return features
-
-
-def pack(sequences: list[list[int]], max_len: int) -> list[dict[str, list[int]]]:
-    """Raw-text packing for continued pretraining: concatenate the documents (each ends in eos)
-    and cut into max_len blocks, so no step is spent on padding; the last block may be short."""
-    flat = [t for seq in sequences for t in seq]
-    blocks = [flat[i : i + max_len] for i in range(0, len(flat), max_len)]
-    return [{"input_ids": b, "labels": list(b)} for b in blocks]
-
-
-def _collate(pad_id: int) -> Any:
-    """Right-pad input_ids with pad_id, labels with -100; attention mask marks real tokens."""
-    import torch
-
-    def collate(batch: list[dict[str, list[int]]]) -> dict[str, Any]:
-        n = max(len(b["input_ids"]) for b in batch)
-        ids = [b["input_ids"] + [pad_id] * (n - len(b["input_ids"])) for b in batch]
-        labels = [b["labels"] + [-100] * (n - len(b["labels"])) for b in batch]
-        mask = [[1] * len(b["input_ids"]) + [0] * (n - len(b["input_ids"])) for b in batch]
-        return {
-            "input_ids": torch.tensor(ids),
-            "labels": torch.tensor(labels),
-            "attention_mask": torch.tensor(mask),
-        }
-
-    return collate
 
 
 def _last_checkpoint(ckpt_dir: Path) -> Path | None:

@@ -3,7 +3,7 @@ parameters the old data depends on near their starting values.
 
 Fisher diagonal F = mean over `samples` old examples of (∂loss/∂θ)² for every trainable θ,
 computed once at the start; penalty = λ/2 · Σ F·(θ − θ₀)². With LoRA the trainable θ are the
-adapter matrices, so the penalty acts on them.
+adapter matrices, so the penalty acts on them. `loss_terms.EwcTerm` adds it to the loss.
 """
 
 from __future__ import annotations
@@ -38,29 +38,3 @@ def ewc_penalty(model: Any, fisher: dict[str, Any], anchor: dict[str, Any], lam:
             term = (fisher[n] * (p - anchor[n]) ** 2).sum()
             total = term if total is None else total + term
     return 0.0 if total is None else lam / 2 * total
-
-
-def ewc_trainer_class(fisher: dict[str, Any], anchor: dict[str, Any], lam: float) -> type:
-    """A Trainer whose loss adds the EWC penalty. A subclass overriding compute_loss is the
-    one place transformers lets the loss depend on the parameters themselves (a data collator
-    or callback cannot), so EWC needs it."""
-    from transformers import Trainer
-
-    class EWCTrainer(Trainer):
-        last_penalty: float = 0.0
-
-        def compute_loss(
-            self,
-            model: Any,
-            inputs: dict[str, Any],
-            return_outputs: bool = False,
-            num_items_in_batch: Any = None,
-        ) -> Any:
-            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            penalty = ewc_penalty(model, fisher, anchor, lam)
-            self.last_penalty = float(penalty.detach())
-            if return_outputs:
-                return result[0] + penalty, result[1]
-            return result + penalty
-
-    return EWCTrainer

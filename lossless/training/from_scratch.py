@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lossless.errors import LosslessError
+from lossless.training.settings import InitSettings, InitTokenizer
 
 PRESETS: dict[str, dict[str, Any]] = {
     name: {
@@ -33,17 +34,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
 
 
-def build_tokenizer(spec: Any, recipe_dir: Path) -> Any:
+def build_tokenizer(spec: str | InitTokenizer | None, recipe_dir: Path) -> Any:
     """A path/ref to an existing tokenizer, or {train_on: [files], vocab_size: N} → a new one."""
     from transformers import AutoTokenizer
 
     if isinstance(spec, str):
         local = recipe_dir / spec
         return AutoTokenizer.from_pretrained(str(local) if local.exists() else spec)
-    if not isinstance(spec, dict) or not spec.get("train_on"):
+    if spec is None or not spec.train_on:
         raise LosslessError("init.tokenizer: expected a path or {train_on: [files], vocab_size: N}")
-    files = spec["train_on"] if isinstance(spec["train_on"], list) else [spec["train_on"]]
-    return train_tokenizer([recipe_dir / f for f in files], int(spec.get("vocab_size", 512)))
+    return train_tokenizer([recipe_dir / f for f in spec.train_on], spec.vocab_size)
 
 
 def _texts(paths: list[Path]) -> list[str]:
@@ -124,12 +124,10 @@ def build_model(config_spec: str, tokenizer: Any, recipe_dir: Path, seed: int) -
     return AutoModelForCausalLM.from_config(config)
 
 
-def init_model(init: dict[str, Any], recipe_dir: Path, seed: int) -> tuple[Any, Any]:
+def init_model(init: InitSettings, recipe_dir: Path, seed: int) -> tuple[Any, Any]:
     """(model, tokenizer) for a step's `init:` block."""
-    if "config" not in init:
-        raise LosslessError("init: needs `config` (a preset name or a config.json path)")
-    tokenizer = build_tokenizer(init.get("tokenizer") or {}, recipe_dir)
-    model = build_model(str(init["config"]), tokenizer, recipe_dir, seed)
+    tokenizer = build_tokenizer(init.tokenizer, recipe_dir)
+    model = build_model(init.config, tokenizer, recipe_dir, seed)
     return model, _as_reloaded(model, tokenizer)
 
 
