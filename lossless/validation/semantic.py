@@ -86,7 +86,7 @@ def _check_generate(c: Checker, d: int, name: str, block: dict[str, Any]) -> Non
 
 def _check_data_step(c: Checker, item: Input, graph: nx.DiGraph) -> None:
     """A data value naming a step reads a `generate:` step's rows; no other step makes data."""
-    d, path = item.path[0], item.path[1:]
+    d, path = int(item.path[0]), item.path[1:]
     for name in item.steps_read(c.step_names):
         if name in c.data_steps:
             graph.add_edge(name, item.owner, path=(d, path))
