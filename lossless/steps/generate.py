@@ -134,8 +134,13 @@ class Generator:
             result.append(row[: stops[0]] if stops else row)
         return result
 
-    def decode(self, ids: Sequence[int]) -> str:
-        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+    def decode(self, ids: Sequence[int], stop: str = "") -> str:
+        """Text of `ids` before the first `stop` marker, special tokens removed, stripped.
+        Decoded with its special tokens first, so a marker that is one is still seen."""
+        text = cut_at(str(self.tokenizer.decode(list(ids), skip_special_tokens=False)), stop)
+        for special in self.tokenizer.all_special_tokens:
+            text = text.replace(special, "")
+        return text.strip()
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -203,7 +208,7 @@ def answer(
     ids = gen.continue_ids(
         prompts, max_new_tokens=step.max_new_tokens, stop_ids=gen.stop_ids(turns.answer_stop)
     )
-    return [cut_at(gen.decode(i), turns.answer_stop) for i in ids]
+    return [gen.decode(i, turns.answer_stop) for i in ids]
 
 
 def answer_rows(
@@ -219,9 +224,10 @@ def answer_rows(
     while not out.done:
         todo = []
         for messages in conversations:
-            if out.new(json.dumps(messages)):
+            if out.new("\n".join(f"{m['role']}: {m['content']}" for m in messages)):
                 todo.append(messages)
-            if len(todo) == step.batch_size:
+            # No more than could still be kept: answering is the expensive part.
+            if len(todo) == min(step.batch_size, out.target - len(out.rows)):
                 break
         if not todo:
             return
@@ -249,7 +255,7 @@ def magpie_turns(
             sampling=step.magpie,
             seeds=[row_seed(seed, "magpie", i) for i in rows],
         )
-        for text in (cut_at(gen.decode(i), turns.user_stop) for i in ids):
+        for text in (gen.decode(i, turns.user_stop) for i in ids):
             if step.length.keeps(text):
                 yield [{"role": "user", "content": text}]
             else:
@@ -276,7 +282,7 @@ def text_rows(
             sampling=step.text,
             seeds=[row_seed(seed, "text", i) for i in rows],
         )
-        for text in (gen.decode(i).strip() for i in ids):
+        for text in (gen.decode(i) for i in ids):
             if not out.new(text):
                 continue
             if not step.length.keeps(text):
