@@ -305,3 +305,31 @@ def test_handlers_cover_generate() -> None:
     from lossless.steps import HANDLERS
 
     assert HANDLERS["generate"].run is generate.run
+
+
+def test_data_keys_naming_a_generate_step_become_its_files() -> None:
+    from lossless.engine.resolver import Resolver, with_data_files
+    from lossless.recipe.build import build_recipe
+
+    doc = {
+        "generate": {"r": {"model": "org/i", "samples": 4, "text": {"samples": 2}}},
+        "train": {
+            "t": {
+                "base": "org/i",
+                "data": ["new.jsonl", "r", "more.jsonl"],
+                "replay": {"data": "r"},
+                "ewc": {"data": {"path": "r"}},
+            }
+        },
+        "eval": {"e": {"models": ["org/i"], "data": {"old": "r", "new": "new.jsonl"}}},
+    }
+    recipe = build_recipe("/w/recipe.yaml", [doc])
+    resolver = Resolver(recipe, step_dirs={"r": Path("/w/r")})
+    chat, text = "/w/r/data.jsonl", "/w/r/text.jsonl"
+    train = with_data_files(recipe.step("t"), resolver)
+    assert train.settings["data"] == ["new.jsonl", chat, text, "more.jsonl"]
+    assert train.settings["replay"] == {"data": [chat, text]}
+    assert train.settings["ewc"] == {"data": {"path": chat}}  # one file: the chat rows
+    evaluation = with_data_files(recipe.step("e"), resolver)
+    assert evaluation.data == {"old": chat, "new": "new.jsonl"}
+    assert recipe.step("t").settings["data"][1] == "r"  # the recipe itself is untouched
