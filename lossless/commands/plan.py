@@ -10,10 +10,23 @@ import argparse
 import json
 from typing import Any
 
-from lossless.recipe.model import ApplyStep, EvalStep, MergeStep, Recipe, Step, TrainStep
+from lossless.recipe.model import (
+    ApplyStep,
+    EvalStep,
+    GenerateStep,
+    MergeStep,
+    Recipe,
+    Step,
+    TrainStep,
+)
 
 
 def _summary(step: Step) -> str:
+    if isinstance(step, GenerateStep):
+        rows = f"{step.samples} chat row(s)" if step.samples else "one chat row per prompt"
+        how = f"answering {step.prompts}" if step.prompts else "Magpie (self-written prompts)"
+        text = f" + {step.text_samples} text row(s)" if step.text_samples else ""
+        return f"{rows}{text} from {step.model}, {how}"
     if isinstance(step, TrainStep):
         return f"{step.method}" + (f" on {step.base}" if step.base else " from scratch")
     if isinstance(step, ApplyStep):
@@ -29,6 +42,8 @@ def _summary(step: Step) -> str:
 
 
 def _outputs(step: Step) -> list[str]:
+    if isinstance(step, GenerateStep):
+        return ["data (data.jsonl" + (", text.jsonl)" if step.text_samples else ")")]
     if isinstance(step, TrainStep):
         return ["model (full weights)" if step.method == "full" else "adapter"]
     if isinstance(step, ApplyStep):
@@ -51,7 +66,8 @@ def describe_plan(recipe: Recipe) -> list[dict[str, Any]]:
                 "ref": item.value,
                 "kind": "step" if item.ref.name in names else "external",
             }
-            for item in recipe.inputs_of(step.name, "model")
+            for item in recipe.inputs_of(step.name)
+            if item.kind == "model" or item.steps_read(names)  # data: a generate step's rows
         ]
         plan.append(
             {

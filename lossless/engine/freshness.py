@@ -16,7 +16,15 @@ from lossless.engine.context import RunOptions
 from lossless.engine.fingerprint import Fingerprint, digest, path_identity
 from lossless.engine.resolver import Resolver
 from lossless.engine.state import StateStore
-from lossless.recipe.model import ApplyStep, EvalStep, MergeStep, Recipe, Step, TrainStep
+from lossless.recipe.model import (
+    ApplyStep,
+    EvalStep,
+    GenerateStep,
+    MergeStep,
+    Recipe,
+    Step,
+    TrainStep,
+)
 from lossless.recipe.references import local_path
 
 
@@ -81,7 +89,7 @@ class Freshness:
                     "model_card": self.options.write_model_card,
                 }
             )
-        if isinstance(step, TrainStep):
+        if isinstance(step, TrainStep | GenerateStep):
             components["options"] = digest({"seed": self.options.seed})
         for ref in self.recipe.model_refs(step.name):
             dependency = self.resolver.step_for(ref)
@@ -90,6 +98,10 @@ class Freshness:
             else:
                 components[f"model:{ref}"] = self.resolver.identity(ref.name, ref.revision)
         for item in self.recipe.inputs_of(step.name, "data"):
+            if item.value in self.recipe.step_names:  # a generate step's rows
+                dependency = self.recipe.step(item.value)
+                components[f"step:{item.value}"] = self.fingerprint(dependency).value
+                continue
             path = local_path(item.value, self.resolver.recipe_dir)
             # A missing path is a hub dataset id or a preset name: its name is its identity.
             identity = path_identity(path) if path is not None else f"ref:{item.value}"
@@ -118,11 +130,11 @@ class Freshness:
         return StepStatus(step.name, step.kind, "fresh", output, [], fingerprint)
 
     def needs_files(self, step: ApplyStep) -> bool:
-        """An apply step is written out only when asked, or when training/eval reads it."""
+        """An apply step is written out only when asked, or when training/eval/generate reads it."""
         if step.save:
             return True
         return any(
-            isinstance(other, TrainStep | EvalStep)
+            isinstance(other, TrainStep | EvalStep | GenerateStep)
             and any(r.name == step.name for r in self.recipe.model_refs(other.name))
             for other in self.recipe.steps
         )

@@ -7,18 +7,30 @@ LoRA train step), a local directory, or a hub id (downloaded through huggingface
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lossless.errors import LosslessError
-from lossless.recipe.model import ApplyStep, MergeStep, ModelRef, Recipe, Step, TrainStep
+from lossless.recipe.model import (
+    ApplyStep,
+    EvalStep,
+    GenerateStep,
+    MergeStep,
+    ModelRef,
+    Recipe,
+    Step,
+    TrainStep,
+)
 
 if TYPE_CHECKING:
     from lossless.tensors.source import TensorSource
 
 ADAPTER_CONFIG = "adapter_config.json"
+# What a `generate:` step writes: chat rows, and raw-text rows when it has `text:`.
+GENERATED_CHAT, GENERATED_TEXT = "data.jsonl", "text.jsonl"
 
 
 def is_adapter_dir(path: Path) -> bool:
@@ -111,6 +123,19 @@ class Resolver:
             elif dependency.name in self.step_dirs:
                 dirs.append(self.step_dirs[dependency.name].resolve())
         return dirs
+
+    # ---- data ----------------------------------------------------------------------------
+
+    def data_files(self, name: str) -> list[Path]:
+        """The files a `generate:` step wrote: data.jsonl, then text.jsonl if it has `text:`."""
+        step = self.recipe.step(name)
+        out = self.step_dirs.get(name)
+        if not isinstance(step, GenerateStep) or out is None:
+            raise LosslessError(
+                f"step `{name}` has no data output (it is no generate step or did not run)"
+            )
+        files = [out / GENERATED_CHAT] + ([out / GENERATED_TEXT] if step.text_samples else [])
+        return [f.resolve() for f in files]
 
     # ---- model directories ---------------------------------------------------------------
 
@@ -206,6 +231,64 @@ class Resolver:
             check_fits(adapter, base)
             loaded.append((adapter, weight))
         return AdaptedSource(base, loaded, label=label)
+
+
+StepT = TypeVar("StepT", bound=Step)
+
+
+def with_data_files(step: StepT, resolver: Resolver) -> StepT:
+    """`step` with every data value that names a `generate:` step replaced by its files.
+
+    Where a list of files is read (train `data`, `replay.data`, `ewc.data`) the name becomes all
+    of them; where one file is read (`{path: ...}`, eval datasets, `prompts`) it becomes the chat
+    rows, data.jsonl. The positions come from the one walk (`recipe.inputs`), so the step code
+    only ever sees paths:
+
+        replay: {data: rehearsal}  →  replay: {data: [/work/.lossless/rehearsal/data.jsonl]}
+    """
+    items = [
+        item
+        for item in resolver.recipe.inputs_of(step.name, "data")
+        if item.value in resolver.recipe.step_names
+    ]
+    if not items or isinstance(step, MergeStep | ApplyStep):
+        return step
+    block = _step_block(step)
+    # Deepest and last first, so splicing a list item does not move the ones still to do.
+    for item in sorted(items, key=_path_order, reverse=True):
+        keys = item.path[3:]  # (document, section, step name, *keys inside the block)
+        files = [str(f) for f in resolver.data_files(item.value)]
+        single = keys[-1] == "path" or isinstance(step, EvalStep | GenerateStep)
+        block = _replace(block, keys, files[:1] if single else files, single)
+    changes: dict[str, Any] = {"settings": block}
+    if isinstance(step, EvalStep):
+        changes["data"] = block.get("data", step.data)
+    elif isinstance(step, GenerateStep):
+        changes = {"prompts": block["prompts"]}
+    return dataclasses.replace(step, **changes)
+
+
+def _path_order(item: Any) -> tuple[tuple[int, Any], ...]:
+    return tuple((0, k) if isinstance(k, int) else (1, str(k)) for k in item.path)
+
+
+def _step_block(step: Step) -> dict[str, Any]:
+    if isinstance(step, TrainStep | EvalStep):
+        return dict(step.settings)
+    assert isinstance(step, GenerateStep)
+    return {"prompts": step.prompts}
+
+
+def _replace(node: Any, keys: tuple[Any, ...], files: list[str], single: bool) -> Any:
+    """A copy of `node` with the value at `keys` replaced by `files` (spliced into a list)."""
+    key, rest = keys[0], keys[1:]
+    if isinstance(node, list):
+        if rest:
+            return [*node[:key], _replace(node[key], rest, files, single), *node[key + 1 :]]
+        return [*node[:key], *files, *node[key + 1 :]]
+    if rest:
+        return {**node, key: _replace(node[key], rest, files, single)}
+    return {**node, key: files[0] if single else files}
 
 
 def merge_inputs(step: MergeStep) -> list[ModelRef]:

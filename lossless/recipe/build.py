@@ -1,8 +1,8 @@
 """Checked YAML documents → the frozen dataclasses of `lossless.recipe.model`.
 
 Runs after the schema and semantic passes found no error, so it trusts the shapes it reads and
-holds no validation logic. Steps come out in a readable order: train, apply, merge stages (in
-document order), eval; `graph.topological_steps` gives the order to run them in.
+holds no validation logic. Steps come out in a readable order: generate, train, apply, merge
+stages (in document order), eval; `graph.topological_steps` gives the order to run them in.
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ from lossless.recipe.model import (
     AdapterUse,
     ApplyStep,
     EvalStep,
+    GenerateStep,
     InputModel,
+    LengthFilter,
     MergeStep,
     ModelRef,
     Recipe,
+    Sampling,
     Slice,
     Step,
     TrainStep,
@@ -42,7 +45,7 @@ from lossless.training.settings import (
 )
 
 # Keys of a document that belong to lossless, not to the mergekit config of its merge stage.
-LOSSLESS_KEYS = ("train", "apply", "eval", "output", "name")
+LOSSLESS_KEYS = ("generate", "train", "apply", "eval", "output", "name")
 
 
 def _ref(text: str | None) -> ModelRef | None:
@@ -86,6 +89,34 @@ def build_merge(doc: Mapping[str, Any]) -> MergeStep:
         chat_template=doc.get("chat_template"),
         modules=doc.get("modules"),
         config=config,
+    )
+
+
+def _sampling(block: Mapping[str, Any] | None, length_key: str) -> Sampling:
+    block = block or {}
+    return Sampling(
+        temperature=float(block.get("temperature", 1.0)),
+        top_p=float(block.get("top_p", 1.0)),
+        max_new_tokens=int(block.get(length_key, 64)),
+    )
+
+
+def build_generate(name: str, block: Mapping[str, Any]) -> GenerateStep:
+    length = block.get("length") or {}
+    text = block.get("text") or {}
+    return GenerateStep(
+        name=name,
+        model=ModelRef.parse(block["model"]),
+        prompts=block.get("prompts"),
+        samples=block.get("samples"),
+        chat_template=block.get("chat_template"),
+        max_new_tokens=int(block.get("max_new_tokens", 128)),
+        batch_size=int(block.get("batch_size", 16)),
+        seed=block.get("seed"),
+        length=LengthFilter(int(length.get("min_chars", 1)), length.get("max_chars")),
+        magpie=_sampling(block.get("magpie"), "max_prompt_tokens"),
+        text_samples=int(text.get("samples", 0)),
+        text=_sampling(text, "max_new_tokens"),
     )
 
 
@@ -237,13 +268,16 @@ def build_eval(name: str, block: Mapping[str, Any]) -> EvalStep:
 
 
 def build_recipe(path: str, documents: Sequence[Mapping[str, Any]]) -> Recipe:
-    """All documents of one file → one Recipe (train/apply/eval blocks may sit in any document)."""
+    """All documents of one file → one Recipe (step blocks may sit in any document)."""
+    generate: list[Step] = []
     train: list[Step] = []
     apply: list[Step] = []
     merges: list[Step] = []
     evals: list[Step] = []
     output = None
     for doc in documents:
+        for name, block in (doc.get("generate") or {}).items():
+            generate.append(build_generate(name, block))
         for name, block in (doc.get("train") or {}).items():
             train.append(build_train(name, block))
         for name, block in (doc.get("apply") or {}).items():
@@ -255,7 +289,7 @@ def build_recipe(path: str, documents: Sequence[Mapping[str, Any]]) -> Recipe:
         output = doc.get("output", output)
     return Recipe(
         path=path,
-        steps=tuple(train + apply + merges + evals),
+        steps=tuple(generate + train + apply + merges + evals),
         output=output,
         documents=tuple(documents),
     )

@@ -1,4 +1,5 @@
-"""The recipe's steps as a networkx DAG: an edge `a → b` means step b reads step a's output.
+"""The recipe's steps as a networkx DAG: an edge `a → b` means step b reads step a's output
+(a model, an adapter, or the rows of a `generate:` step named as data).
 
 Model references that name no step (hub ids, local directories) are not nodes; `external_refs`
 lists them. Merge stages, train, apply and eval steps share one namespace, so a merge stage can
@@ -20,11 +21,10 @@ def build_graph(recipe: Recipe) -> nx.DiGraph:
     for step in recipe.steps:
         graph.add_node(step.name, step=step)
     for item in recipe.inputs:
-        if item.kind != "model" or item.owner not in names:
+        if item.owner not in names:
             continue
-        for name in item.names():
-            if name in names:
-                graph.add_edge(name, item.owner, role=item.role)
+        for name in item.steps_read(names):
+            graph.add_edge(name, item.owner, role=item.role)
     return graph
 
 

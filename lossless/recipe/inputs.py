@@ -1,7 +1,9 @@
 """Every input of a recipe, found by one walk over its YAML documents.
 
 A recipe reads models (hub ids, local directories, other steps), adapters (`model+lora`, apply
-steps) and files (training and eval data, `init:` configs, tokenizer corpora). Validation,
+steps) and data (training and eval files, `init:` configs, tokenizer corpora, prompts). A data
+value that names a step reads that `generate:` step's rows: like a model naming a step, it is a
+dependency (a graph edge, the step's fingerprint), not a file to hash or lock. Validation,
 the step graph, `RECIPE.lock`, fingerprints and the runner all need this list; they all take it
 from `walk_inputs`, so a key that names an input is known in exactly one place (here).
 
@@ -16,7 +18,7 @@ is written, for `file:line:col` messages:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,7 +30,7 @@ InputKind = Literal["model", "data"]
 # Keys of a document that make it a merge stage, and `tokenizer_source` words that are no model.
 MERGE_SHAPE_KEYS = ("models", "slices", "modules", "merge_method")
 TOKENIZER_KEYWORDS = frozenset({"base", "union"})
-STEP_SECTIONS = ("train", "apply", "eval")
+STEP_SECTIONS = ("generate", "train", "apply", "eval")
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class Input:
     def role(self) -> str:
         """Where inside its step, e.g. `models[0]`, `base`, `replay.data`, `distill`, `data.A`."""
         keys = self.path[1:]
-        if keys[:1] in (("train",), ("apply",), ("eval",)):
+        if keys[:1] in tuple((s,) for s in STEP_SECTIONS):
             keys = keys[2:]
         if len(keys) > 1 and keys[-1] == "model":
             keys = keys[:-1]  # models[0].model → models[0]
@@ -61,6 +63,10 @@ class Input:
         model, _, lora = self.value.partition("+")
         return [n for n in (model, lora) if n]
 
+    def steps_read(self, steps: Collection[str]) -> list[str]:
+        """The steps of `steps` this input reads (a step name always wins over a path)."""
+        return [name for name in self.names() if name in steps]
+
 
 def is_merge_document(doc: Mapping[str, Any]) -> bool:
     return any(key in doc for key in MERGE_SHAPE_KEYS)
@@ -72,7 +78,7 @@ def stage_name(doc: Mapping[str, Any]) -> str:
 
 
 def step_blocks(doc: Mapping[str, Any], section: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """(name, block) of each well-formed step of `train:`, `apply:` or `eval:` in a document."""
+    """(name, block) of each well-formed step of a section (`generate:`, `train:`, ...)."""
     block = doc.get(section)
     if isinstance(block, Mapping):
         for name, step in block.items():
@@ -100,6 +106,8 @@ def walk_inputs(documents: Sequence[Any]) -> list[Input]:
     for d, doc in enumerate(documents):
         if not isinstance(doc, Mapping):
             continue
+        for name, block in step_blocks(doc, "generate"):
+            found += _generate_inputs(name, (d, "generate", name), block)
         for name, block in step_blocks(doc, "train"):
             found += _train_inputs(name, (d, "train", name), block)
         for name, block in step_blocks(doc, "apply"):
@@ -122,6 +130,11 @@ def _collect(
     if kind == "data" and isinstance(value, Mapping) and isinstance(value.get("path"), str):
         return _collect(owner, (*path, "path"), value["path"], kind)
     return []
+
+
+def _generate_inputs(owner: str, p: YamlPath, block: Mapping[str, Any]) -> list[Input]:
+    found = _collect(owner, (*p, "model"), block.get("model"), "model")
+    return found + _collect(owner, (*p, "prompts"), block.get("prompts"), "data")
 
 
 def _train_inputs(owner: str, p: YamlPath, block: Mapping[str, Any]) -> list[Input]:

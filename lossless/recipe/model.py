@@ -5,6 +5,7 @@ into a DAG; the step functions in `steps/` receive them. A train step's settings
 (`training/settings.py`); eval options stay a plain mapping, already checked against the schema.
 
 Recipe layout (one YAML document, or several mergekit-multi style documents each with a `name`):
+    generate: {step_name: {...}}        # GenerateStep (rehearsal data sampled from a model)
     train:  {step_name: {...}}          # TrainStep
     apply:  {step_name: {...}}          # ApplyStep
     <mergekit keys>                     # one MergeStep per document (named `name`, default "merged")
@@ -156,7 +157,50 @@ class EvalStep:
     kind = "eval"
 
 
-Step = TrainStep | ApplyStep | MergeStep | EvalStep
+@dataclass(frozen=True)
+class LengthFilter:
+    """Rows kept by `generate:` have `min_chars <= len(text.strip()) <= max_chars` (None: no cap)."""
+
+    min_chars: int = 1
+    max_chars: int | None = None
+
+    def keeps(self, text: str) -> bool:
+        n = len(text.strip())
+        return n >= self.min_chars and (self.max_chars is None or n <= self.max_chars)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Temperature / nucleus sampling of up to `max_new_tokens` tokens (Magpie user turns, text)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+
+
+@dataclass(frozen=True)
+class GenerateStep:
+    """Sample rehearsal data from `model` (see steps/generate.py): chat rows answered greedily,
+    to prompts from `prompts` or to user turns the model writes itself (Magpie), plus optional
+    raw-text rows sampled from BOS. Its output is data (`data.jsonl`), not a model."""
+
+    name: str
+    model: ModelRef
+    prompts: str | None = None  # a prompts file; None: Magpie
+    samples: int | None = None  # chat rows to keep; None: one per prompt
+    chat_template: str | None = None  # built-in name or Jinja; None: the model's own
+    max_new_tokens: int = 128  # per answer
+    batch_size: int = 16
+    seed: int | None = None  # None: the run's --seed, else 0
+    length: LengthFilter = field(default_factory=LengthFilter)
+    magpie: Sampling = field(default_factory=Sampling)
+    text_samples: int = 0  # raw-text rows to keep (`text.samples`)
+    text: Sampling = field(default_factory=Sampling)
+
+    kind = "generate"
+
+
+Step = GenerateStep | TrainStep | ApplyStep | MergeStep | EvalStep
 
 
 @dataclass(frozen=True)
@@ -202,5 +246,5 @@ class Recipe:
 
     @property
     def is_plain_mergekit(self) -> bool:
-        """True for a bare mergekit config (one merge, no train/apply/eval)."""
+        """True for a bare mergekit config (one merge, no generate/train/apply/eval)."""
         return len(self.steps) == 1 and isinstance(self.steps[0], MergeStep)

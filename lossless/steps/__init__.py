@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lossless.steps import apply, eval, merge, train
+from lossless.steps import apply, eval, generate, merge, train
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class StepKind:
 
 
 HANDLERS: dict[str, StepKind] = {
+    "generate": StepKind(generate.run),
     "train": StepKind(train.run),
     "apply": StepKind(apply.run),
     "merge": StepKind(merge.run),

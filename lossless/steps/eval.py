@@ -47,6 +47,9 @@ class EvalResult:
 
 def run(step: EvalStep, ctx: StepContext) -> None:
     """The runner's entry: every model's directory, then `run_eval` into `ctx.out_dir`."""
+    from lossless.engine.resolver import with_data_files
+
+    step = with_data_files(step, ctx.resolver)  # `generate:` step names → their data.jsonl
     refs = [*step.models, *([step.reference] if step.reference else [])]
     model_dirs = {str(ref): ctx.resolver.model_dir(ref) for ref in refs}
     try:

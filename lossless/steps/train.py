@@ -29,6 +29,9 @@ __all__ = ["pack", "run", "run_train"]  # pack: tests and callers import it from
 
 def run(step: TrainStep, ctx: StepContext) -> None:
     """The runner's entry: train into `ctx.out_dir`, resuming from its checkpoints."""
+    from lossless.engine.resolver import with_data_files
+
+    step = with_data_files(step, ctx.resolver)  # `generate:` step names → their files
     base_dir = ctx.resolver.model_dir(step.base) if step.base else None
     run_train(
         step,

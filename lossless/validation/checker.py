@@ -33,6 +33,7 @@ class Checker:
     recipe_dir: Path | None
     problems: list[Problem] = field(default_factory=list)
     step_names: set[str] = field(default_factory=set)
+    data_steps: set[str] = field(default_factory=set)  # `generate:` steps: they make data
     docs: list[Any] = field(default_factory=list)
 
     def get(self, doc: int, path: YamlPath) -> Any:

@@ -13,8 +13,16 @@ from typing import Any
 import networkx as nx
 
 from lossless.errors import Problem, YamlPath
+from lossless.merge.chat_templates import BUILTIN_TEMPLATES, is_jinja
 from lossless.recipe.graph import describe_cycle, find_cycles
-from lossless.recipe.inputs import Input, is_merge_document, stage_name, step_blocks, walk_inputs
+from lossless.recipe.inputs import (
+    STEP_SECTIONS,
+    Input,
+    is_merge_document,
+    stage_name,
+    step_blocks,
+    walk_inputs,
+)
 from lossless.recipe.model import ModelRef
 from lossless.recipe.references import (
     UnknownReference,
@@ -27,9 +35,76 @@ from lossless.validation.checker import Checker
 from lossless.validation.merge_rules import check_merge
 
 
+def _check_generate(c: Checker, d: int, name: str, block: dict[str, Any]) -> None:
+    p: YamlPath = ("generate", name)
+    prompts = block.get("prompts")
+    if prompts is None and "samples" not in block:
+        c.add(
+            d,
+            p,
+            f"generate step `{name}` samples its own user turns (no `prompts`): say how many rows",
+            at_key=True,
+            code="generate-shape",
+            hint="add `samples: 200` (or `prompts: file.jsonl` to answer given prompts)",
+        )
+    if (
+        isinstance(prompts, str)
+        and prompts not in c.step_names
+        and local_path(prompts, c.recipe_dir) is None
+    ):
+        c.add(
+            d,
+            (*p, "prompts"),
+            f"prompts file `{prompts}` does not exist",
+            code="missing-path",
+            hint="paths are relative to the recipe's directory (then the current directory)",
+        )
+    length = block.get("length")
+    if isinstance(length, dict):
+        low, high = length.get("min_chars", 1), length.get("max_chars")
+        if isinstance(low, int) and isinstance(high, int) and low > high:
+            c.add(
+                d,
+                (*p, "length", "max_chars"),
+                f"max_chars {high} is below min_chars {low}: no row could be kept",
+                expected=f">= {low}",
+                got=str(high),
+                code="out-of-range",
+            )
+    template = block.get("chat_template")
+    if isinstance(template, str) and not is_jinja(template) and template not in BUILTIN_TEMPLATES:
+        c.add(
+            d,
+            (*p, "chat_template"),
+            f"unknown chat_template `{template}`",
+            expected=", ".join(BUILTIN_TEMPLATES) + ", or a Jinja template",
+            got=template,
+            code="unknown-value",
+            hint=did_you_mean(template, BUILTIN_TEMPLATES),
+        )
+
+
+def _check_data_step(c: Checker, item: Input, graph: nx.DiGraph) -> None:
+    """A data value naming a step reads a `generate:` step's rows; no other step makes data."""
+    d, path = int(item.path[0]), item.path[1:]
+    for name in item.steps_read(c.step_names):
+        if name in c.data_steps:
+            graph.add_edge(name, item.owner, path=(d, path))
+        else:
+            c.add(
+                d,
+                path,
+                f"`{name}` is a step that makes a model, not data",
+                code="not-data",
+                hint="name a `generate:` step, or a data file",
+            )
+
+
 def _check_step(c: Checker, d: int, kind: str, name: str, block: dict[str, Any]) -> None:
     p: YamlPath = (kind, name)
-    if kind == "train":
+    if kind == "generate":
+        _check_generate(c, d, name, block)
+    elif kind == "train":
         if ("base" in block) == ("init" in block):
             c.add(
                 d,
@@ -97,7 +172,15 @@ def _check_ref(
         except UnknownReference as error:
             c.add(d, path, error.message, hint=error.hint, got=part, code="unknown-ref")
             continue
-        if kind == "step":
+        if kind == "step" and part in c.data_steps:
+            c.add(
+                d,
+                path,
+                f"`{part}` is a generate step: it makes data, not a model",
+                code="not-a-model",
+                hint=f"read its rows as data (e.g. `replay: {{data: {part}}}`), or name a model",
+            )
+        elif kind == "step":
             graph.add_edge(part, owner, path=(d, path))
         elif kind == "local" and local_path(part, c.recipe_dir) is None:
             c.add(
@@ -176,7 +259,7 @@ def check_documents(docs: list[Any], c: Checker, *, resolve: bool = False) -> li
         if not isinstance(doc, dict):
             continue
         named: list[tuple[str, YamlPath]] = []
-        for kind in ("train", "apply", "eval"):
+        for kind in STEP_SECTIONS:
             if isinstance(doc.get(kind), dict):
                 named += [(n, (kind, n)) for n in doc[kind]]
         if is_merge_document(doc):
@@ -195,6 +278,7 @@ def check_documents(docs: list[Any], c: Checker, *, resolve: bool = False) -> li
             else:
                 seen[name] = (d, path)
     c.step_names = set(seen)
+    c.data_steps = {name for name, (_, path) in seen.items() if path[:1] == ("generate",)}
     inputs = walk_inputs(docs)
     for d, doc in enumerate(docs):
         if not isinstance(doc, dict):
@@ -204,13 +288,15 @@ def check_documents(docs: list[Any], c: Checker, *, resolve: bool = False) -> li
             if resolve:
                 owner = stage_name(doc)
                 _check_resolved(c, d, [i for i in inputs if i.path[0] == d and i.owner == owner])
-        for kind in ("train", "apply", "eval"):
+        for kind in STEP_SECTIONS:
             for name, block in step_blocks(doc, kind):
                 _check_step(c, d, kind, name, dict(block))
     graph = nx.DiGraph()
     for item in inputs:
         if item.kind == "model":
             _check_ref(c, item.path[0], item.path[1:], item.value, graph, item.owner, resolve)
+        else:
+            _check_data_step(c, item, graph)
     for cycle in find_cycles(graph):
         d, path = graph.edges[cycle[-1], cycle[0]]["path"]
         c.add(
