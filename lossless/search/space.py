@@ -36,9 +36,10 @@ def parse_path(text: str) -> tuple[str | int, ...]:
     pos = 0
     for match in _PART.finditer(text):
         gap = text[pos : match.start()]
-        if gap not in ("", ".") or (gap == "." and not parts):
-            raise BadPath(text)
         name, index = match.groups()
+        # a name follows a dot (except the first), an index follows directly: `a.b[0].c`
+        if gap != ("" if index is not None or not parts else "."):
+            raise BadPath(text)
         parts.append(int(index) if index is not None else name)
         pos = match.end()
     if pos != len(text) or not parts or isinstance(parts[0], int):
