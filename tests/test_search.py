@@ -198,3 +198,27 @@ def test_search_problems_point_at_the_line(
 def test_grid_bigger_budget_warns(tmp_path: Path) -> None:
     found = problems(tmp_path, TRIALS="trials: 5")
     assert found == [(15, "warning", "the grid has only 3 points: 3 trials will run, not 5")]
+
+
+def test_plan_says_what_the_search_does(tmp_path: Path) -> None:
+    from lossless.commands.plan import describe_plan
+    from lossless.validation.recipe_check import load_recipe
+
+    problems(tmp_path)  # writes the inputs
+    text = RECIPE
+    for key, value in {
+        "VARY": "models[0].parameters.weight: {low: 0.2, high: 1.0, step: 0.4}",
+        "EVAL": "check",
+        "OBJ": "new",
+        "TRIALS": "seed: 0",
+        "MODELS": "instruct, merged",
+    }.items():
+        text = text.replace(key, value)
+    (tmp_path / "r.yaml").write_text(textwrap.dedent(text))
+    recipe, _ = load_recipe(tmp_path / "r.yaml")
+    merged = next(s for s in describe_plan(recipe) if s["name"] == "merged")
+    assert (
+        "search: grid, 3 trial(s) over 1 value(s), new by eval check, 1 constraint(s)"
+        in (merged["summary"])
+    )
+    assert {"role": "search.reference", "ref": "instruct", "kind": "external"} in merged["inputs"]

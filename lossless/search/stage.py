@@ -231,13 +231,14 @@ def _write_best_recipe(
     )
     document = {k: v for k, v in documents[index].items() if k != "search"}
     document = substitute(document, point_values(search.vary, best.point))
+    stem = Path(ctx.recipe.path).stem
     header = [
         f"The best point of merge search `{step.name}` in {Path(ctx.recipe.path).name}: trial "
         f"{best.number} of {count}, {search.objective.dataset} {metric} = "
         f"{best.judgement.objective:.6g}.",
         "The recipe as written, with that stage's searched values set and no `search:` key.",
-        f"Paths are relative to {ctx.recipe_dir}; run it from there:",
-        f"  lossless run {path.name}",
+        "Its paths are relative to the recipe's directory: copy it there to use it,",
+        f"  cp {ctx.target / 'search' / path.name} {ctx.recipe_dir / (stem + '.best.yaml')}",
     ]
     text = report.best_recipe_text(documents, index, document, header=header)
     path.parent.mkdir(parents=True, exist_ok=True)
