@@ -33,12 +33,29 @@ def _summary(step: Step) -> str:
         return f"{len(step.adapters)} adapter(s) onto {step.to}"
     if isinstance(step, MergeStep):
         count = len(step.models) or sum(len(s.sources) for s in step.slices)
-        return f"{step.merge_method} of {count} input(s)" + (
+        summary = f"{step.merge_method} of {count} input(s)" + (
             f", base {step.base_model}" if step.base_model else ""
         )
+        return summary + (f"; {_search_summary(step)}" if step.search else "")
     if isinstance(step, EvalStep):
         return f"{len(step.models)} model(s) on {len(step.data)} dataset(s)"
     return ""
+
+
+def _search_summary(step: MergeStep) -> str:
+    """E.g. `search: grid, 6 trial(s) over 2 value(s), new loss by eval check, 1 constraint(s)`."""
+    from lossless.search.space import trial_budget
+
+    search = step.search
+    assert search is not None
+    objective = search.objective
+    goal = f"{objective.goal} " if objective.goal else ""
+    metric = f" {objective.metric}" if objective.metric else ""
+    return (
+        f"search: {search.sampler}, {trial_budget(search)} trial(s) over {len(search.vary)} value(s), "
+        f"{goal}{objective.dataset}{metric} by eval {search.eval}, "
+        f"{len(search.constraints)} constraint(s)"
+    )
 
 
 def _outputs(step: Step) -> list[str]:
@@ -49,7 +66,9 @@ def _outputs(step: Step) -> list[str]:
     if isinstance(step, ApplyStep):
         return ["model" if step.save else "model (lazy view)"]
     if isinstance(step, MergeStep):
-        return ["model"]
+        return (
+            ["model", "search/ (trials, trade-off plot, best.yaml)"] if step.search else ["model"]
+        )
     return ["report"]
 
 

@@ -11,7 +11,7 @@ and holds all it may use, so a step never reaches back into the runner:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,6 +53,10 @@ class StepContext:
     target: Path  # where the output will live once published (for names and messages)
     fingerprint: str
     lock_text: str | None = None  # RECIPE.lock's text, embedded in model cards
+    # The fingerprint's named parts (settings, options, step:x, model:x, data:x), so a step
+    # can key caches of its own on what it reads (a merge search's trials), and the work dir.
+    fingerprint_parts: Mapping[str, str] = field(default_factory=dict)
+    work_dir: Path | None = None
 
     @property
     def recipe_dir(self) -> Path:

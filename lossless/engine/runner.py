@@ -171,6 +171,8 @@ class Runner:
             target=target,
             fingerprint=fingerprint.value,
             lock_text=self.lock_text,
+            fingerprint_parts=fingerprint.components,
+            work_dir=self.work_dir,
         )
         try:
             known = HANDLERS[step.kind].run(step, ctx)

@@ -18,10 +18,13 @@ from lossless.recipe.model import (
     GenerateStep,
     InputModel,
     LengthFilter,
+    MergeSearch,
     MergeStep,
     ModelRef,
     Recipe,
     Sampling,
+    SearchDimension,
+    SearchObjective,
     Slice,
     Step,
     TrainStep,
@@ -45,7 +48,7 @@ from lossless.training.settings import (
 )
 
 # Keys of a document that belong to lossless, not to the mergekit config of its merge stage.
-LOSSLESS_KEYS = ("generate", "train", "apply", "eval", "output", "name")
+LOSSLESS_KEYS = ("generate", "train", "apply", "eval", "output", "name", "search")
 
 
 def _ref(text: str | None) -> ModelRef | None:
@@ -70,10 +73,51 @@ def _slice(entry: Mapping[str, Any]) -> Slice:
     )
 
 
-def build_merge(doc: Mapping[str, Any]) -> MergeStep:
+def build_dimension(name: str, spec: Mapping[str, Any]) -> SearchDimension:
+    from lossless.search.space import parse_path
+
+    choices = spec.get("choices")
+    return SearchDimension(
+        name=name,
+        keys=parse_path(name),
+        choices=tuple(choices) if choices is not None else None,
+        low=spec.get("low"),
+        high=spec.get("high"),
+        step=spec.get("step"),
+        log=bool(spec.get("log", False)),
+    )
+
+
+def build_search(block: Mapping[str, Any], evals: Mapping[str, EvalStep]) -> MergeSearch:
+    """`search:` → MergeSearch, reading the named eval step's data, reference and settings."""
+    source = evals[block["eval"]]
+    measure = EvalStep(
+        name=source.name,
+        models=(),  # each trial's merge is what is measured
+        data=source.data,
+        reference=source.reference or source.models[0],
+        settings={k: v for k, v in source.settings.items() if k not in ("models", "gate")},
+    )
+    objective = block["objective"]
+    return MergeSearch(
+        vary=tuple(build_dimension(name, spec) for name, spec in block["vary"].items()),
+        eval=source.name,
+        measure=measure,
+        objective=SearchObjective(
+            dataset=objective["dataset"], metric=objective.get("metric"), goal=objective.get("goal")
+        ),
+        constraints=dict(block.get("constraints", source.gate)),
+        trials=block.get("trials"),
+        sampler=block.get("sampler", "grid"),
+        seed=int(block.get("seed", 0)),
+    )
+
+
+def build_merge(doc: Mapping[str, Any], evals: Mapping[str, EvalStep] | None = None) -> MergeStep:
     config = {k: v for k, v in doc.items() if k not in LOSSLESS_KEYS}
     modules = doc.get("modules") or {}
     inputs = modules.get("default", doc) if list(modules) == ["default"] else doc
+    search = doc.get("search")
     return MergeStep(
         name=stage_name(doc),
         merge_method=doc["merge_method"],
@@ -89,6 +133,7 @@ def build_merge(doc: Mapping[str, Any]) -> MergeStep:
         chat_template=doc.get("chat_template"),
         modules=doc.get("modules"),
         config=config,
+        search=build_search(search, evals or {}) if search else None,
     )
 
 
@@ -273,7 +318,11 @@ def build_recipe(path: str, documents: Sequence[Mapping[str, Any]]) -> Recipe:
     train: list[Step] = []
     apply: list[Step] = []
     merges: list[Step] = []
-    evals: list[Step] = []
+    evals = {
+        name: build_eval(name, block)
+        for doc in documents
+        for name, block in (doc.get("eval") or {}).items()
+    }
     output = None
     for doc in documents:
         for name, block in (doc.get("generate") or {}).items():
@@ -283,13 +332,11 @@ def build_recipe(path: str, documents: Sequence[Mapping[str, Any]]) -> Recipe:
         for name, block in (doc.get("apply") or {}).items():
             apply.append(build_apply(name, block))
         if is_merge_document(doc):
-            merges.append(build_merge(doc))
-        for name, block in (doc.get("eval") or {}).items():
-            evals.append(build_eval(name, block))
+            merges.append(build_merge(doc, evals))  # a search reads an eval step's settings
         output = doc.get("output", output)
     return Recipe(
         path=path,
-        steps=tuple(generate + train + apply + merges + evals),
+        steps=tuple(generate + train + apply + merges + list(evals.values())),
         output=output,
         documents=tuple(documents),
     )

@@ -41,6 +41,9 @@ class Input:
     path: YamlPath
     value: str
     kind: InputKind
+    # Its role when it is written in another step and read through it: a merge search reads
+    # its eval step's reference and data (`search.reference`), at the eval step's `path`.
+    read_as: str | None = None
 
     @property
     def role(self) -> str:
@@ -50,7 +53,7 @@ class Input:
             keys = keys[2:]
         if len(keys) > 1 and keys[-1] == "model":
             keys = keys[:-1]  # models[0].model → models[0]
-        return format_yaml_path(keys)
+        return self.read_as or format_yaml_path(keys)
 
     @property
     def ref(self) -> ModelRef:
@@ -103,6 +106,12 @@ def step_names(documents: Sequence[Any]) -> list[str]:
 def walk_inputs(documents: Sequence[Any]) -> list[Input]:
     """Every input of every step, in document order."""
     found: list[Input] = []
+    evals = {
+        name: (d, block)
+        for d, doc in enumerate(documents)
+        if isinstance(doc, Mapping)
+        for name, block in step_blocks(doc, "eval")
+    }
     for d, doc in enumerate(documents):
         if not isinstance(doc, Mapping):
             continue
@@ -114,6 +123,7 @@ def walk_inputs(documents: Sequence[Any]) -> list[Input]:
             found += _apply_inputs(name, (d, "apply", name), block)
         if is_merge_document(doc):
             found += _merge_inputs(stage_name(doc), d, doc)
+            found += _search_inputs(stage_name(doc), doc, evals)
         for name, block in step_blocks(doc, "eval"):
             found += _eval_inputs(name, (d, "eval", name), block)
     return found
@@ -214,4 +224,35 @@ def _eval_inputs(owner: str, p: YamlPath, block: Mapping[str, Any]) -> list[Inpu
     if isinstance(data, Mapping):
         for dataset, spec in data.items():
             found += _collect(owner, (*p, "data", dataset), spec, "data")
+    return found
+
+
+def _search_inputs(
+    owner: str, doc: Mapping[str, Any], evals: Mapping[str, tuple[int, Mapping[str, Any]]]
+) -> list[Input]:
+    """A merge search measures each trial as its eval step would: it reads that step's
+    reference (`reference:`, else its first model) and data, not the eval step's output, so the
+    eval step may itself measure this stage without a cycle."""
+    search = doc.get("search")
+    name = search.get("eval") if isinstance(search, Mapping) else None
+    if not isinstance(name, str) or name not in evals:
+        return []
+    d, block = evals[name]
+    p: YamlPath = (d, "eval", name)
+    found: list[Input] = []
+    if "reference" in block:
+        reference = _collect(owner, (*p, "reference"), block.get("reference"), "model")
+    elif isinstance(block.get("models"), list) and block["models"]:
+        reference = _collect(owner, (*p, "models", 0), block["models"][0], "model")
+    else:
+        reference = []
+    # The stage itself as the reference is reported by validation (search_rules), not a cycle.
+    for i in reference:
+        if ModelRef.parse(i.value).name != owner:
+            found.append(Input(i.owner, i.path, i.value, i.kind, read_as="search.reference"))
+    data = block.get("data")
+    if isinstance(data, Mapping):
+        for dataset, spec in data.items():
+            for i in _collect(owner, (*p, "data", dataset), spec, "data"):
+                found.append(Input(i.owner, i.path, i.value, i.kind, f"search.data.{dataset}"))
     return found

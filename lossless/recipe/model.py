@@ -99,8 +99,53 @@ class MergeStep:
     # parameters are a precedence level between the slices' and the top level's (mergekit).
     module_parameters: Params = field(default_factory=dict)
     config: Mapping[str, Any] = field(default_factory=dict)  # the stage's raw mergekit config
+    search: MergeSearch | None = None  # lossless's `search:` key: try many configs, keep the best
 
     kind = "merge"
+
+
+@dataclass(frozen=True)
+class SearchDimension:
+    """One `search.vary` entry: a config value to vary, over `choices` or a range [low, high].
+
+    `keys` is the YAML path of the value inside the stage config, parsed from the key as written
+    (`models[0].parameters.weight` → ("models", 0, "parameters", "weight")). A range with `step`
+    is a lattice (a grid walks it; random and optuna samples snap to it); `log` samples log-evenly.
+    """
+
+    name: str
+    keys: tuple[str | int, ...]
+    choices: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class SearchObjective:
+    dataset: str
+    metric: str | None = None  # None: the dataset's default metric (exact_match or loss)
+    goal: str | None = None  # "maximize" | "minimize"; None: from the metric (loss → minimize)
+
+
+@dataclass(frozen=True)
+class MergeSearch:
+    """`search:` on a merge stage: vary config values, measure each trial, keep the best one.
+
+    `measure` is the named eval step as the search reads it: its data, reference and settings,
+    with its `models` and `gate` dropped (each trial's merge is what is measured). `constraints`
+    are gates (evaluation/gates.py vocabulary); absent in the recipe, they are the eval's `gate`.
+    """
+
+    vary: tuple[SearchDimension, ...]
+    eval: str
+    measure: EvalStep
+    objective: SearchObjective
+    constraints: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    trials: int | None = None  # None: the whole grid
+    sampler: str = "grid"  # "grid" | "random" | "optuna"
+    seed: int = 0
 
 
 @dataclass(frozen=True)

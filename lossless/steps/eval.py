@@ -141,6 +141,32 @@ def run_eval(
     )
 
 
+@dataclass(frozen=True)
+class EvalInputs:
+    """An eval step's datasets read once, for scoring many models one at a time (merge search)."""
+
+    datasets: dict[str, DatasetInfo]
+    rows: dict[str, list[dict[str, Any]]]
+    metrics: tuple[str, ...]
+
+
+def prepare_inputs(step: EvalStep, recipe_dir: Path) -> EvalInputs:
+    """Read and check the step's data (and its gates against it) before any model is loaded."""
+    metrics = _metrics(step)
+    datasets, rows = _load_datasets(step, recipe_dir)
+    _precheck_gates(step, datasets, metrics)
+    return EvalInputs(datasets, rows, metrics)
+
+
+def score_model(
+    step: EvalStep, inputs: EvalInputs, model_dir: Path, model_name: str, *, quiet: bool = False
+) -> dict[str, dict[str, float]]:
+    """One model's scores, dataset → metric → value, exactly as `run_eval` computes them."""
+    return _score_model(
+        step, model_dir, model_name, inputs.datasets, inputs.rows, inputs.metrics, quiet
+    )
+
+
 def check_saved_gates(step: EvalStep, out_dir: Path) -> None:
     """Re-apply the gates to a fresh (cached) eval's `eval.json`: a skipped step still fails CI."""
     import json

@@ -56,6 +56,10 @@ def _chat_templates(tokenizer_dirs: Mapping[str, Path]) -> list[str | None]:
 
 def run(step: MergeStep, ctx: StepContext) -> dict[str, str]:
     """Merge into `ctx.out_dir`; returns the shard hashes computed while writing."""
+    if step.search is not None:  # many trial merges, the best one into ctx.out_dir
+        from lossless.search.stage import run_search
+
+        return run_search(step, ctx)
     from lossless.merge.chat_templates import resolve_chat_template
     from lossless.merge.output import assemble_output
     from lossless.merge.planner import build_plan

@@ -33,6 +33,7 @@ from lossless.recipe.references import (
 )
 from lossless.validation.checker import Checker
 from lossless.validation.merge_rules import check_merge
+from lossless.validation.search_rules import check_search
 
 
 def _check_generate(c: Checker, d: int, name: str, block: dict[str, Any]) -> None:
@@ -285,6 +286,7 @@ def check_documents(docs: list[Any], c: Checker, *, resolve: bool = False) -> li
             continue
         if is_merge_document(doc):
             check_merge(c, d, doc)
+            check_search(c, d, doc)
             if resolve:
                 owner = stage_name(doc)
                 _check_resolved(c, d, [i for i in inputs if i.path[0] == d and i.owner == owner])
