@@ -327,9 +327,10 @@ def test_data_keys_naming_a_generate_step_become_its_files() -> None:
     resolver = Resolver(recipe, step_dirs={"r": Path("/w/r")})
     chat, text = "/w/r/data.jsonl", "/w/r/text.jsonl"
     train = with_data_files(recipe.step("t"), resolver)
-    assert train.settings["data"] == ["new.jsonl", chat, text, "more.jsonl"]
-    assert train.settings["replay"] == {"data": [chat, text]}
-    assert train.settings["ewc"] == {"data": {"path": chat}}  # one file: the chat rows
+    assert train.block["data"] == ["new.jsonl", chat, text, "more.jsonl"]
+    assert [d.path for d in train.settings.data] == ["new.jsonl", chat, text, "more.jsonl"]
+    assert train.block["replay"] == {"data": [chat, text]}
+    assert train.block["ewc"] == {"data": {"path": chat}}  # one file: the chat rows
     evaluation = with_data_files(recipe.step("e"), resolver)
     assert evaluation.data == {"old": chat, "new": "new.jsonl"}
-    assert recipe.step("t").settings["data"][1] == "r"  # the recipe itself is untouched
+    assert recipe.step("t").block["data"][1] == "r"  # the recipe itself is untouched

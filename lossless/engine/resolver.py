@@ -260,6 +260,10 @@ def with_data_files(step: StepT, resolver: Resolver) -> StepT:
         files = [str(f) for f in resolver.data_files(item.value)]
         single = keys[-1] == "path" or isinstance(step, EvalStep | GenerateStep)
         block = _replace(block, keys, files[:1] if single else files, single)
+    if isinstance(step, TrainStep):  # settings are typed: rebuild them from the new block
+        from lossless.recipe.build import build_train
+
+        return build_train(step.name, block)
     changes: dict[str, Any] = {"settings": block}
     if isinstance(step, EvalStep):
         changes["data"] = block.get("data", step.data)
@@ -273,7 +277,9 @@ def _path_order(item: Any) -> tuple[tuple[int, Any], ...]:
 
 
 def _step_block(step: Step) -> dict[str, Any]:
-    if isinstance(step, TrainStep | EvalStep):
+    if isinstance(step, TrainStep):
+        return dict(step.block)
+    if isinstance(step, EvalStep):
         return dict(step.settings)
     assert isinstance(step, GenerateStep)
     return {"prompts": step.prompts}
