@@ -13,11 +13,12 @@ from pathlib import Path
 from lossless.engine.context import KnownHashes, RunOptions, StepContext
 from lossless.engine.fingerprint import Fingerprint
 from lossless.engine.freshness import Freshness, StepStatus
-from lossless.engine.publish import check_not_input, open_partial, publish
+from lossless.engine.publish import open_partial, publish
 from lossless.engine.resolver import Resolver
 from lossless.engine.state import StateStore
 from lossless.errors import GateFailed, LosslessError
 from lossless.recipe.model import ApplyStep, MergeStep, Recipe, Step, TrainStep
+from lossless.validation.outputs import OutputRule
 
 __all__ = ["RunOptions", "Runner", "StepStatus", "final_merge", "statuses"]
 
@@ -50,6 +51,12 @@ class Runner:
         self.lock_text: str | None = None  # RECIPE.lock's text, embedded in model cards
         self.order: list[Step] = topological_steps(recipe)
         self._final = final_merge(recipe)
+
+    def output_rule(self, input_dirs: list[Path] | None = None) -> OutputRule:
+        """Where this run may publish (`validation/outputs.py`, the same rule as `validate`)."""
+        return OutputRule(
+            Path(self.recipe.path), self.work_dir, input_dirs or [], self.options.overwrite
+        )
 
     # -- where things go
 
@@ -127,6 +134,9 @@ class Runner:
             lockfile.check_locked(self.recipe.path, entries)
             self.resolver.locked = entries
         self.lock_text = lockfile.lock_text(self.recipe.path, entries)
+        for step in self.selected():  # refuse before hours of training, not after
+            if not isinstance(step, ApplyStep) or self.freshness.needs_files(step):
+                self.output_rule().check(self.output_dir(step))
         self.check_disk_space()
         results = [self._run_or_skip(step) for step in self.selected()]
         if self.options.write_lock:
@@ -159,9 +169,7 @@ class Runner:
 
         fingerprint = self.fingerprint(step)
         target = self.output_dir(step)
-        check_not_input(target, self.resolver.input_dirs(step.name), step.name)
-        if target.exists() and not target.is_dir():
-            raise LosslessError(f"output path {target} exists and is not a directory")
+        self.output_rule(self.resolver.input_dirs(step.name)).check(target)
         ctx = StepContext(
             recipe=self.recipe,
             options=self.options,
@@ -181,7 +189,9 @@ class Runner:
         return target
 
     def _publish(self, step: Step, ctx: StepContext, known: KnownHashes | None) -> None:
-        publish(ctx.out_dir, ctx.target, ctx.fingerprint, known)
+        kept = publish(ctx.out_dir, ctx.target, ctx.fingerprint, known, Path(self.recipe.path))
+        if kept is not None:
+            self._say(f"note: what was in {ctx.target} before (--overwrite) is now in {kept}")
         self.state.write(step.name, step.kind, self.fingerprint(step), ctx.target)
         self.resolver.step_dirs[step.name] = ctx.target
 
