@@ -18,6 +18,7 @@ from lossless.recipe.model import Recipe
 from lossless.recipe.references import did_you_mean
 from lossless.recipe.schema import validator
 from lossless.recipe.yaml_io import Positions, parse_documents, source_line
+from lossless.recipe.yaml_limits import read_yaml_text
 from lossless.validation.semantic import Checker, check_documents
 
 
@@ -232,12 +233,9 @@ def load_recipe(
     Under `strict`, warnings count as errors. Returns the Recipe and its warnings.
     """
     file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise RecipeInvalid(
-            [Problem(f"cannot read the recipe: {error}", file=file, code="io")]
-        ) from None
+    text, unreadable = read_yaml_text(path)
+    if text is None:
+        raise RecipeInvalid([unreadable] if unreadable else [])
     docs, problems = check_text(
         text,
         file,
