@@ -16,6 +16,7 @@ from lossless.engine.freshness import Freshness, StepStatus
 from lossless.engine.publish import open_partial, publish
 from lossless.engine.resolver import Resolver
 from lossless.engine.state import StateStore
+from lossless.engine.verify import output_differences
 from lossless.errors import GateFailed, LosslessError
 from lossless.recipe.model import ApplyStep, MergeStep, Recipe, Step, TrainStep
 from lossless.validation.outputs import OutputRule
@@ -199,7 +200,8 @@ class Runner:
         """Write an apply step's adapted model to disk (for training or evaluation on it)."""
         record = self.state.read(step.name)
         target = self.output_dir(step)
-        if target.exists() and record and record.get("fingerprint") == self.fingerprint(step).value:
+        same = record and record.get("fingerprint") == self.fingerprint(step).value
+        if same and target.exists() and not output_differences(target, full=self.options.verify):
             return target
         return self._execute(step)
 
