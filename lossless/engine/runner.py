@@ -128,6 +128,17 @@ class Runner:
         unknown = self.options.force - {s.name for s in self.order}
         if unknown:
             raise LosslessError(f"--force {sorted(unknown)[0]}: no step of that name")
+        from lossless.engine.runlock import lock_path_for, run_locks
+
+        locks = [lock_path_for(self.work_dir, work_dir=True)]
+        if self._final is not None:
+            final = self.output_dir(self._final)
+            if not final.is_relative_to(self.work_dir):
+                locks.append(lock_path_for(final, work_dir=False))
+        with run_locks(locks, wait=self.options.wait, say=self._note):
+            return self._run_locked()
+
+    def _run_locked(self) -> list[StepStatus]:
         from lossless.engine import lockfile
 
         entries = lockfile.resolve_inputs(self.recipe, cache_dir=self.options.cache_dir)
@@ -205,11 +216,16 @@ class Runner:
             return target
         return self._execute(step)
 
+    def _note(self, text: str) -> None:
+        from rich.markup import escape
+
+        self._say(f"[dim]{escape(text)}[/]")
+
     def _say(self, text: str) -> None:
         if not self.options.quiet:
             from rich.console import Console
 
-            Console(stderr=True).print(text)
+            Console(stderr=True, soft_wrap=True).print(text)  # paths stay whole for copying
 
 
 def statuses(recipe: Recipe, options: RunOptions) -> list[StepStatus]:
