@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from lossless.errors import LosslessError
 from lossless.recipe.model import TrainStep
 from lossless.threads import torch_threads
+from lossless.training.checkpoints import newest_complete
 
 if TYPE_CHECKING:
     from lossless.engine.context import StepContext
@@ -149,7 +150,7 @@ def run_train(
         from lossless.training.progress import rich_progress_callback
 
         trainer.add_callback(rich_progress_callback(f"train {step.name}"))
-    resume = _last_checkpoint(out_dir / "checkpoints")
+    resume = newest_complete(out_dir / "checkpoints")  # torn ones are discarded, with a note
     t0 = time.perf_counter()
     with torch_threads(_training_threads(model)):  # restored after: merges keep every core
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -415,11 +416,3 @@ def _collate(pad_id: int) -> Any:
         }
 
     return collate
-
-
-def _last_checkpoint(ckpt_dir: Path) -> Path | None:
-    """checkpoints/checkpoint-N with the largest N, or None."""
-    if not ckpt_dir.is_dir():
-        return None
-    found = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
