@@ -8,11 +8,13 @@ output is written into a partial dir and published by `publish.py`. Steps are
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 from lossless.engine.context import KnownHashes, RunOptions, StepContext
 from lossless.engine.fingerprint import Fingerprint
 from lossless.engine.freshness import Freshness, StepStatus
+from lossless.engine.io_errors import check_text_files, disk_full
 from lossless.engine.publish import open_partial, publish
 from lossless.engine.resolver import Resolver
 from lossless.engine.state import StateStore
@@ -52,6 +54,7 @@ class Runner:
         self.lock_text: str | None = None  # RECIPE.lock's text, embedded in model cards
         self.order: list[Step] = topological_steps(recipe)
         self._final = final_merge(recipe)
+        self._step_bytes: int | None = None
 
     def output_rule(self, input_dirs: list[Path] | None = None) -> OutputRule:
         """Where this run may publish (`validation/outputs.py`, the same rule as `validate`)."""
@@ -96,6 +99,7 @@ class Runner:
         outputs = sum(
             largest_input for s in self.recipe.steps if isinstance(s, MergeStep | TrainStep)
         )
+        self._step_bytes = largest_input  # what one step's output needs, for a disk-full message
         check_disk_space(self.work_dir, sum(p.fetch_bytes for p in planned) + outputs)
 
     # -- what runs
@@ -191,8 +195,13 @@ class Runner:
             fingerprint=fingerprint.value,
             lock_text=self.lock_text,
         )
+        check_text_files(self._data_files(step))
         try:
             known = HANDLERS[step.kind].run(step, ctx)
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            raise disk_full(ctx.out_dir, self._step_bytes, step.name) from error
         except GateFailed:
             # The numbers are good even when a gate is breached: keep them, then fail.
             self._publish(step, ctx, None)
@@ -206,6 +215,14 @@ class Runner:
             self._say(f"note: what was in {ctx.target} before (--overwrite) is now in {kept}")
         self.state.write(step.name, step.kind, self.fingerprint(step), ctx.target)
         self.resolver.step_dirs[step.name] = ctx.target
+
+    def _data_files(self, step: Step) -> list[Path]:
+        from lossless.recipe.references import local_path
+
+        found = (
+            local_path(i.value, self.recipe_dir) for i in self.recipe.inputs_of(step.name, "data")
+        )
+        return [p for p in found if p is not None]
 
     def _materialise(self, step: ApplyStep) -> Path:
         """Write an apply step's adapted model to disk (for training or evaluation on it)."""
