@@ -31,7 +31,9 @@ for command in (["validate", sys.argv[1]], ["run", sys.argv[1], sys.argv[2]]):
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(err):
         rc = main(command)
     report[command[0]] = {"rc": rc, "seconds": time.perf_counter() - start, "text": err.getvalue()}
-report["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forked parent across exec
+status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
+report["rss_mb"] = int(status) / 1024
 print(json.dumps(report))
 """
 

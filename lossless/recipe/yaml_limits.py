@@ -144,7 +144,7 @@ def read_yaml_text(path: str | Path) -> tuple[str | None, Problem | None]:
         data = Path(path).read_bytes()
     except OSError as error:
         reason = error.strerror or str(error)
-        return None, Problem(f"cannot read {file}: {reason}", file=file, code="io")
+        return None, Problem(f"cannot read the recipe: {reason}", file=file, code="io")
     try:
         return data.decode("utf-8"), None
     except UnicodeDecodeError as error:
