@@ -73,6 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         _say(f"[red]error:[/] {_escape(error)}")
         return error.exit_code
+    except OSError as error:  # a full disk, a permission, a path: named, with what to do
+        if debug:
+            traceback.print_exc()
+        from lossless.engine.io_errors import from_os_error
+
+        _say(f"[red]error:[/] {_escape(from_os_error(error))}")
+        return EXIT_FAILED
     except Exception as error:  # a bug of ours: say so plainly; the traceback with --debug
         if debug:
             raise

@@ -156,7 +156,7 @@ def test_recipe_output_may_not_escape_and_code_execution_needs_a_flag(
         """,
     )
     escaped = run_cli("run", str(recipe), "--quiet")
-    assert escaped.returncode == 1
+    assert escaped.returncode == 2  # the same rule as `validate`: an invalid recipe
     assert "output:" in escaped.stderr and "command line" in escaped.stderr
     assert not (tmp_path.parent.parent / "somewhere-else").exists()
     # the same path given on the command line is the user's choice

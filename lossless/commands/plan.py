@@ -149,7 +149,9 @@ def render_text(plan: list[dict[str, Any]]) -> str:
     return buffer.getvalue().rstrip()
 
 
-def add_freshness(recipe: Recipe, plan: list[dict[str, Any]], work_dir: str | None) -> None:
+def add_freshness(
+    recipe: Recipe, plan: list[dict[str, Any]], work_dir: str | None, verify: bool = False
+) -> None:
     """Each step's state (fresh / stale / missing / lazy) and why, from the runner's records."""
     from pathlib import Path
 
@@ -159,7 +161,9 @@ def add_freshness(recipe: Recipe, plan: list[dict[str, Any]], work_dir: str | No
     try:
         found = {
             s.name: s
-            for s in statuses(recipe, RunOptions(work_dir=Path(work_dir) if work_dir else None))
+            for s in statuses(
+                recipe, RunOptions(work_dir=Path(work_dir) if work_dir else None, verify=verify)
+            )
         }
     except LosslessError as error:  # e.g. a hub model not cached while offline
         for row in plan:
@@ -234,6 +238,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--work-dir", help="where step outputs are kept (default: .lossless/ beside the recipe)"
     )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="check each fresh output's files against their recorded sha256 (sizes always)",
+    )
     p.set_defaults(handler=main)
 
 
@@ -247,7 +256,7 @@ def main(args: argparse.Namespace) -> int:
         print(render_dot(recipe))
         return 0
     plan = describe_plan(recipe)
-    add_freshness(recipe, plan, args.work_dir)
+    add_freshness(recipe, plan, args.work_dir, verify=args.verify)
     fetch = downloads(recipe)
     params = merge_params(recipe, args.work_dir) if args.params else []
     if args.format == "json":

@@ -82,6 +82,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="allow model code from the hub (off by default)",
     )
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="publish over an existing folder lossless did not write (it is moved aside to "
+        "NAME.replaced-DATE, never deleted)",
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="before skipping a fresh step, check every output file's sha256 (sizes are always checked)",
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="wait for another run holding the lock, do not fail"
+    )
+    p.add_argument(
         "--locked", action="store_true", help="refuse to run if an input differs from RECIPE.lock"
     )
     p.add_argument(
@@ -122,7 +136,10 @@ def main(args: argparse.Namespace) -> int:
         path = recipe_file(args.recipe, cache_dir=args.transformers_cache, quiet=args.quiet)
     except LosslessError as error:  # nothing readable to run: the input itself is wrong
         raise UsageError(error.message, hint=error.hint) from None
-    recipe, warnings = load_recipe(path, strict=args.strict)
+    # With OUT given, the recipe's own `output:` is not written to, so it is not judged.
+    recipe, warnings = load_recipe(
+        path, strict=args.strict, overwrite=args.overwrite, check_output=args.out is None
+    )
     if warnings:
         print(render_problems(warnings, "text"), file=sys.stderr)
     if not args.quiet:
@@ -149,6 +166,9 @@ def main(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         cache_dir=args.transformers_cache,
         locked=args.locked,
+        overwrite=args.overwrite,
+        verify=args.verify,
+        wait=args.wait,
     )
     Runner(recipe, options).run()
     return EXIT_OK

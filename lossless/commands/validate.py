@@ -24,6 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also read each model's config.json (local dirs or the hub cache; never weights)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow an `output:` that holds files lossless did not write (as `run --overwrite`)",
+    )
     p.add_argument("--format", choices=["text", "json", "github"], default="text")
     p.set_defaults(handler=main)
 
@@ -38,7 +43,9 @@ def main(args: argparse.Namespace) -> int:
             from lossless.commands.common import recipe_file
 
             path = recipe_file(file, quiet=True)  # hub:org/name or a model repo clone, too
-            _, problems = load_recipe(path, strict=args.strict, resolve=args.resolve)
+            _, problems = load_recipe(
+                path, strict=args.strict, resolve=args.resolve, overwrite=args.overwrite
+            )
         except RecipeInvalid as invalid:
             problems = invalid.problems
             failed.append(file)

@@ -40,6 +40,9 @@ class RunOptions:
     cache_dir: str | None = None
     locked: bool = False  # refuse to run when an input resolves differently from RECIPE.lock
     write_lock: bool = True
+    overwrite: bool = False  # publish over a folder lossless did not write (moved aside, kept)
+    verify: bool = False  # a fresh step's files must match their recorded sha256, not only sizes
+    wait: bool = False  # wait for a run lock held by another process instead of failing
 
 
 @dataclass(frozen=True)

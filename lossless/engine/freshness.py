@@ -3,7 +3,8 @@
 A step's fingerprint (`fingerprint.py`) has named components: its settings, the fingerprints of
 the steps it reads, the identity of every external model and data file it reads (from
 `recipe.inputs`, the one walk over a recipe's inputs). `status` compares them with the step's
-state record and says why a step must run ("model:org/x: changed", "never ran").
+state record and says why a step must run ("model:org/x: changed", "never ran"); a step whose
+fingerprint matches is fresh only if its output is intact (`verify.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from lossless.engine.context import RunOptions
 from lossless.engine.fingerprint import Fingerprint, digest, path_identity
 from lossless.engine.resolver import Resolver
 from lossless.engine.state import StateStore
+from lossless.engine.verify import output_differences
 from lossless.recipe.model import (
     ApplyStep,
     EvalStep,
@@ -127,6 +129,9 @@ class Freshness:
             return StepStatus(
                 step.name, step.kind, "stale", output, reasons or ["changed"], fingerprint
             )
+        damaged = output_differences(output, full=self.options.verify)
+        if damaged:
+            return StepStatus(step.name, step.kind, "stale", output, damaged, fingerprint)
         return StepStatus(step.name, step.kind, "fresh", output, [], fingerprint)
 
     def needs_files(self, step: ApplyStep) -> bool:

@@ -3,8 +3,10 @@
 A step writes into `.<name>.partial-<tag>` beside its target, where the tag depends only on the
 step's fingerprint: a rerun of the same step finds it again (a merge resumes at its first
 unfinished shard, a train step at its last checkpoint). When the step has finished,
-`publish` writes `lossless-manifest.json` (every file's size and sha256) last and renames the
-directory into place, so a path with the target's name is always a finished output.
+`publish` writes `lossless-manifest.json` (every file's size and sha256, and the recipe that made
+it) last and renames the directory into place, so a path with the target's name is always a
+finished output. The manifest is also how lossless knows what it wrote: an older output is
+deleted only when every file in it is listed in its manifest; anything else is moved aside.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from lossless.errors import LosslessError
 from lossless.tensors.writer import sha256_file
@@ -65,30 +69,69 @@ def versions() -> dict[str, str]:
     return found
 
 
-def write_manifest(directory: Path, fingerprint: str, known: Mapping[str, str] = {}) -> None:
-    """Every file's sha256 (`known` ones, e.g. shards hashed while written, are not re-read)."""
-    files = {}
+def write_manifest(
+    directory: Path, fingerprint: str, known: Mapping[str, str] = {}, recipe: Path | None = None
+) -> None:
+    """Every file's sha256 (`known` ones, e.g. shards hashed while written, are not re-read) and
+    size, and the recipe that made it (`recipe`: its path), so another recipe's output is known."""
+    files, sizes = {}, {}
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         rel = path.relative_to(directory).as_posix()
         if rel != MANIFEST:
             files[rel] = known.get(rel) or sha256_file(path)
-    manifest = {"fingerprint": fingerprint, "versions": versions(), "files": files}
+            sizes[rel] = path.stat().st_size
+    manifest: dict[str, Any] = {
+        "fingerprint": fingerprint,
+        "versions": versions(),
+        "files": files,
+        "sizes": sizes,
+    }
+    if recipe is not None:
+        manifest["recipe"] = {"path": str(Path(recipe).resolve()), "name": Path(recipe).name}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
+def read_manifest(directory: Path) -> dict[str, Any] | None:
+    """The manifest of a published output, or None (none there, or not readable as one)."""
+    try:
+        manifest = json.loads((Path(directory) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(manifest, dict) and isinstance(manifest.get("files"), dict)
+    return manifest if ok else None
+
+
+def unlisted_files(directory: Path, manifest: Mapping[str, Any] | None) -> list[str]:
+    """Files under `directory` that its manifest does not list: lossless did not write them."""
+    listed = set((manifest or {}).get("files", {})) | {MANIFEST}
+    found = (p.relative_to(directory).as_posix() for p in Path(directory).rglob("*"))
+    return sorted(rel for rel in found if rel not in listed and not (directory / rel).is_dir())
+
+
 def publish(
-    partial: Path, target: Path, fingerprint: str, known: Mapping[str, str] | None = None
-) -> Path:
+    partial: Path,
+    target: Path,
+    fingerprint: str,
+    known: Mapping[str, str] | None = None,
+    recipe: Path | None = None,
+) -> Path | None:
     """Manifest last, then the partial dir renamed to `target`. An older output there is moved
-    aside first and deleted only after the new one is in place."""
-    write_manifest(partial, fingerprint, known or {})
+    aside first and deleted after the new one is in place, but only if lossless wrote every file
+    in it; otherwise (`--overwrite` of a folder of the user's) it stays at the returned path."""
+    write_manifest(partial, fingerprint, known or {}, recipe)
     target.parent.mkdir(parents=True, exist_ok=True)
     old: Path | None = None
+    kept: Path | None = None
     if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
+        ours = not unlisted_files(target, read_manifest(target))
+        if ours:
+            old = target.parent / f".{target.name}.old-{os.getpid()}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+        else:
+            kept = target.parent / f"{target.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+            os.replace(target, kept)
     os.replace(partial, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    return target
+    return kept

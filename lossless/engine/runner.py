@@ -8,16 +8,20 @@ output is written into a partial dir and published by `publish.py`. Steps are
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 from lossless.engine.context import KnownHashes, RunOptions, StepContext
 from lossless.engine.fingerprint import Fingerprint
 from lossless.engine.freshness import Freshness, StepStatus
-from lossless.engine.publish import check_not_input, open_partial, publish
+from lossless.engine.io_errors import check_text_files, disk_full
+from lossless.engine.publish import open_partial, publish
 from lossless.engine.resolver import Resolver
 from lossless.engine.state import StateStore
+from lossless.engine.verify import output_differences
 from lossless.errors import GateFailed, LosslessError
 from lossless.recipe.model import ApplyStep, MergeStep, Recipe, Step, TrainStep
+from lossless.validation.outputs import OutputRule
 
 __all__ = ["RunOptions", "Runner", "StepStatus", "final_merge", "statuses"]
 
@@ -50,6 +54,13 @@ class Runner:
         self.lock_text: str | None = None  # RECIPE.lock's text, embedded in model cards
         self.order: list[Step] = topological_steps(recipe)
         self._final = final_merge(recipe)
+        self._step_bytes: int | None = None
+
+    def output_rule(self, input_dirs: list[Path] | None = None) -> OutputRule:
+        """Where this run may publish (`validation/outputs.py`, the same rule as `validate`)."""
+        return OutputRule(
+            Path(self.recipe.path), self.work_dir, input_dirs or [], self.options.overwrite
+        )
 
     # -- where things go
 
@@ -89,6 +100,7 @@ class Runner:
         outputs = sum(
             largest_input for s in self.recipe.steps if isinstance(s, MergeStep | TrainStep)
         )
+        self._step_bytes = largest_input  # what one step's output needs, for a disk-full message
         check_disk_space(self.work_dir, sum(p.fetch_bytes for p in planned) + outputs)
 
     # -- what runs
@@ -121,6 +133,17 @@ class Runner:
         unknown = self.options.force - {s.name for s in self.order}
         if unknown:
             raise LosslessError(f"--force {sorted(unknown)[0]}: no step of that name")
+        from lossless.engine.runlock import lock_path_for, run_locks
+
+        locks = [lock_path_for(self.work_dir, work_dir=True)]
+        if self._final is not None:
+            final = self.output_dir(self._final)
+            if not final.is_relative_to(self.work_dir):
+                locks.append(lock_path_for(final, work_dir=False))
+        with run_locks(locks, wait=self.options.wait, say=self._note):
+            return self._run_locked()
+
+    def _run_locked(self) -> list[StepStatus]:
         from lossless.engine import lockfile
 
         entries = lockfile.resolve_inputs(self.recipe, cache_dir=self.options.cache_dir)
@@ -128,6 +151,9 @@ class Runner:
             lockfile.check_locked(self.recipe.path, entries)
             self.resolver.locked = entries
         self.lock_text = lockfile.lock_text(self.recipe.path, entries)
+        for step in self.selected():  # refuse before hours of training, not after
+            if not isinstance(step, ApplyStep) or self.freshness.needs_files(step):
+                self.output_rule().check(self.output_dir(step))
         self.check_disk_space()
         results = [self._run_or_skip(step) for step in self.selected()]
         if self.options.write_lock:
@@ -160,9 +186,7 @@ class Runner:
 
         fingerprint = self.fingerprint(step)
         target = self.output_dir(step)
-        check_not_input(target, self.resolver.input_dirs(step.name), step.name)
-        if target.exists() and not target.is_dir():
-            raise LosslessError(f"output path {target} exists and is not a directory")
+        self.output_rule(self.resolver.input_dirs(step.name)).check(target)
         ctx = StepContext(
             recipe=self.recipe,
             options=self.options,
@@ -174,8 +198,13 @@ class Runner:
             fingerprint_parts=fingerprint.components,
             work_dir=self.work_dir,
         )
+        check_text_files(self._data_files(step))
         try:
             known = HANDLERS[step.kind].run(step, ctx)
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            raise disk_full(ctx.out_dir, self._step_bytes, step.name) from error
         except GateFailed:
             # The numbers are good even when a gate is breached: keep them, then fail.
             self._publish(step, ctx, None)
@@ -184,23 +213,39 @@ class Runner:
         return target
 
     def _publish(self, step: Step, ctx: StepContext, known: KnownHashes | None) -> None:
-        publish(ctx.out_dir, ctx.target, ctx.fingerprint, known)
+        kept = publish(ctx.out_dir, ctx.target, ctx.fingerprint, known, Path(self.recipe.path))
+        if kept is not None:
+            self._say(f"note: what was in {ctx.target} before (--overwrite) is now in {kept}")
         self.state.write(step.name, step.kind, self.fingerprint(step), ctx.target)
         self.resolver.step_dirs[step.name] = ctx.target
+
+    def _data_files(self, step: Step) -> list[Path]:
+        from lossless.recipe.references import local_path
+
+        found = (
+            local_path(i.value, self.recipe_dir) for i in self.recipe.inputs_of(step.name, "data")
+        )
+        return [p for p in found if p is not None]
 
     def _materialise(self, step: ApplyStep) -> Path:
         """Write an apply step's adapted model to disk (for training or evaluation on it)."""
         record = self.state.read(step.name)
         target = self.output_dir(step)
-        if target.exists() and record and record.get("fingerprint") == self.fingerprint(step).value:
+        same = record and record.get("fingerprint") == self.fingerprint(step).value
+        if same and target.exists() and not output_differences(target, full=self.options.verify):
             return target
         return self._execute(step)
+
+    def _note(self, text: str) -> None:
+        from rich.markup import escape
+
+        self._say(f"[dim]{escape(text)}[/]")
 
     def _say(self, text: str) -> None:
         if not self.options.quiet:
             from rich.console import Console
 
-            Console(stderr=True).print(text)
+            Console(stderr=True, soft_wrap=True).print(text)  # paths stay whole for copying
 
 
 def statuses(recipe: Recipe, options: RunOptions) -> list[StepStatus]:

@@ -67,7 +67,8 @@ def build_output(
     partial = open_partial(out_dir, fingerprint)
     options.setdefault("name", out_dir.name)
     known = assemble_output(plan, sources, partial, **options)
-    return publish(partial, out_dir, fingerprint, known)
+    publish(partial, out_dir, fingerprint, known)
+    return out_dir
 
 
 def assemble_output(

@@ -42,12 +42,15 @@ def looks_like_hub_id(name: str) -> bool:
 
 def local_path(name: str, recipe_dir: str | Path | None) -> Path | None:
     """The existing file or directory `name` names, or None. Relative: recipe dir, then CWD."""
-    path = Path(name).expanduser()
-    if path.is_absolute():
-        return path if path.exists() else None
-    for root in (Path(recipe_dir) if recipe_dir else None, Path.cwd()):
-        if root is not None and (root / path).exists():
-            return root / path
+    try:  # a name longer than the OS allows (ENAMETOOLONG) names nothing on disk
+        path = Path(name).expanduser()
+        if path.is_absolute():
+            return path if path.exists() else None
+        for root in (Path(recipe_dir) if recipe_dir else None, Path.cwd()):
+            if root is not None and (root / path).exists():
+                return root / path
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name
+        return None
     return None
 
 

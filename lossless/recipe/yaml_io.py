@@ -20,6 +20,14 @@ from typing import Any
 import yaml
 
 from lossless.errors import Problem, RecipeInvalid, YamlPath
+from lossless.recipe.yaml_limits import (
+    LimitedComposer,
+    NodeBudget,
+    YamlLimit,
+    check_brackets,
+    check_integer,
+    read_yaml_text,
+)
 
 # YAML 1.2 floats: `1e-4`, `2E5`, `.5`, `-3.0e+2`. PyYAML's 1.1 pattern needs a dot and a signed
 # exponent, so `learning_rate: 2e-5` would silently become the string "2e-5".
@@ -46,8 +54,8 @@ _FAKE_BULLETS = {
 }
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader whose resolver knows YAML 1.2 floats."""
+class _Loader(LimitedComposer, yaml.SafeLoader):
+    """SafeLoader whose resolver knows YAML 1.2 floats, within `yaml_limits`."""
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -97,6 +105,7 @@ class _Converter:
     def __init__(self, file: str, lines: list[str]) -> None:
         self.file, self.lines = file, lines
         self.problems: list[Problem] = []
+        self.budget = NodeBudget()
 
     def problem(self, node: yaml.Node, path: YamlPath, message: str, **kw: Any) -> None:
         line, col = node.start_mark.line + 1, node.start_mark.column + 1
@@ -113,6 +122,7 @@ class _Converter:
         )
 
     def convert(self, node: yaml.Node, path: YamlPath, pos: Positions) -> Any:
+        self.budget.spend(node, len(path))
         pos.value_starts[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path, pos)
@@ -170,6 +180,7 @@ class _Converter:
         if tag == _BOOL:
             return text.lower() in ("yes", "true", "on", "y")
         if tag == _INT:
+            check_integer(node)
             return _NUMBERS.construct_yaml_int(node)  # 0x1F, 1_000, 0o17 as PyYAML reads them
         return _NUMBERS.construct_yaml_float(node)
 
@@ -264,29 +275,29 @@ def parse_documents(text: str, file: str = "") -> tuple[list[Document], list[Pro
     problems = _lexical_problems(text, file)
     if problems:  # PyYAML would stop at the first one with a less helpful message
         return [], problems
-    try:
-        nodes = list(yaml.compose_all(text, Loader=_Loader))
-    except yaml.YAMLError as error:
-        return [], [_syntax_problem(error, file, lines)]
     converter = _Converter(file, lines)
     documents: list[Document] = []
-    for node in nodes:
-        if node is None or (node.tag == _NULL and node.value == ""):  # a lone trailing `---`
-            continue
-        positions = Positions()
-        documents.append((converter.convert(node, (), positions), positions))
+    try:
+        check_brackets(text)
+        nodes = list(yaml.compose_all(text, Loader=_Loader))
+        for node in nodes:
+            if node is None or (node.tag == _NULL and node.value == ""):  # a lone trailing `---`
+                continue
+            positions = Positions()
+            documents.append((converter.convert(node, (), positions), positions))
+    except yaml.YAMLError as error:
+        return [], [_syntax_problem(error, file, lines)]
+    except YamlLimit as limit:
+        return [], [limit.problem(file, lines)]
     return documents, converter.problems
 
 
 def load_documents(path: str | Path) -> list[Document]:
     """Read a YAML file safely; raises `RecipeInvalid` listing every reading problem."""
     file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise RecipeInvalid(
-            [Problem(f"cannot read {file}: {error}", file=file, code="io")]
-        ) from None
+    text, unreadable = read_yaml_text(path)
+    if text is None:
+        raise RecipeInvalid([unreadable] if unreadable else [])
     documents, problems = parse_documents(text, file)
     if problems:
         raise RecipeInvalid(problems)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from lossless.errors import LosslessError
 from lossless.recipe.model import TrainStep
 from lossless.threads import torch_threads
+from lossless.training.checkpoints import newest_complete
 from lossless.training.examples import build_dataset, collator, pack, tokenize
 from lossless.training.loss_terms import EwcTerm, LossTerm, trainer_class
 from lossless.training.peft_setup import load_base, wrap_peft
@@ -163,7 +164,7 @@ def run_train(
         from lossless.training.progress import rich_progress_callback
 
         trainer.add_callback(rich_progress_callback(f"train {step.name}"))
-    resume = _last_checkpoint(out_dir / "checkpoints")
+    resume = newest_complete(out_dir / "checkpoints")  # torn ones are discarded, with a note
     t0 = time.perf_counter()
     with torch_threads(_training_threads(model)):  # restored after: merges keep every core
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -271,11 +272,3 @@ def _use_bf16(precision: str) -> bool:
     if precision == "bf16":
         return True
     return precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-def _last_checkpoint(ckpt_dir: Path) -> Path | None:
-    """checkpoints/checkpoint-N with the largest N, or None."""
-    if not ckpt_dir.is_dir():
-        return None
-    found = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)

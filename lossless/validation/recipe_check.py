@@ -18,6 +18,7 @@ from lossless.recipe.model import Recipe
 from lossless.recipe.references import did_you_mean
 from lossless.recipe.schema import validator
 from lossless.recipe.yaml_io import Positions, parse_documents, source_line
+from lossless.recipe.yaml_limits import read_yaml_text
 from lossless.validation.semantic import Checker, check_documents
 
 
@@ -143,9 +144,19 @@ def schema_problems(data: Any, file: str, lines: list[str], pos: Positions) -> l
 
 
 def check_text(
-    text: str, file: str = "", *, recipe_dir: str | Path | None = None, resolve: bool = False
+    text: str,
+    file: str = "",
+    *,
+    recipe_dir: str | Path | None = None,
+    resolve: bool = False,
+    overwrite: bool = False,
+    check_output: bool = True,
 ) -> tuple[list[Any], list[Problem]]:
-    """Every problem of a recipe's text (errors and warnings), and its documents as data."""
+    """Every problem of a recipe's text (errors and warnings), and its documents as data.
+
+    `overwrite` (the `--overwrite` flag) allows an `output:` that holds files lossless did not
+    write; the other output rules (`validation/outputs.py`) always hold. `check_output=False`
+    when the command line names the output instead (`run RECIPE OUT`)."""
     lines = text.splitlines()
     documents, problems = parse_documents(text, file)
     if not documents and not problems:
@@ -169,7 +180,33 @@ def check_text(
 
     first_positions = positions[0] if len(positions) == 1 else None
     problems += code_execution_problems(docs, file, positions=first_positions)
+    if check_output:
+        problems += _output_problems(docs, positions, file, lines, recipe_dir, overwrite)
     return docs, _dedupe(problems)
+
+
+def _output_problems(
+    docs: list[Any],
+    positions: list[Positions],
+    file: str,
+    lines: list[str],
+    recipe_dir: str | Path | None,
+    overwrite: bool,
+) -> list[Problem]:
+    from lossless.recipe.inputs import walk_inputs
+    from lossless.recipe.references import local_path
+    from lossless.validation.outputs import output_problems
+
+    if recipe_dir is None or not file:
+        return []  # text without a file: nowhere to judge paths from
+    local = (
+        local_path(n, recipe_dir) for i in walk_inputs(docs) if i.kind == "model" for n in i.names()
+    )
+    inputs = sorted({p for p in local if p is not None and p.is_dir()})
+    recipe = Path(recipe_dir) / Path(file).name
+    return output_problems(
+        docs, positions, str(recipe), lines, input_dirs=inputs, overwrite=overwrite, shown_file=file
+    )
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:
@@ -184,20 +221,29 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
 
 
 def load_recipe(
-    path: str | Path, *, strict: bool = False, resolve: bool = False
+    path: str | Path,
+    *,
+    strict: bool = False,
+    resolve: bool = False,
+    overwrite: bool = False,
+    check_output: bool = True,
 ) -> tuple[Recipe, list[Problem]]:
     """Read and check a recipe; raise `RecipeInvalid` if anything is an error.
 
     Under `strict`, warnings count as errors. Returns the Recipe and its warnings.
     """
     file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise RecipeInvalid(
-            [Problem(f"cannot read the recipe: {error}", file=file, code="io")]
-        ) from None
-    docs, problems = check_text(text, file, recipe_dir=Path(path).parent, resolve=resolve)
+    text, unreadable = read_yaml_text(path)
+    if text is None:
+        raise RecipeInvalid([unreadable] if unreadable else [])
+    docs, problems = check_text(
+        text,
+        file,
+        recipe_dir=Path(path).parent,
+        resolve=resolve,
+        overwrite=overwrite,
+        check_output=check_output,
+    )
     if strict:
         problems = [replace(p, severity="error") for p in problems]
     if any(p.severity == "error" for p in problems):

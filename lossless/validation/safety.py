@@ -40,11 +40,13 @@ def check_output_path(
     *,
     base: str | Path | None = None,
     what: str = "output path",
+    root_names: str | None = None,
 ) -> Path:
     """The absolute path to write to, or a LosslessError if a recipe's path leaves the roots.
 
     Relative paths are taken from `base` (default: the first root). `what` names the setting in
-    messages, e.g. "`output:` of recipe.yaml".
+    messages, e.g. "`output:` of recipe.yaml"; `root_names` names the roots in messages (default:
+    their paths).
     """
     if from_cli:
         return Path(path).expanduser().absolute()
@@ -55,10 +57,10 @@ def check_output_path(
             f"{what} {text!r}: a recipe may not choose where to write here", hint=fix
         )
     roots = [Path(r).expanduser().absolute() for r in allowed_roots]
+    shown = root_names or _list_roots(roots)
     if Path(text).is_absolute() or text.startswith("~"):
         raise LosslessError(
-            f"{what} {text!r} is an absolute path: a recipe may only write inside "
-            + _list_roots(roots),
+            f"{what} {text!r} is an absolute path: a recipe may only write inside " + shown,
             hint=fix,
         )
     start = Path(base).expanduser().absolute() if base is not None else roots[0]
@@ -66,15 +68,14 @@ def check_output_path(
     if not any(_inside(lexical, root) for root in roots):
         raise LosslessError(
             f"{what} {text!r} climbs out with `..` to {lexical}: a recipe may only write inside "
-            + _list_roots(roots),
+            + shown,
             hint=fix,
         )
     real = lexical.resolve()  # follows every symlink on the way, existing or not
     if not any(_inside(real, root.resolve()) for root in roots):
         link = _first_escaping_link(lexical, [r.resolve() for r in roots])
         raise LosslessError(
-            f"{what} {text!r} goes through the symlink {link} to {real}, outside "
-            + _list_roots(roots),
+            f"{what} {text!r} goes through the symlink {link} to {real}, outside " + shown,
             hint=fix + ", or remove the symlink",
         )
     return real
