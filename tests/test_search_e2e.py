@@ -131,6 +131,8 @@ def test_an_infeasible_search_fails_naming_the_closest_trial(world: Path, capsys
     from lossless import cli
 
     path = write(world, IMPOSSIBLE, name="strict.yaml")
+    # A second recipe in the folder needs an output of its own (merged-out is recipe.yaml's).
+    path.write_text(path.read_text().replace("output: merged-out", "output: strict-out"))
     assert cli.main(["run", str(path), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "merge search 'merged': none of 6 trial(s) met every constraint" in err

@@ -229,14 +229,16 @@ def _write_best_recipe(
     index = next(
         i for i, d in enumerate(documents) if is_merge_document(d) and stage_name(d) == step.name
     )
-    document = {k: v for k, v in documents[index].items() if k != "search"}
+    # No `search:`, and no `output:`: run as its own recipe it must not replace this one's output.
+    document = {k: v for k, v in documents[index].items() if k not in ("search", "output")}
     document = substitute(document, point_values(search.vary, best.point))
     stem = Path(ctx.recipe.path).stem
     header = [
         f"The best point of merge search `{step.name}` in {Path(ctx.recipe.path).name}: trial "
         f"{best.number} of {count}, {search.objective.dataset} {metric} = "
         f"{best.judgement.objective:.6g}.",
-        "The recipe as written, with that stage's searched values set and no `search:` key.",
+        "The recipe as written, with that stage's searched values set, no `search:` and no",
+        "`output:` (give it one of its own, or pass OUT to `lossless run`).",
         "Its paths are relative to the recipe's directory: copy it there to use it,",
         f"  cp {ctx.target / 'search' / path.name} {ctx.recipe_dir / (stem + '.best.yaml')}",
     ]
