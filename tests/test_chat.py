@@ -107,7 +107,7 @@ def test_chat_on_a_recipes_lora_step_uses_that_steps_base(
     capsys.readouterr()
     assert cli.main(["chat", f"{recipe}:skill", "--prompt", "hi", "--max-new-tokens", "4"]) == 0
     answer = capsys.readouterr().out
-    adapter = tmp_path / ".lossless" / "skill"
+    adapter = tmp_path / ".lossless" / "r" / "skill"
     assert (adapter / "adapter_config.json").is_file()
     assert cli.main(["chat", str(adapter), "--prompt", "hi", "--max-new-tokens", "4"]) == 0
     assert capsys.readouterr().out == answer  # the step's base, found through the recipe

@@ -149,13 +149,14 @@ def test_training_killed_in_a_checkpoint_save_resumes_to_the_same_adapter(
     assert run(reference).returncode == 0
     died = run(killed, kill="checkpoint")
     assert died.returncode == -signal.SIGKILL, died.stderr
-    (partial,) = (killed.parent / ".lossless").glob(".skill.partial-*")
+    (partial,) = (killed.parent / ".lossless" / "r").glob(".skill.partial-*")
     torn = partial / "checkpoints" / "checkpoint-4"
     assert torn.is_dir() and not (torn / "trainer_state.json").exists()
     again = run(killed)
     assert again.returncode == 0, again.stderr
     assert "discarded the torn checkpoint checkpoint-4" in again.stderr
-    out, ref = killed.parent / ".lossless" / "skill", reference.parent / ".lossless" / "skill"
+    out = killed.parent / ".lossless" / "r" / "skill"
+    ref = reference.parent / ".lossless" / "r" / "skill"
     assert json.loads((out / "metrics.json").read_text())["resumed_from"] == "checkpoint-2"
     name = "adapter_model.safetensors"
     assert (out / name).read_bytes() == (ref / name).read_bytes()

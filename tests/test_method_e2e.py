@@ -86,9 +86,9 @@ def test_method_runs_loads_and_generates(world: Path) -> None:
     out = world / "merged-out"
     assert (out / "lossless-manifest.json").is_file()
     # resume checkpoints (optimizer state) are dropped once the train step has finished
-    assert (world / ".lossless" / "new_skill" / "adapter_model.safetensors").is_file()
-    assert not (world / ".lossless" / "new_skill" / "checkpoints").exists()
-    results = json.loads((world / ".lossless" / "check" / "eval.json").read_text())
+    assert (world / ".lossless" / "recipe" / "new_skill" / "adapter_model.safetensors").is_file()
+    assert not (world / ".lossless" / "recipe" / "new_skill" / "checkpoints").exists()
+    results = json.loads((world / ".lossless" / "recipe" / "check" / "eval.json").read_text())
     assert set(results["scores"]) == {"instruct", "merged"}
 
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -163,6 +163,8 @@ def test_multi_stage_file_runs_in_dag_order(models: Path) -> None:
     run_recipe(recipe, out)
     name = "model.norm.weight"
     a, b, base = (read_tensors(models / n)[name] for n in ("a", "b", "base"))
-    first = read_tensors(models / ".lossless" / "first")[name]  # intermediate kept in the work dir
+    first = read_tensors(models / ".lossless" / "multi" / "first")[
+        name
+    ]  # intermediate kept in the work dir
     torch.testing.assert_close(first, (a + base) / 2)
     torch.testing.assert_close(read_tensors(out)[name], (first + b) / 2)

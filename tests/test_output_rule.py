@@ -49,7 +49,8 @@ def test_validate_refuses_what_publishing_would_destroy(tmp_path: Path, models: 
     assert problems(recipe(folder, models, ".")) == [
         "`output: .` is the recipe's folder: publishing would replace all of it"
     ]
-    assert "is the work dir" in problems(recipe(folder, models, ".lossless"))[0]
+    assert "is the work dir" in problems(recipe(folder, models, ".lossless/r"))[0]
+    assert "contains the work dir" in problems(recipe(folder, models, ".lossless"))[0]
     (folder / "userdata").mkdir()
     (folder / "userdata" / "thesis.tex").write_text("years of work")
     found = problems(recipe(folder, models, "userdata"))

@@ -42,5 +42,5 @@ def test_quiet_run_prints_nothing(tmp_path: Path) -> None:
         printed += chunk
     os.close(leader)
     assert done.returncode == 0, printed.decode(errors="replace")
-    assert (tmp_path / ".lossless" / "check" / "eval.json").is_file()
+    assert (tmp_path / ".lossless" / "r" / "check" / "eval.json").is_file()
     assert printed.decode(errors="replace").strip() == ""

@@ -68,7 +68,7 @@ def test_a_held_lock_fails_the_second_run_naming_the_holder(
 def test_wait_queues_behind_the_holder(
     recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    work = recipe.parent / ".lossless"
+    work = recipe.parent / ".lossless" / "r"
     holder = hold(lock_path_for(work, work_dir=True), 1.5)
     start = time.monotonic()
     assert main(["run", str(recipe), str(tmp_path / "out"), "--wait"]) == 0

@@ -137,6 +137,6 @@ def test_an_infeasible_search_fails_naming_the_closest_trial(world: Path, capsys
     err = capsys.readouterr().err
     assert "merge search 'merged': none of 6 trial(s) met every constraint" in err
     assert "the closest, trial" in err and "old: loss" in err and "min_score 0.01" in err
-    table = world / ".lossless" / "merged.search" / "trials.csv"
+    table = world / ".lossless" / "strict" / "merged.search" / "trials.csv"
     assert str(table) in err.replace("\n", "") or "trials.csv" in err
     assert table.read_text().count("\n") == 7

@@ -236,7 +236,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["text", "dot", "json"], default="text")
     p.add_argument("--params", action="store_true", help="show resolved merge parameters per layer")
     p.add_argument(
-        "--work-dir", help="where step outputs are kept (default: .lossless/ beside the recipe)"
+        "--work-dir",
+        help="where step outputs are kept (default: .lossless/<recipe name>/ beside the recipe)",
     )
     p.add_argument(
         "--verify",

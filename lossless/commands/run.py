@@ -39,7 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
     p.add_argument(
-        "--work-dir", help="where step outputs are kept (default: .lossless/ beside the recipe)"
+        "--work-dir",
+        help="where step outputs are kept (default: .lossless/<recipe name>/ beside the recipe)",
     )
     p.add_argument(
         "--force", action="append", default=[], metavar="STEP", help="rerun STEP even if fresh"

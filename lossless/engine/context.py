@@ -20,6 +20,22 @@ if TYPE_CHECKING:
     from lossless.recipe.model import Recipe
 
 
+WORK_ROOT = ".lossless"
+
+
+def default_work_dir(recipe_path: str | Path) -> Path:
+    """`.lossless/<recipe name>/` beside the recipe, so recipes in one folder never share (or
+    overwrite) each other's step outputs. A `.lossless/` written by an older lossless, with the
+    steps of every recipe of the folder directly in it (`.lossless/.state/`), keeps working as it
+    is; `is_shared_legacy` lets the runner say so."""
+    root = Path(recipe_path).resolve().parent / WORK_ROOT
+    return root if is_shared_legacy(root) else root / Path(recipe_path).stem
+
+
+def is_shared_legacy(work_dir: Path) -> bool:
+    return work_dir.name == WORK_ROOT and (work_dir / ".state").is_dir()
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """Everything from the command line that changes what a run does."""

@@ -11,7 +11,13 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-from lossless.engine.context import KnownHashes, RunOptions, StepContext
+from lossless.engine.context import (
+    KnownHashes,
+    RunOptions,
+    StepContext,
+    default_work_dir,
+    is_shared_legacy,
+)
 from lossless.engine.fingerprint import Fingerprint
 from lossless.engine.freshness import Freshness, StepStatus
 from lossless.engine.io_errors import check_text_files, disk_full
@@ -41,7 +47,7 @@ class Runner:
         self.recipe = recipe
         self.options = options
         self.recipe_dir = Path(recipe.path).resolve().parent
-        self.work_dir = (options.work_dir or self.recipe_dir / ".lossless").resolve()
+        self.work_dir = (options.work_dir or default_work_dir(recipe.path)).resolve()
         self.resolver = Resolver(
             recipe,
             cache_dir=options.cache_dir,
@@ -134,6 +140,13 @@ class Runner:
         if unknown:
             raise LosslessError(f"--force {sorted(unknown)[0]}: no step of that name")
         from lossless.engine.runlock import lock_path_for, run_locks
+
+        if self.options.work_dir is None and is_shared_legacy(self.work_dir):
+            self._note(
+                f"{self.work_dir} holds the steps of every recipe in this folder (made by an older "
+                "lossless); it is used as it is. Move it to "
+                f"{self.work_dir / Path(self.recipe.path).stem} to give this recipe its own."
+            )
 
         locks = [lock_path_for(self.work_dir, work_dir=True)]
         if self._final is not None:

@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lossless.engine.context import default_work_dir
 from lossless.engine.fingerprint import digest
 from lossless.errors import LosslessError
 from lossless.recipe.build import build_merge
@@ -43,7 +44,7 @@ class SearchFailed(LosslessError):
 
 
 def search_root(step: MergeStep, ctx: StepContext) -> Path:
-    work = ctx.work_dir or ctx.recipe_dir / ".lossless"
+    work = ctx.work_dir or default_work_dir(ctx.recipe.path)
     return Path(work) / f"{step.name}.search"
 
 

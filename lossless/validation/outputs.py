@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lossless.engine.context import default_work_dir
 from lossless.errors import LosslessError, Problem, UsageError
 from lossless.recipe.yaml_io import source_line
 
@@ -112,12 +113,12 @@ def output_problems(
     shown_file: str | None = None,
 ) -> list[Problem]:
     """`validate`'s view of the rule: one Problem per reason an `output:` is refused, at its
-    line (the work dir is the default `.lossless/` beside the recipe). `file` is the recipe's
+    line (the work dir is the default `.lossless/<recipe name>/` beside the recipe). `file` is the recipe's
     path; `shown_file` how messages name it."""
     from lossless.validation.safety import check_output_path
 
     recipe = Path(file).absolute()
-    rule = OutputRule(recipe, recipe.parent / ".lossless", input_dirs, overwrite)
+    rule = OutputRule(recipe, default_work_dir(recipe), input_dirs, overwrite)
     problems = []
     for doc, pos in zip(documents, positions, strict=True):
         value = doc.get("output") if isinstance(doc, dict) else None
