@@ -73,7 +73,10 @@ def test_push_a_finished_run(hub: FakeHub, tmp_path: Path, models: Path, capsys)
     recipe = project(tmp_path, models, ceiling=1000.0)  # a loss ceiling every model passes
     assert cli(["push", str(recipe), "me/merged"]) == 1
     assert "merge merged has no finished output to push" in capsys.readouterr().err
-    assert cli(["run", str(recipe), "--quiet"]) == 0
+    assert cli(["run", str(recipe)]) == 0
+    summary = capsys.readouterr().err
+    assert "run finished in" in summary and "eval forgetting: passed" in summary
+    assert f"output  {tmp_path / '.lossless' / 'merged'} (" in summary
     assert cli(["push", str(recipe), "me/merged", "--private"]) == 0
     assert "pushed: " in capsys.readouterr().out
     assert hub.created[-1]["visibility"] == "private"
@@ -109,7 +112,11 @@ def test_push_a_finished_run(hub: FakeHub, tmp_path: Path, models: Path, capsys)
 def test_push_refuses_a_failed_gate_unless_forced(
     hub: FakeHub, tmp_path: Path, models: Path, capsys
 ) -> None:
-    recipe = project(tmp_path, models, ceiling=0.001)  # no model has a loss that low
+    recipe = project(tmp_path, models, ceiling=1000.0)
+    # an override of the gate: no model has a loss that low
+    assert cli(["run", str(recipe), "--set", "eval.forgetting.gate.general.min_score=0.001"]) == 1
+    assert "run stopped after" in capsys.readouterr().err  # the summary, before the error
+    recipe.write_text(recipe_text(0.001))  # the same recipe in the file: fresh, gates judged again
     assert cli(["run", str(recipe), "--quiet"]) == 1
     assert cli(["push", str(recipe), "me/merged"]) == 1
     err = capsys.readouterr().err

@@ -8,9 +8,10 @@ passes both always run, so a user fixes everything in one round.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lossless.errors import Problem, RecipeInvalid
 from lossless.recipe.build import build_recipe
@@ -19,6 +20,9 @@ from lossless.recipe.references import did_you_mean
 from lossless.recipe.schema import validator
 from lossless.recipe.yaml_io import Positions, parse_documents, source_line
 from lossless.validation.semantic import Checker, check_documents
+
+if TYPE_CHECKING:
+    from lossless.commands.overrides import Override
 
 
 def _short(value: Any) -> str:
@@ -143,11 +147,34 @@ def schema_problems(data: Any, file: str, lines: list[str], pos: Positions) -> l
 
 
 def check_text(
-    text: str, file: str = "", *, recipe_dir: str | Path | None = None, resolve: bool = False
+    text: str,
+    file: str = "",
+    *,
+    recipe_dir: str | Path | None = None,
+    resolve: bool = False,
+    overrides: Sequence[Override] = (),
 ) -> tuple[list[Any], list[Problem]]:
-    """Every problem of a recipe's text (errors and warnings), and its documents as data."""
+    """Every problem of a recipe's text (errors and warnings), and its documents as data.
+    `overrides` (`--set`) change the first document's data before it is checked."""
     lines = text.splitlines()
     documents, problems = parse_documents(text, file)
+    if overrides and documents:
+        from lossless.commands.overrides import apply_overrides, blame
+
+        documents[0] = (apply_overrides(documents[0][0], overrides), documents[0][1])
+        docs, found = check_text_documents(documents, problems, file, lines, recipe_dir, resolve)
+        return docs, blame(found, overrides)
+    return check_text_documents(documents, problems, file, lines, recipe_dir, resolve)
+
+
+def check_text_documents(
+    documents: list[Any],
+    problems: list[Problem],
+    file: str,
+    lines: list[str],
+    recipe_dir: str | Path | None,
+    resolve: bool,
+) -> tuple[list[Any], list[Problem]]:
     if not documents and not problems:
         problems.append(Problem("the recipe is empty", file=file, code="empty"))
     syntax_only = [p for p in problems if p.code.startswith("yaml-") and p.code != "yaml-tag"]
@@ -184,7 +211,11 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
 
 
 def load_recipe(
-    path: str | Path, *, strict: bool = False, resolve: bool = False
+    path: str | Path,
+    *,
+    strict: bool = False,
+    resolve: bool = False,
+    overrides: Sequence[Override] = (),
 ) -> tuple[Recipe, list[Problem]]:
     """Read and check a recipe; raise `RecipeInvalid` if anything is an error.
 
@@ -197,9 +228,16 @@ def load_recipe(
         raise RecipeInvalid(
             [Problem(f"cannot read the recipe: {error}", file=file, code="io")]
         ) from None
-    docs, problems = check_text(text, file, recipe_dir=Path(path).parent, resolve=resolve)
+    docs, problems = check_text(
+        text, file, recipe_dir=Path(path).parent, resolve=resolve, overrides=overrides
+    )
     if strict:
         problems = [replace(p, severity="error") for p in problems]
     if any(p.severity == "error" for p in problems):
         raise RecipeInvalid(problems)
-    return build_recipe(file, docs), problems
+    recipe = build_recipe(file, docs)
+    if overrides:
+        from lossless.commands.overrides import overridden_text
+
+        recipe = replace(recipe, text=overridden_text(docs, file, [o.text for o in overrides]))
+    return recipe, problems
