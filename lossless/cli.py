@@ -15,10 +15,10 @@ import traceback
 from collections.abc import Sequence
 
 from lossless import __version__
-from lossless.commands import chat, lock, plan, run, validate
+from lossless.commands import chat, lock, plan, push, run, validate
 from lossless.errors import EXIT_FAILED, EXIT_INVALID, GateFailed, LosslessError, RecipeInvalid
 
-COMMANDS = (run, validate, plan, chat, lock)
+COMMANDS = (run, validate, plan, chat, lock, push)
 
 
 def build_parser() -> argparse.ArgumentParser:

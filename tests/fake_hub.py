@@ -8,6 +8,18 @@ It serves the endpoints huggingface_hub 2.4's `snapshot_download` and `HfApi.mod
                                                       X-Linked-Etag/-Size for LFS-like files
     GET  /{org}/{name}/resolve/{rev}/{file}          the bytes; `Range: bytes=N-` answered with 206
 
+Uploads, as `HfApi.create_repo` and `HfApi.create_commit` (so `upload_folder`) send them:
+
+    POST /api/repos/create                           {name, organization, type, private} → url;
+                                                      409 when it exists (exist_ok accepts that)
+    POST /api/validate-yaml                          README.md front matter: always valid
+    POST /api/models/{org}/{name}/preupload/{rev}    every file "regular" (no LFS/xet round trip)
+    POST /api/models/{org}/{name}/commit/{rev}       ndjson header + files (base64) + deletions;
+                                                      a new commit on top of the branch's files
+
+`FakeHub.commits_made` lists (repo_id, summary) of every commit pushed. `read_only` makes every
+write answer 403, like a token without write access.
+
 Dataset repos are stored under "datasets/org/name" and served at /api/datasets/... and
 /datasets/{org}/{name}/resolve/... . Errors carry the `X-Error-Code` header the client maps to exceptions: `RepoNotFound` (404),
 `RevisionNotFound` (404), `EntryNotFound` (404), `GatedRepo` (401 without a token, 403 with a
@@ -79,6 +91,9 @@ class FakeHub:
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (method, path, headers)
         self.drops: dict[tuple[str, str], Drop] = {}  # (repo_id, file) → Drop
         self._server: ThreadingHTTPServer | None = None
+        self.commits_made: list[tuple[str, str]] = []  # (repo_id, commit summary)
+        self.created: list[dict[str, Any]] = []  # create_repo payloads
+        self.read_only = False
 
     # -- content --------------------------------------------------------------------------------
     def add_commit(
@@ -100,6 +115,11 @@ class FakeHub:
         repo.commits[commit] = dict(files)
         repo.refs[branch] = commit
         return commit
+
+    def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
+        """The files of a repo at `revision` (the branch's latest commit by default)."""
+        commit = self.resolve(repo_id, revision)
+        return dict(self.repos[repo_id].commits[commit]) if commit else {}
 
     def set_ref(self, repo_id: str, ref: str, commit: str) -> None:
         self.repos[repo_id].refs[ref] = commit
@@ -148,6 +168,77 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._dispatch(head=False)
+
+    def do_POST(self) -> None:
+        split = urlsplit(self.path)
+        self.fake.requests.append((self.command, split.path, dict(self.headers.items())))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.fake.read_only:
+            return self._error(403, "Forbidden", "You don't have the rights to write here")
+        parts = [unquote(p) for p in split.path.strip("/").split("/")]
+        if parts == ["api", "repos", "create"]:
+            return self._create_repo(json.loads(body or b"{}"))
+        if parts == ["api", "validate-yaml"]:
+            return self._json({"errors": [], "warnings": []})
+        if parts[:1] == ["api"] and parts[1:2] in (["models"], ["datasets"]) and len(parts) == 6:
+            prefix = "datasets/" if parts[1] == "datasets" else ""
+            repo_id, action, revision = f"{prefix}{parts[2]}/{parts[3]}", parts[4], parts[5]
+            if repo_id not in self.fake.repos:
+                return self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
+            if action == "preupload":
+                files = json.loads(body)["files"]
+                modes = [
+                    {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                    for f in files
+                ]
+                return self._json({"files": modes})
+            if action == "commit":
+                return self._commit(repo_id, revision, body)
+        self._error(404, "EntryNotFound", f"no route POST {split.path}")
+
+    def _create_repo(self, payload: dict[str, Any]) -> None:
+        self.fake.created.append(payload)
+        prefix = "datasets/" if payload.get("type") == "dataset" else ""
+        org = payload.get("organization")
+        repo_id = f"{prefix}{org}/{payload['name']}" if org else f"{prefix}{payload['name']}"
+        url = f"{self.fake.url}/{repo_id}"
+        if repo_id in self.fake.repos:  # the hub's 409 names the repo's url, as create_repo reads
+            body = json.dumps({"error": "You already created this model repo", "url": url}).encode()
+            self.send_response(409)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.fake.repos[repo_id] = FakeRepo()
+        self._json({"url": url, "name": repo_id})
+
+    def _commit(self, repo_id: str, revision: str, body: bytes) -> None:
+        import base64
+
+        files = self.fake.files(repo_id, revision) if self.fake.repos[repo_id].refs else {}
+        summary = ""
+        for line in body.decode().splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            key, value = item["key"], item["value"]
+            if key == "header":
+                summary = value.get("summary", "")
+            elif key == "file":
+                files[value["path"]] = base64.b64decode(value["content"])
+            elif key == "deletedFile":
+                files.pop(value["path"], None)
+            elif key == "deletedFolder":
+                folder = value["path"].rstrip("/") + "/"
+                files = {k: v for k, v in files.items() if not k.startswith(folder)}
+            else:
+                return self._error(400, "BadRequest", f"the fake hub cannot take {key!r}")
+        commit = self.fake.add_commit(repo_id, files, branch=revision)
+        self.fake.commits_made.append((repo_id, summary))
+        url = f"{self.fake.url}/{repo_id}/commit/{commit}"
+        self._json({"commitUrl": url, "commitOid": commit, "success": True})
 
     # -- routing --------------------------------------------------------------------------------
     def _dispatch(self, head: bool) -> None:

@@ -85,11 +85,12 @@ def test_output_is_a_complete_hf_model(models: dict[str, Path], tmp_path: Path) 
 
     card = (out / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
+    # "a" and "b" are local models: listed by name in the body, never in `base_model` (hub ids)
     assert front == {
-        "base_model": ["a"],
-        "tags": ["merge", "lossless"],
+        "tags": ["lossless", "mergekit", "merge", "linear"],
         "library_name": "transformers",
     }
+    assert "- a (local)\n- b (local)" in card
     assert yaml.safe_load(card.split("```yaml\n")[1].split("```")[0]) == yaml.safe_load(RECIPE)
 
     manifest = json.loads((out / MANIFEST).read_text())
@@ -197,7 +198,7 @@ def test_model_card_without_base_and_with_lock() -> None:
     lock = '{"inputs": {"org/x": {"commit": "abc123"}}, "lossless_lock": 1}\n'
     card = render_model_card("a: 1\n", name="m", lock_text=lock)
     front = yaml.safe_load(card.split("---")[1])
-    assert front == {"tags": ["merge", "lossless"], "library_name": "transformers"}
+    assert front == {"tags": ["lossless", "mergekit", "merge"], "library_name": "transformers"}
     blocks = [b.split("```")[0] for b in card.split("```yaml\n")[1:]]
     assert [yaml.safe_load(b) for b in blocks] == [{"a": 1}]
     # the lock sits in a json block where `lossless run hub:org/name` finds it again

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from lossless.commands.common import add_common
-from lossless.errors import EXIT_OK, LosslessError, UsageError
+from lossless.errors import EXIT_OK, GateFailed, LosslessError, UsageError
 
 # mergekit-yaml flags that mean nothing for a streaming CPU executor: accepted, with a note.
 _NO_OP_FLAGS = {
@@ -37,6 +37,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "out", nargs="?", help="output directory of the final merge (overrides `output:`)"
     )
     add_common(p)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a recipe value, checked like the file (e.g. models[0].parameters.weight=0.7)",
+    )
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
     p.add_argument(
         "--work-dir",
@@ -137,9 +145,15 @@ def main(args: argparse.Namespace) -> int:
         path = recipe_file(args.recipe, cache_dir=args.transformers_cache, quiet=args.quiet)
     except LosslessError as error:  # nothing readable to run: the input itself is wrong
         raise UsageError(error.message, hint=error.hint) from None
+    from lossless.recipe.overrides import parse_overrides
+
     # With OUT given, the recipe's own `output:` is not written to, so it is not judged.
     recipe, warnings = load_recipe(
-        path, strict=args.strict, overwrite=args.overwrite, check_output=args.out is None
+        path,
+        strict=args.strict,
+        overwrite=args.overwrite,
+        check_output=args.out is None,
+        overrides=parse_overrides(args.overrides),
     )
     if warnings:
         print(render_problems(warnings, "text"), file=sys.stderr)
@@ -171,5 +185,18 @@ def main(args: argparse.Namespace) -> int:
         verify=args.verify,
         wait=args.wait,
     )
-    Runner(recipe, options).run()
+    import time
+
+    from lossless.commands.summary import print_summary
+
+    runner = Runner(recipe, options)
+    started = time.monotonic()
+    try:
+        results = runner.run()
+    except GateFailed:
+        if not args.quiet:
+            print_summary(runner, None, time.monotonic() - started)
+        raise
+    if not args.quiet:
+        print_summary(runner, results, time.monotonic() - started)
     return EXIT_OK

@@ -83,6 +83,8 @@ class StepContext:
 
     @property
     def recipe_text(self) -> str:
+        if self.recipe.text is not None:  # `--set` overrides applied
+            return self.recipe.text
         return Path(self.recipe.path).read_text()
 
     def input_dirs(self, step: str) -> list[Path]:

@@ -1,16 +1,16 @@
-"""The output's README.md: Hugging Face front matter plus the recipe that made the model.
+"""The output's README.md, for callers that know only model names (tests, `build_output`).
 
-The recipe sits in a ```yaml block so that `lossless run hub:org/name` (and people) can find it
-again; the front matter's `base_model`, `tags` and `library_name` are what the hub indexes.
-JSON scalars and lists are valid YAML, so values are written with `json.dumps` to quote safely.
+The card itself is `lossless/hub/cards.py` (huggingface_hub's ModelCard: base models, relation,
+tags, datasets, eval results, the recipe in a ```yaml block that `lossless run hub:org/name`
+finds again). A run passes the step's `Lineage`, walked through the recipe's steps; without one,
+the names given here are sorted into hub ids and local names.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
-TAGS = ("merge", "lossless")
+from lossless.hub.cards import Lineage, display_name, render_card
 
 
 def render_model_card(
@@ -21,20 +21,23 @@ def render_model_card(
     merged_models: Sequence[str] = (),
     method: str | None = None,
     lock_text: str | None = None,
+    lineage: Lineage | None = None,
 ) -> str:
-    """README.md text. `base_models` go to the front matter; `merged_models` are listed."""
-    front = ["---"]
-    if base_models:
-        front.append("base_model:")
-        front += [f"- {json.dumps(m)}" for m in base_models]
-    front.append("tags:")
-    front += [f"- {tag}" for tag in TAGS]
-    front += ["library_name: transformers", "---", ""]
-    body = [f"# {name}", "", "This model was made with lossless"]
-    body[-1] += f" using the `{method}` merge method." if method else "."
-    if merged_models:
-        body += ["", "Models merged:", ""] + [f"- {m}" for m in merged_models]
-    body += ["", "## Recipe", "", "```yaml", recipe_text.rstrip("\n"), "```", ""]
-    if lock_text:
-        body += ["## Lock", "", "```json", lock_text.rstrip("\n"), "```", ""]
-    return "\n".join(front + body)
+    """README.md text. With no `lineage`, `base_models` then `merged_models` are the inputs."""
+    if lineage is None:
+        lineage = names_lineage([*base_models, *merged_models], method)
+    return render_card(recipe_text, name=name, lineage=lineage, lock_text=lock_text)
+
+
+def names_lineage(names: Sequence[str], method: str | None) -> Lineage:
+    from lossless.recipe.references import is_explicit_path, looks_like_hub_id
+
+    unique = list(dict.fromkeys(names))
+    hub = [n for n in unique if looks_like_hub_id(n) and not is_explicit_path(n)]
+    local = [display_name(n) for n in unique if n not in hub]
+    return Lineage(
+        hub_models=tuple(hub),
+        local_models=tuple(dict.fromkeys(local)),
+        methods=(method,) if method else (),
+        relation="merge",
+    )

@@ -18,7 +18,7 @@ import json
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lossless.engine.publish import check_not_input, open_partial, publish
 from lossless.errors import LosslessError
@@ -27,6 +27,9 @@ from lossless.merge.jobs import MergePlan
 from lossless.merge.model_card import render_model_card
 from lossless.tensors.sizes import DEFAULT_SHARD_SIZE
 from lossless.tensors.source import TensorSource
+
+if TYPE_CHECKING:
+    from lossless.hub.cards import Lineage
 
 RECIPE_FILE = "lossless.yaml"
 MERGEKIT_FILE = "mergekit_config.yml"
@@ -85,6 +88,7 @@ def assemble_output(
     mergekit_config: bool = False,
     write_model_card: bool = True,
     lock_text: str | None = None,
+    lineage: Lineage | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
     num_threads: int | None = None,
     seed: int | None = None,
@@ -93,7 +97,8 @@ def assemble_output(
     """Merge `plan` into the partial dir `tmp` with config, tokenizer, recipe and card; return
     the sha256 of the shards (hashed while written). `chat_template` is already resolved (see
     `resolve_chat_template`); `tokenizer_dir` is the directory whose tokenizer files are copied
-    (None: no tokenizer); `name` is the output's name, for the model card."""
+    (None: no tokenizer); `name` is the output's name, for the model card; `lineage` what it derives
+    from (hub/cards.py; None: `base_models` and the plan's models, by name)."""
     _check_tokenizer_for_template(chat_template, tokenizer_dir)
 
     execute(
@@ -134,6 +139,7 @@ def assemble_output(
             merged_models=models,
             method=method,
             lock_text=lock_text,
+            lineage=lineage,
         )
         (tmp / "README.md").write_text(card)
     known = _journal_hashes(tmp)

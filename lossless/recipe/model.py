@@ -254,6 +254,8 @@ class Recipe:
     steps: tuple[Step, ...]
     output: str | None = None
     documents: tuple[Mapping[str, Any], ...] = ()  # the YAML documents as data, for model cards
+    # The recipe's text when it is not the file's: `--set` overrides, written out (commands/run.py).
+    text: str | None = None
 
     def step(self, name: str) -> Step:
         for step in self.steps:

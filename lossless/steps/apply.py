@@ -34,6 +34,7 @@ def copy_plan(key: str, source) -> MergePlan:  # type: ignore[no-untyped-def]
 
 def run(step: ApplyStep, ctx: StepContext) -> dict[str, str]:
     """The adapted model as real files in `ctx.out_dir` (a passthrough of the lazy view)."""
+    from lossless.hub.cards import lineage
     from lossless.merge.output import assemble_output
 
     resolver, options = ctx.resolver, ctx.options
@@ -48,6 +49,8 @@ def run(step: ApplyStep, ctx: StepContext) -> dict[str, str]:
         tokenizer_dir=resolver.tokenizer_dir(step.to),
         base_models=[str(step.to)],
         method="apply",
+        lock_text=ctx.lock_text,
+        lineage=lineage(ctx.recipe, step.name),
         write_model_card=options.write_model_card,
         shard_size=options.shard_size,
         num_threads=options.num_threads,

@@ -60,6 +60,7 @@ def run(step: MergeStep, ctx: StepContext) -> dict[str, str]:
         from lossless.search.stage import run_search
 
         return run_search(step, ctx)
+    from lossless.hub.cards import lineage
     from lossless.merge.chat_templates import resolve_chat_template
     from lossless.merge.output import assemble_output
     from lossless.merge.planner import build_plan
@@ -114,6 +115,7 @@ def run(step: MergeStep, ctx: StepContext) -> dict[str, str]:
             mergekit_config=ctx.recipe.is_plain_mergekit,
             write_model_card=options.write_model_card,
             lock_text=ctx.lock_text,
+            lineage=lineage(ctx.recipe, step.name),
             shard_size=options.shard_size,
             num_threads=options.num_threads,
             seed=options.seed,

@@ -43,6 +43,14 @@ def run(step: TrainStep, ctx: StepContext) -> None:
         quiet=ctx.options.quiet,
         seed=ctx.options.seed,
     )
+    if step.base is not None and step.base.name not in ctx.recipe.step_names:
+        from lossless.recipe.references import classify_ref
+        from lossless.tensors.adapters import record_base_model
+
+        if classify_ref(step.base, ctx.recipe.step_names, ctx.recipe_dir) == "hub":
+            record_base_model(
+                ctx.out_dir, step.base.name, step.base.revision
+            )  # not the local snapshot path
     # Checkpoints exist to resume an interrupted run; once the step has finished they are
     # optimizer state the size of several models, so they go before the output is published.
     shutil.rmtree(ctx.out_dir / "checkpoints", ignore_errors=True)

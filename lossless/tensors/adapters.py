@@ -260,3 +260,20 @@ def check_fits(adapter: Adapter, base: TensorSource) -> None:
             hint="apply an adapter to a model of the architecture and sizes it was trained on "
             f"(adapter_config.json names {adapter.config.get('base_model_name_or_path')!r})",
         )
+
+
+def record_base_model(adapter_dir: Path, base: str, revision: str | None = None) -> None:
+    """Write `base` (a hub id) as the adapter's `base_model_name_or_path`.
+
+    peft records the directory the base was loaded from, which for a hub model is a snapshot
+    path in this machine's cache; the hub id is what lets `PeftModel.from_pretrained` (and the
+    hub's model tree) find the base anywhere else. Nothing to do when there is no adapter config.
+    """
+    config_path = Path(adapter_dir) / "adapter_config.json"
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = base
+    if revision:
+        config["revision"] = revision
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

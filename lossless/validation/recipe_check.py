@@ -8,9 +8,10 @@ passes both always run, so a user fixes everything in one round.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lossless.errors import Problem, RecipeInvalid
 from lossless.recipe.build import build_recipe
@@ -20,6 +21,9 @@ from lossless.recipe.schema import validator
 from lossless.recipe.yaml_io import Positions, parse_documents, source_line
 from lossless.recipe.yaml_limits import read_yaml_text
 from lossless.validation.semantic import Checker, check_documents
+
+if TYPE_CHECKING:
+    from lossless.recipe.overrides import Override
 
 
 def _short(value: Any) -> str:
@@ -151,14 +155,39 @@ def check_text(
     resolve: bool = False,
     overwrite: bool = False,
     check_output: bool = True,
+    overrides: Sequence[Override] = (),
 ) -> tuple[list[Any], list[Problem]]:
     """Every problem of a recipe's text (errors and warnings), and its documents as data.
 
     `overwrite` (the `--overwrite` flag) allows an `output:` that holds files lossless did not
     write; the other output rules (`validation/outputs.py`) always hold. `check_output=False`
-    when the command line names the output instead (`run RECIPE OUT`)."""
+    when the command line names the output instead (`run RECIPE OUT`). `overrides` (`--set`)
+    change the first document's data before it is checked."""
     lines = text.splitlines()
     documents, problems = parse_documents(text, file)
+    rules = {"overwrite": overwrite, "check_output": check_output}
+    if overrides and documents:
+        from lossless.recipe.overrides import apply_overrides, blame
+
+        documents[0] = (apply_overrides(documents[0][0], overrides), documents[0][1])
+        docs, found = check_text_documents(
+            documents, problems, file, lines, recipe_dir, resolve, **rules
+        )
+        return docs, blame(found, overrides)
+    return check_text_documents(documents, problems, file, lines, recipe_dir, resolve, **rules)
+
+
+def check_text_documents(
+    documents: list[Any],
+    problems: list[Problem],
+    file: str,
+    lines: list[str],
+    recipe_dir: str | Path | None,
+    resolve: bool,
+    *,
+    overwrite: bool = False,
+    check_output: bool = True,
+) -> tuple[list[Any], list[Problem]]:
     if not documents and not problems:
         problems.append(Problem("the recipe is empty", file=file, code="empty"))
     syntax_only = [p for p in problems if p.code.startswith("yaml-") and p.code != "yaml-tag"]
@@ -227,6 +256,7 @@ def load_recipe(
     resolve: bool = False,
     overwrite: bool = False,
     check_output: bool = True,
+    overrides: Sequence[Override] = (),
 ) -> tuple[Recipe, list[Problem]]:
     """Read and check a recipe; raise `RecipeInvalid` if anything is an error.
 
@@ -243,9 +273,15 @@ def load_recipe(
         resolve=resolve,
         overwrite=overwrite,
         check_output=check_output,
+        overrides=overrides,
     )
     if strict:
         problems = [replace(p, severity="error") for p in problems]
     if any(p.severity == "error" for p in problems):
         raise RecipeInvalid(problems)
-    return build_recipe(file, docs), problems
+    recipe = build_recipe(file, docs)
+    if overrides:
+        from lossless.recipe.overrides import overridden_text
+
+        recipe = replace(recipe, text=overridden_text(docs, file, [o.text for o in overrides]))
+    return recipe, problems
