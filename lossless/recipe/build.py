@@ -231,7 +231,7 @@ def build_train_settings(block: Mapping[str, Any]) -> TrainSettings:
             bits=int(quant.get("bits", 4)),
             quant_type=quant.get("quant_type", "nf4"),
             double_quant=bool(quant.get("double_quant", True)),
-            compute_dtype=str(quant.get("compute_dtype", "float32")),
+            compute_dtype=quant.get("compute_dtype"),
         ),
         prompt_tuning=PromptTuningSettings(
             num_virtual_tokens=int(prompt.get("num_virtual_tokens", 8)),
@@ -259,6 +259,8 @@ def build_train_settings(block: Mapping[str, Any]) -> TrainSettings:
         max_seq_length=int(block.get("max_seq_length", 512)),
         gradient_checkpointing=bool(block.get("gradient_checkpointing", False)),
         precision=str(block.get("precision", "auto")),
+        dtype=str(block.get("dtype", "auto")),
+        attn_implementation=block.get("attn_implementation"),
         seed=int(block["seed"]) if block.get("seed") is not None else None,
         packing=bool(block.get("packing", False)),
         loss_on=block.get("loss_on"),

@@ -73,7 +73,17 @@ def run_train(
     seed = s.seed if s.seed is not None else seed if seed is not None else 0
     torch.manual_seed(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    bf16 = _use_bf16(s.precision)
+    from lossless.training.precision import decide, machine
+
+    precision = decide(
+        s.dtype,
+        s.precision,
+        s.quantization.compute_dtype if s.method == "qlora" else None,
+        s.attn_implementation,
+        machine(),
+    )
+    if not quiet:
+        _log(f"train {step.name}: {precision.describe(s.dtype)}")
 
     # 1. tokenizer + model (from the base, or random from `init:`), wrapped in the peft adapter
     if base_dir is None:
@@ -86,13 +96,14 @@ def run_train(
         from lossless.training.from_scratch import init_model
 
         model, tokenizer = init_model(s.init, recipe_dir, seed)
+        model = model.to(getattr(torch, precision.dtype))
         if not s.data:  # init only: save the random model and its tokenizer
             model.save_pretrained(out_dir)
             tokenizer.save_pretrained(out_dir)
             return {"method": "init", "steps": 0, "trainable_params": model.num_parameters()}
     else:
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
-        model = load_base(base_dir, s)
+        model = load_base(base_dir, s, precision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if s.is_peft:
@@ -140,8 +151,8 @@ def run_train(
         per_device_train_batch_size=s.batch_size,
         gradient_accumulation_steps=s.gradient_accumulation_steps,
         **_checkpointing_kwargs(TrainingArguments, s.gradient_checkpointing),
-        bf16=bf16,
-        fp16=s.precision == "fp16",
+        bf16=precision.bf16,
+        fp16=precision.fp16,
         seed=seed,
         logging_steps=s.logging_steps,
         save_steps=s.save_steps,
@@ -258,19 +269,10 @@ def _scheduler(s: TrainSettings) -> str:
     return "constant_with_warmup" if name == "constant" and warm else name
 
 
-def _use_bf16(precision: str) -> bool:
-    """auto → bf16 only where CUDA supports it; fp32 on CPU."""
-    import torch
+def _log(text: str) -> None:
+    from rich.console import Console
 
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise LosslessError(f"train: precision {precision!r} is not one of auto, fp32, bf16, fp16")
-    if precision == "fp16" and not torch.cuda.is_available():
-        raise LosslessError(
-            "train: precision fp16 needs a CUDA GPU", hint="use auto or fp32 on CPU"
-        )
-    if precision == "bf16":
-        return True
-    return precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    Console(stderr=True).print(text, highlight=False)
 
 
 def _last_checkpoint(ckpt_dir: Path) -> Path | None:

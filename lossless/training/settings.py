@@ -53,7 +53,7 @@ class QuantizationSettings:
     bits: int = 4
     quant_type: str = "nf4"
     double_quant: bool = True
-    compute_dtype: str = "float32"
+    compute_dtype: str | None = None  # None: the step's load dtype (`dtype:`)
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,9 @@ class TrainSettings:
     gradient_accumulation_steps: int = 1
     max_seq_length: int = 512
     gradient_checkpointing: bool = False
-    precision: str = "auto"
+    precision: str = "auto"  # mixed precision: auto | fp32 | bf16 | fp16
+    dtype: str = "auto"  # the weights' load dtype: auto | bfloat16 | float16 | float32
+    attn_implementation: str | None = None  # None: transformers' default (sdpa where it can)
     seed: int | None = None  # None: the run's --seed (0 by default)
     packing: bool = False
     loss_on: str | None = None  # None: "all" for text data, "answer" otherwise
