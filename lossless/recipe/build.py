@@ -203,6 +203,10 @@ def _init(block: Mapping[str, Any] | None) -> InitSettings | None:
     return InitSettings(config=str(block["config"]), tokenizer=tokenizer)
 
 
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def build_train_settings(block: Mapping[str, Any]) -> TrainSettings:
     """A checked `train:` block → TrainSettings, every default made explicit (see its fields)."""
     method = block.get("method", "lora")
@@ -263,6 +267,7 @@ def build_train_settings(block: Mapping[str, Any]) -> TrainSettings:
         attn_implementation=block.get("attn_implementation"),
         seed=int(block["seed"]) if block.get("seed") is not None else None,
         packing=bool(block.get("packing", False)),
+        neftune_noise_alpha=_float_or_none(block.get("neftune_noise_alpha")),
         loss_on=block.get("loss_on"),
         save_steps=int(block.get("save_steps", 50)),
         logging_steps=int(block.get("logging_steps", 1)),

@@ -1,6 +1,6 @@
-"""`train:` steps: load a model, build the dataset, train with transformers' Trainer, save.
+"""`train:` steps: load a model, build the dataset, train with trl's SFTTrainer, save.
 
-Straight-line: tokenizer+model → examples → token ids → Trainer → adapter or full model,
+Straight-line: tokenizer+model → examples → token ids → SFTTrainer → adapter or full model,
 tokenizer, metrics.json. The runner keeps `out_dir` across an interrupted run, so checkpoints in
 out_dir/checkpoints are resumed from. Heavy imports live inside functions.
 """
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from lossless.errors import LosslessError
 from lossless.recipe.model import TrainStep
 from lossless.threads import torch_threads
-from lossless.training.examples import build_dataset, collator, pack, tokenize
+from lossless.training.examples import build_dataset, collator, pack, to_dataset, tokenize
 from lossless.training.loss_terms import EwcTerm, LossTerm, trainer_class
 from lossless.training.peft_setup import load_base, wrap_peft
 from lossless.training.settings import METHODS, TrainSettings
@@ -60,8 +60,9 @@ def run_train(
     """Train `step` and write its output into out_dir; returns the metrics dict. teacher_dir:
     the `distill.model`'s files (not needed when the teacher is the base of a PEFT step)."""
     import torch
-    from transformers import AutoTokenizer, TrainingArguments
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
+    from trl import SFTConfig
 
     hf_logging.disable_progress_bar()  # our rich bar reports progress; tqdm bars would interleave
     s = step.settings
@@ -140,8 +141,10 @@ def run_train(
         )
         terms.append(distill)
 
-    # 3. the Trainer, resumed from out_dir/checkpoints when an earlier run was interrupted
-    args = TrainingArguments(
+    # 3. trl's SFTTrainer, resumed from out_dir/checkpoints when an earlier run was interrupted.
+    # The features arrive tokenised, labelled and packed (training/examples.py), so trl's own
+    # dataset preparation is skipped; its collator pads them, its fused LM head takes the loss.
+    args = SFTConfig(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=s.epochs,
         max_steps=s.max_steps,
@@ -150,7 +153,7 @@ def run_train(
         warmup_steps=s.warmup,
         per_device_train_batch_size=s.batch_size,
         gradient_accumulation_steps=s.gradient_accumulation_steps,
-        **_checkpointing_kwargs(TrainingArguments, s.gradient_checkpointing),
+        **_checkpointing_kwargs(SFTConfig, s.gradient_checkpointing),
         bf16=precision.bf16,
         fp16=precision.fp16,
         seed=seed,
@@ -160,12 +163,17 @@ def run_train(
         report_to="none",
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
+        neftune_noise_alpha=s.neftune_noise_alpha,
+        max_length=s.max_seq_length,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        remove_unused_columns=False,  # keeps the `replay` marks for the loss terms
     )
     trainer = trainer_class(terms)(
         model=model,
         args=args,
-        train_dataset=features,
+        train_dataset=to_dataset(features),
         data_collator=collate,
+        processing_class=tokenizer,
     )
     from transformers.trainer_callback import PrinterCallback
 
@@ -248,16 +256,15 @@ def _training_threads(model: Any) -> int:
 
 def _checkpointing_kwargs(arguments_class: Any, enabled: bool) -> dict[str, Any]:
     """transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name
-    warns); pass whichever this version has, and only when asked, so a run stays quiet."""
-    if not enabled:
-        return {}
+    warns); pass whichever this version has, always: trl's SFTConfig turns it on by default,
+    which slows a step down and drops prefix tuning's cache."""
     fields = getattr(arguments_class, "__dataclass_fields__", {})
     name = (
         "activation_checkpointing"
         if "activation_checkpointing" in fields
         else "gradient_checkpointing"
     )
-    return {name: True}
+    return {name: enabled}
 
 
 def _scheduler(s: TrainSettings) -> str:

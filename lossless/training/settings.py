@@ -148,7 +148,8 @@ class TrainSettings:
     dtype: str = "auto"  # the weights' load dtype: auto | bfloat16 | float16 | float32
     attn_implementation: str | None = None  # None: transformers' default (sdpa where it can)
     seed: int | None = None  # None: the run's --seed (0 by default)
-    packing: bool = False
+    packing: bool = False  # every format: labels travel with their tokens
+    neftune_noise_alpha: float | None = None  # NEFTune: noise on the embeddings, e.g. 5
     loss_on: str | None = None  # None: "all" for text data, "answer" otherwise
     save_steps: int = 50
     logging_steps: int = 1
