@@ -7,9 +7,12 @@ out_dir/checkpoints are resumed from. Heavy imports live inside functions.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +121,7 @@ def run_train(
     # 2. data: token features (replay rows marked) and a collator; the extra loss terms: EWC's
     # penalty (its Fisher from the old data) and distillation's KL to the teacher
     features = build_dataset(step.name, s, tokenizer, recipe_dir, seed)
+    features, held_out = _eval_split(features, s.eval_split, seed)
     collate = collator(tokenizer.pad_token_id)
     terms: list[LossTerm] = []
     if s.ewc is not None:
@@ -159,19 +163,26 @@ def run_train(
         seed=seed,
         logging_steps=s.logging_steps,
         save_steps=s.save_steps,
-        save_total_limit=2,
-        report_to="none",
+        save_total_limit=s.save_total_limit,
+        weight_decay=s.weight_decay,
+        max_grad_norm=s.max_grad_norm,
+        **({"optim": s.optim} if s.optim else {}),
+        report_to=list(s.report_to) or "none",
+        eval_strategy=("steps" if s.eval_steps else "no") if held_out else "no",
+        eval_steps=s.eval_steps,
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
         neftune_noise_alpha=s.neftune_noise_alpha,
         max_length=s.max_seq_length,
         dataset_kwargs={"skip_prepare_dataset": True},
         remove_unused_columns=False,  # keeps the `replay` marks for the loss terms
+        **dict(s.trainer),  # checked against SFTConfig's fields by validation
     )
     trainer = trainer_class(terms)(
         model=model,
         args=args,
         train_dataset=to_dataset(features),
+        eval_dataset=to_dataset(held_out) if held_out else None,
         data_collator=collate,
         processing_class=tokenizer,
     )
@@ -184,8 +195,9 @@ def run_train(
         trainer.add_callback(rich_progress_callback(f"train {step.name}"))
     resume = _last_checkpoint(out_dir / "checkpoints")
     t0 = time.perf_counter()
-    with torch_threads(_training_threads(model)):  # restored after: merges keep every core
+    with torch_threads(_training_threads(model)), _tensorboard_dir(s, out_dir / "logs"):
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        final_eval = trainer.evaluate() if held_out else {}
     wall = time.perf_counter() - t0
 
     # 4. save: the adapter (or full model), the tokenizer, metrics.json and a loss plot
@@ -207,6 +219,9 @@ def run_train(
         "trainable_params": trainable,
         "examples": len(features),
         "resumed_from": resume.name if resume else None,
+        "eval_examples": len(held_out),
+        "eval_loss": final_eval.get("eval_loss"),
+        "eval_losses": [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e],
         "ewc_last_penalty": _last(trainer.term_values.get("ewc")),
         # The terms added to the cross-entropy, one value per micro-batch.
         "loss_terms": trainer.term_values,
@@ -234,6 +249,42 @@ def _teacher_dir(step: TrainStep, ctx: StepContext, base_dir: Path | None) -> Pa
     if teacher_is_base(distill, step.base):
         return None if step.settings.is_peft else base_dir
     return ctx.resolver.model_dir(ModelRef.parse(distill.model))
+
+
+def _eval_split(features: list[Any], fraction: float | None, seed: int) -> tuple[list, list]:
+    """(train, held out): round(fraction × n) examples (at least 1) drawn with `seed`."""
+    if not fraction:
+        return features, []
+    import random
+
+    k = max(1, round(fraction * len(features)))
+    if k >= len(features):
+        raise LosslessError(
+            f"train: eval_split {fraction} of {len(features)} examples leaves none to train on"
+        )
+    held = set(random.Random(seed).sample(range(len(features)), k))
+    return (
+        [f for i, f in enumerate(features) if i not in held],
+        [f for i, f in enumerate(features) if i in held],
+    )
+
+
+@contextlib.contextmanager
+def _tensorboard_dir(s: TrainSettings, logs: Path) -> Iterator[None]:
+    """transformers' tensorboard callback writes where TENSORBOARD_LOGGING_DIR says: the step's
+    output (`logs/`), not the checkpoints dir that is deleted once the step has finished."""
+    if "tensorboard" not in s.report_to:
+        yield
+        return
+    before = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(logs)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = before
 
 
 def _last(values: list[float] | None) -> float | None:
@@ -267,11 +318,25 @@ def _checkpointing_kwargs(arguments_class: Any, enabled: bool) -> dict[str, Any]
     return {name: enabled}
 
 
+SCHEDULERS = (
+    "cosine",
+    "linear",
+    "constant",
+    "constant_with_warmup",
+    "cosine_with_restarts",
+    "polynomial",
+    "inverse_sqrt",
+    "cosine_with_min_lr",
+    "warmup_stable_decay",
+    "reduce_lr_on_plateau",
+)
+
+
 def _scheduler(s: TrainSettings) -> str:
-    """cosine | linear | constant; constant with a warmup is HF's constant_with_warmup."""
+    """transformers' scheduler names; constant with a warmup is HF's constant_with_warmup."""
     name = s.lr_scheduler
-    if name not in ("cosine", "linear", "constant"):
-        raise LosslessError(f"train: lr_scheduler {name!r} is not one of cosine, linear, constant")
+    if name not in SCHEDULERS:
+        raise LosslessError(f"train: lr_scheduler {name!r} is not one of {', '.join(SCHEDULERS)}")
     warm = s.warmup_steps or s.warmup_ratio
     return "constant_with_warmup" if name == "constant" and warm else name
 

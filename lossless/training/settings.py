@@ -13,6 +13,7 @@ method decides whether they are read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 PEFT_METHODS = ("lora", "dora", "qlora", "prompt_tuning", "prefix_tuning", "ia3")
 METHODS = (*PEFT_METHODS, "full")
@@ -153,6 +154,14 @@ class TrainSettings:
     loss_on: str | None = None  # None: "all" for text data, "answer" otherwise
     save_steps: int = 50
     logging_steps: int = 1
+    save_total_limit: int = 2  # checkpoints kept while the step runs (deleted once it finished)
+    weight_decay: float = 0.0
+    optim: str | None = None  # None: transformers' default optimizer (adamw_torch)
+    max_grad_norm: float = 1.0
+    eval_split: float | None = None  # a held-out fraction of the examples, e.g. 0.1
+    eval_steps: int | None = None  # None: evaluate at the end only
+    report_to: tuple[str, ...] = ()  # tensorboard, wandb; () is none
+    trainer: tuple[tuple[str, Any], ...] = ()  # `trainer:` passed through to SFTConfig, in order
     replay: ReplaySettings | None = None
     ewc: EwcSettings | None = None
     freeze: FreezeSettings | None = None
