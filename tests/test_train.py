@@ -259,3 +259,25 @@ def test_packing_beyond_text_changes_the_fingerprint_only_where_it_changed_meani
         build_train("t", {"data": "d", "packing": True, "format": "text"})
     )
     assert fp(packing=True) != fp(packing=True, format="text")
+
+
+def test_sharegpt_rows_train_as_chat(world) -> None:
+    root, base = world
+    rows = [
+        {
+            "conversations": [
+                {"from": "human", "value": f"double {i}"},
+                {"from": "gpt", "value": str(2 * i)},
+            ]
+        }
+        for i in range(4)
+    ]
+    write_jsonl(root / "sharegpt.jsonl", rows)
+    m = run_train(
+        build_train("t", {"method": "lora", "data": "sharegpt.jsonl", "max_steps": 1}),
+        base_dir=base,
+        out_dir=root / "sharegpt",
+        recipe_dir=root,
+        quiet=True,
+    )
+    assert m["examples"] == 4 and m["steps"] == 1
