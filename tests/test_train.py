@@ -136,12 +136,16 @@ def test_init_preset_with_trained_tokenizer(tmp_path: Path) -> None:
     assert tok.convert_tokens_to_ids("<|im_end|>") == 4  # a single special token, not bytes
 
 
-def test_packing_cuts_concatenated_text_into_blocks() -> None:
+def test_packing_cuts_concatenated_examples_into_blocks() -> None:
     from lossless.steps.train import pack
 
-    blocks = pack([[1, 2, 9], [3, 9], [4, 5, 6, 9]], 4)
+    docs = [[1, 2, 9], [3, 9], [4, 5, 6, 9]]
+    blocks = pack([{"input_ids": d, "labels": d} for d in docs], 4)
     assert [b["input_ids"] for b in blocks] == [[1, 2, 9, 3], [9, 4, 5, 6], [9]]
     assert all(b["labels"] == b["input_ids"] for b in blocks)
+    # Answer-only labels travel with their tokens: the prompt's -100 stay where they were.
+    answers = pack([{"input_ids": [1, 2, 9], "labels": [-100, 2, 9]}] * 2, 4)
+    assert [b["labels"] for b in answers] == [[-100, 2, 9, -100], [2, 9]]
 
 
 def test_several_data_files_concatenated_and_bad_scheduler(world) -> None:
@@ -218,3 +222,62 @@ def test_tiny_models_train_on_one_thread_and_the_count_is_restored(world) -> Non
         assert _training_threads(model) == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_chat_data_packed_with_answer_only_labels_and_neftune(world) -> None:
+    root, base = world
+    chat = [
+        {
+            "messages": [
+                {"role": "user", "content": f"double {i}"},
+                {"role": "assistant", "content": str(2 * i)},
+            ]
+        }
+        for i in range(8)
+    ]
+    write_jsonl(root / "chat_pack.jsonl", chat)
+    block = {"data": "chat_pack.jsonl", "max_steps": 2, "packing": True, "max_seq_length": 64}
+    m = run_train(
+        build_train("t", {"method": "lora", "neftune_noise_alpha": 5, **block}),
+        base_dir=base,
+        out_dir=root / "packed",
+        recipe_dir=root,
+        quiet=True,
+    )
+    assert m["examples"] < len(chat) and m["steps"] == 2  # several chats per 64-token block
+
+
+def test_packing_beyond_text_changes_the_fingerprint_only_where_it_changed_meaning() -> None:
+    from lossless.engine.fingerprint import digest
+    from lossless.engine.freshness import train_provenance
+
+    def fp(**block) -> str:
+        return digest(train_provenance(build_train("t", {"data": "d.jsonl", **block})))
+
+    assert "packing" not in train_provenance(build_train("t", {"data": "d", "packing": False}))
+    assert "packing" not in train_provenance(
+        build_train("t", {"data": "d", "packing": True, "format": "text"})
+    )
+    assert fp(packing=True) != fp(packing=True, format="text")
+
+
+def test_sharegpt_rows_train_as_chat(world) -> None:
+    root, base = world
+    rows = [
+        {
+            "conversations": [
+                {"from": "human", "value": f"double {i}"},
+                {"from": "gpt", "value": str(2 * i)},
+            ]
+        }
+        for i in range(4)
+    ]
+    write_jsonl(root / "sharegpt.jsonl", rows)
+    m = run_train(
+        build_train("t", {"method": "lora", "data": "sharegpt.jsonl", "max_steps": 1}),
+        base_dir=base,
+        out_dir=root / "sharegpt",
+        recipe_dir=root,
+        quiet=True,
+    )
+    assert m["examples"] == 4 and m["steps"] == 1

@@ -35,13 +35,18 @@ def train_provenance(step: TrainStep) -> dict[str, object]:
     TrainStep of fingerprint version 1 was (name, base, method, init, settings), so typed
     settings with explicit defaults left every recorded fingerprint valid. A default changed in
     code therefore does not rerun a step; bump FINGERPRINT_VERSION when it must."""
-    return {
+    provenance: dict[str, object] = {
         "name": step.name,
         "base": step.base,
         "method": step.block.get("method", "lora"),
         "init": step.block.get("init"),
         "settings": step.block,
     }
+    if step.block.get("packing") and step.block.get("format") != "text":
+        # `packing: true` packed text data only until the move to trl; it now packs chat,
+        # instruction and completion data too, so such a step's training changed meaning.
+        provenance["packing"] = "every format"
+    return provenance
 
 
 @dataclass

@@ -203,6 +203,16 @@ def _init(block: Mapping[str, Any] | None) -> InitSettings | None:
     return InitSettings(config=str(block["config"]), tokenizer=tokenizer)
 
 
+def _report_to(value: Any) -> tuple[str, ...]:
+    """`report_to: tensorboard` or a list; `none` is the empty tuple."""
+    names = [value] if isinstance(value, str) else list(value or ())
+    return tuple(n for n in names if n != "none")
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def build_train_settings(block: Mapping[str, Any]) -> TrainSettings:
     """A checked `train:` block → TrainSettings, every default made explicit (see its fields)."""
     method = block.get("method", "lora")
@@ -231,7 +241,7 @@ def build_train_settings(block: Mapping[str, Any]) -> TrainSettings:
             bits=int(quant.get("bits", 4)),
             quant_type=quant.get("quant_type", "nf4"),
             double_quant=bool(quant.get("double_quant", True)),
-            compute_dtype=str(quant.get("compute_dtype", "float32")),
+            compute_dtype=quant.get("compute_dtype"),
         ),
         prompt_tuning=PromptTuningSettings(
             num_virtual_tokens=int(prompt.get("num_virtual_tokens", 8)),
@@ -259,11 +269,22 @@ def build_train_settings(block: Mapping[str, Any]) -> TrainSettings:
         max_seq_length=int(block.get("max_seq_length", 512)),
         gradient_checkpointing=bool(block.get("gradient_checkpointing", False)),
         precision=str(block.get("precision", "auto")),
+        dtype=str(block.get("dtype", "auto")),
+        attn_implementation=block.get("attn_implementation"),
         seed=int(block["seed"]) if block.get("seed") is not None else None,
         packing=bool(block.get("packing", False)),
+        neftune_noise_alpha=_float_or_none(block.get("neftune_noise_alpha")),
         loss_on=block.get("loss_on"),
         save_steps=int(block.get("save_steps", 50)),
         logging_steps=int(block.get("logging_steps", 1)),
+        save_total_limit=int(block.get("save_total_limit", 2)),
+        weight_decay=float(block.get("weight_decay", 0.0)),
+        optim=block.get("optim"),
+        max_grad_norm=float(block.get("max_grad_norm", 1.0)),
+        eval_split=_float_or_none(block.get("eval_split")),
+        eval_steps=block.get("eval_steps"),
+        report_to=_report_to(block.get("report_to")),
+        trainer=tuple((block.get("trainer") or {}).items()),
         # An empty block (`replay: {}`) switches nothing on, as before typed settings.
         replay=ReplaySettings(_data(replay["data"]), float(replay.get("fraction", 0.1)))
         if replay

@@ -1,15 +1,18 @@
-"""`train:` steps: load a model, build the dataset, train with transformers' Trainer, save.
+"""`train:` steps: load a model, build the dataset, train with trl's SFTTrainer, save.
 
-Straight-line: tokenizer+model → examples → token ids → Trainer → adapter or full model,
+Straight-line: tokenizer+model → examples → token ids → SFTTrainer → adapter or full model,
 tokenizer, metrics.json. The runner keeps `out_dir` across an interrupted run, so checkpoints in
 out_dir/checkpoints are resumed from. Heavy imports live inside functions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +20,7 @@ from lossless.errors import LosslessError
 from lossless.recipe.model import TrainStep
 from lossless.threads import torch_threads
 from lossless.training.checkpoints import newest_complete
-from lossless.training.examples import build_dataset, collator, pack, tokenize
+from lossless.training.examples import build_dataset, collator, pack, to_dataset, tokenize
 from lossless.training.loss_terms import EwcTerm, LossTerm, trainer_class
 from lossless.training.peft_setup import load_base, wrap_peft
 from lossless.training.settings import METHODS, TrainSettings
@@ -69,8 +72,9 @@ def run_train(
     """Train `step` and write its output into out_dir; returns the metrics dict. teacher_dir:
     the `distill.model`'s files (not needed when the teacher is the base of a PEFT step)."""
     import torch
-    from transformers import AutoTokenizer, TrainingArguments
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
+    from trl import SFTConfig
 
     hf_logging.disable_progress_bar()  # our rich bar reports progress; tqdm bars would interleave
     s = step.settings
@@ -82,7 +86,17 @@ def run_train(
     seed = s.seed if s.seed is not None else seed if seed is not None else 0
     torch.manual_seed(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    bf16 = _use_bf16(s.precision)
+    from lossless.training.precision import decide, machine
+
+    precision = decide(
+        s.dtype,
+        s.precision,
+        s.quantization.compute_dtype if s.method == "qlora" else None,
+        s.attn_implementation,
+        machine(),
+    )
+    if not quiet:
+        _log(f"train {step.name}: {precision.describe(s.dtype)}")
 
     # 1. tokenizer + model (from the base, or random from `init:`), wrapped in the peft adapter
     if base_dir is None:
@@ -95,13 +109,14 @@ def run_train(
         from lossless.training.from_scratch import init_model
 
         model, tokenizer = init_model(s.init, recipe_dir, seed)
+        model = model.to(getattr(torch, precision.dtype))
         if not s.data:  # init only: save the random model and its tokenizer
             model.save_pretrained(out_dir)
             tokenizer.save_pretrained(out_dir)
             return {"method": "init", "steps": 0, "trainable_params": model.num_parameters()}
     else:
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
-        model = load_base(base_dir, s)
+        model = load_base(base_dir, s, precision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if s.is_peft:
@@ -115,6 +130,7 @@ def run_train(
     # 2. data: token features (replay rows marked) and a collator; the extra loss terms: EWC's
     # penalty (its Fisher from the old data) and distillation's KL to the teacher
     features = build_dataset(step.name, s, tokenizer, recipe_dir, seed)
+    features, held_out = _eval_split(features, s.eval_split, seed)
     collate = collator(tokenizer.pad_token_id)
     terms: list[LossTerm] = []
     if s.ewc is not None:
@@ -138,8 +154,10 @@ def run_train(
         )
         terms.append(distill)
 
-    # 3. the Trainer, resumed from out_dir/checkpoints when an earlier run was interrupted
-    args = TrainingArguments(
+    # 3. trl's SFTTrainer, resumed from out_dir/checkpoints when an earlier run was interrupted.
+    # The features arrive tokenised, labelled and packed (training/examples.py), so trl's own
+    # dataset preparation is skipped; its collator pads them, its fused LM head takes the loss.
+    args = SFTConfig(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=s.epochs,
         max_steps=s.max_steps,
@@ -148,22 +166,34 @@ def run_train(
         warmup_steps=s.warmup,
         per_device_train_batch_size=s.batch_size,
         gradient_accumulation_steps=s.gradient_accumulation_steps,
-        **_checkpointing_kwargs(TrainingArguments, s.gradient_checkpointing),
-        bf16=bf16,
-        fp16=s.precision == "fp16",
+        **_checkpointing_kwargs(SFTConfig, s.gradient_checkpointing),
+        bf16=precision.bf16,
+        fp16=precision.fp16,
         seed=seed,
         logging_steps=s.logging_steps,
         save_steps=s.save_steps,
-        save_total_limit=2,
-        report_to="none",
+        save_total_limit=s.save_total_limit,
+        weight_decay=s.weight_decay,
+        max_grad_norm=s.max_grad_norm,
+        **({"optim": s.optim} if s.optim else {}),
+        report_to=list(s.report_to) or "none",
+        eval_strategy=("steps" if s.eval_steps else "no") if held_out else "no",
+        eval_steps=s.eval_steps,
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
+        neftune_noise_alpha=s.neftune_noise_alpha,
+        max_length=s.max_seq_length,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        remove_unused_columns=False,  # keeps the `replay` marks for the loss terms
+        **dict(s.trainer),  # checked against SFTConfig's fields by validation
     )
     trainer = trainer_class(terms)(
         model=model,
         args=args,
-        train_dataset=features,
+        train_dataset=to_dataset(features),
+        eval_dataset=to_dataset(held_out) if held_out else None,
         data_collator=collate,
+        processing_class=tokenizer,
     )
     from transformers.trainer_callback import PrinterCallback
 
@@ -174,8 +204,9 @@ def run_train(
         trainer.add_callback(rich_progress_callback(f"train {step.name}"))
     resume = newest_complete(out_dir / "checkpoints")  # torn ones are discarded, with a note
     t0 = time.perf_counter()
-    with torch_threads(_training_threads(model)):  # restored after: merges keep every core
+    with torch_threads(_training_threads(model)), _tensorboard_dir(s, out_dir / "logs"):
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        final_eval = trainer.evaluate() if held_out else {}
     wall = time.perf_counter() - t0
 
     # 4. save: the adapter (or full model), the tokenizer, metrics.json and a loss plot
@@ -197,6 +228,9 @@ def run_train(
         "trainable_params": trainable,
         "examples": len(features),
         "resumed_from": resume.name if resume else None,
+        "eval_examples": len(held_out),
+        "eval_loss": final_eval.get("eval_loss"),
+        "eval_losses": [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e],
         "ewc_last_penalty": _last(trainer.term_values.get("ewc")),
         # The terms added to the cross-entropy, one value per micro-batch.
         "loss_terms": trainer.term_values,
@@ -226,6 +260,42 @@ def _teacher_dir(step: TrainStep, ctx: StepContext, base_dir: Path | None) -> Pa
     return ctx.resolver.model_dir(ModelRef.parse(distill.model))
 
 
+def _eval_split(features: list[Any], fraction: float | None, seed: int) -> tuple[list, list]:
+    """(train, held out): round(fraction × n) examples (at least 1) drawn with `seed`."""
+    if not fraction:
+        return features, []
+    import random
+
+    k = max(1, round(fraction * len(features)))
+    if k >= len(features):
+        raise LosslessError(
+            f"train: eval_split {fraction} of {len(features)} examples leaves none to train on"
+        )
+    held = set(random.Random(seed).sample(range(len(features)), k))
+    return (
+        [f for i, f in enumerate(features) if i not in held],
+        [f for i, f in enumerate(features) if i in held],
+    )
+
+
+@contextlib.contextmanager
+def _tensorboard_dir(s: TrainSettings, logs: Path) -> Iterator[None]:
+    """transformers' tensorboard callback writes where TENSORBOARD_LOGGING_DIR says: the step's
+    output (`logs/`), not the checkpoints dir that is deleted once the step has finished."""
+    if "tensorboard" not in s.report_to:
+        yield
+        return
+    before = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(logs)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = before
+
+
 def _last(values: list[float] | None) -> float | None:
     return values[-1] if values else None
 
@@ -246,37 +316,41 @@ def _training_threads(model: Any) -> int:
 
 def _checkpointing_kwargs(arguments_class: Any, enabled: bool) -> dict[str, Any]:
     """transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name
-    warns); pass whichever this version has, and only when asked, so a run stays quiet."""
-    if not enabled:
-        return {}
+    warns); pass whichever this version has, always: trl's SFTConfig turns it on by default,
+    which slows a step down and drops prefix tuning's cache."""
     fields = getattr(arguments_class, "__dataclass_fields__", {})
     name = (
         "activation_checkpointing"
         if "activation_checkpointing" in fields
         else "gradient_checkpointing"
     )
-    return {name: True}
+    return {name: enabled}
+
+
+SCHEDULERS = (
+    "cosine",
+    "linear",
+    "constant",
+    "constant_with_warmup",
+    "cosine_with_restarts",
+    "polynomial",
+    "inverse_sqrt",
+    "cosine_with_min_lr",
+    "warmup_stable_decay",
+    "reduce_lr_on_plateau",
+)
 
 
 def _scheduler(s: TrainSettings) -> str:
-    """cosine | linear | constant; constant with a warmup is HF's constant_with_warmup."""
+    """transformers' scheduler names; constant with a warmup is HF's constant_with_warmup."""
     name = s.lr_scheduler
-    if name not in ("cosine", "linear", "constant"):
-        raise LosslessError(f"train: lr_scheduler {name!r} is not one of cosine, linear, constant")
+    if name not in SCHEDULERS:
+        raise LosslessError(f"train: lr_scheduler {name!r} is not one of {', '.join(SCHEDULERS)}")
     warm = s.warmup_steps or s.warmup_ratio
     return "constant_with_warmup" if name == "constant" and warm else name
 
 
-def _use_bf16(precision: str) -> bool:
-    """auto → bf16 only where CUDA supports it; fp32 on CPU."""
-    import torch
+def _log(text: str) -> None:
+    from rich.console import Console
 
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise LosslessError(f"train: precision {precision!r} is not one of auto, fp32, bf16, fp16")
-    if precision == "fp16" and not torch.cuda.is_available():
-        raise LosslessError(
-            "train: precision fp16 needs a CUDA GPU", hint="use auto or fp32 on CPU"
-        )
-    if precision == "bf16":
-        return True
-    return precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    Console(stderr=True).print(text, highlight=False)

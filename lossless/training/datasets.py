@@ -106,7 +106,7 @@ def detect_format(rows: list[dict[str, Any]], source: str) -> str:
     if not rows:
         raise LosslessError(f"{source}: the dataset has no rows")
     keys = set(rows[0])
-    if "messages" in keys:
+    if "messages" in keys or "conversations" in keys:  # conversations: ShareGPT's from/value
         return "chat"
     if {"instruction", "output"} <= keys:
         return "instruction"
@@ -184,8 +184,40 @@ def _template(tokenizer: Any, chat_template: str | None) -> str:
     return getattr(tokenizer, "chat_template", None) or BUILTIN_TEMPLATES["chatml"]
 
 
+# ShareGPT speaker names → chat roles.
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+}
+
+
+def _from_sharegpt(turns: Any) -> Any:
+    """ShareGPT rows (`conversations: [{from: human|gpt|system, value}]`) as chat messages;
+    anything malformed is returned as is, for _chat_example's checks to name."""
+    if not isinstance(turns, list):
+        return turns
+    out = []
+    for t in turns:
+        if not isinstance(t, dict) or "from" not in t:
+            return turns
+        out.append(
+            {
+                "role": SHAREGPT_ROLES.get(str(t["from"]).lower(), t["from"]),
+                "content": t.get("value"),
+            }
+        )
+    return out
+
+
 def _chat_example(row: dict[str, Any], tokenizer: Any, template: str | None, where: str) -> Example:
     messages = row.get("messages")
+    if messages is None and "conversations" in row:
+        messages = _from_sharegpt(row["conversations"])
     if not isinstance(messages, list) or not messages:
         raise LosslessError(
             f"{where}: field 'messages' must be a non-empty list of {{role, content}}"

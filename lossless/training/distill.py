@@ -52,6 +52,7 @@ class DistillTerm:
     weight: float
     temperature: float
     name: str = "distill"
+    needs_logits: bool = True  # loss_terms: the plain forward, not SFTTrainer's fused LM head
     kl_values: list[float] = field(default_factory=list)
 
     def __call__(self, model: Any, batch: dict[str, Any], outputs: Any) -> Any:

@@ -1,11 +1,19 @@
 """A train step's examples as token features: `data:` files → rows → (prompt, answer) examples →
-input_ids + labels (answer-only or all tokens), raw text optionally packed, replayed old rows
-mixed in; and the collator that pads them into batches.
+input_ids + labels (answer-only or all tokens), optionally packed, replayed old rows mixed in;
+and the collator that pads them into batches.
 
 A feature is {"input_ids": [...], "labels": [...]}, labels -100 where no loss is taken; with
 `replay:`, every feature also has `replay` (1 for a mixed-in old row), collated into a tensor. Reading
 and tokenising one file is `datasets.py`'s job (shared with `eval:`); this module decides which
 files, which options and in what mix.
+
+What trl does here: packing (`trl.data_utils.pack_dataset`, the "wrapped" strategy: documents
+concatenated and cut into max_seq_length blocks) and padding (trl's
+`DataCollatorForLanguageModeling`). What it lacks, and so stays ours: the labels themselves
+(`datasets.encode`, shared with `eval:` so both score the same tokens: trl's answer-only loss
+needs its own prompt/completion tokenisation or `{% generation %}` chat templates), packing each
+data part on its own so a replayed block stays a replayed block, and the `replay` marks, which
+trl's collator does not carry.
 """
 
 from __future__ import annotations
@@ -67,36 +75,48 @@ def tokenize(
         examples = to_examples(rows, fmt, tokenizer, settings.chat_template, source=path)
         loss_on = settings.loss_on or ("all" if fmt == "text" else "answer")
         encoded = [encode(tokenizer, ex, max_len, loss_on=loss_on) for ex in examples]
-        if fmt == "text" and settings.packing:
-            features += pack([ids for ids, _ in encoded], max_len)
-        else:
-            features += [{"input_ids": ids, "labels": labels} for ids, labels in encoded]
+        part = [{"input_ids": ids, "labels": labels} for ids, labels in encoded]
+        features += pack(part, max_len) if settings.packing else part
     return features
 
 
-def pack(sequences: list[list[int]], max_len: int) -> list[Feature]:
-    """Raw-text packing for continued pretraining: concatenate the documents (each ends in eos)
-    and cut into max_len blocks, so no step is spent on padding; the last block may be short."""
-    flat = [t for seq in sequences for t in seq]
-    blocks = [flat[i : i + max_len] for i in range(0, len(flat), max_len)]
-    return [{"input_ids": b, "labels": list(b)} for b in blocks]
+def pack(features: list[Feature], max_len: int) -> list[Feature]:
+    """Packing: concatenate the examples (each ends in eos) and cut into max_len blocks, so no
+    step is spent on padding; labels travel with their tokens (answer-only stays answer-only),
+    the last block may be short. trl's `pack_dataset` ("wrapped")."""
+    from datasets import Dataset
+    from trl.data_utils import pack_dataset
+
+    if not features:
+        return []
+    table = Dataset.from_dict(
+        {"input_ids": [f["input_ids"] for f in features], "labels": [f["labels"] for f in features]}
+    )
+    packed = pack_dataset(table, max_len, strategy="wrapped", map_kwargs={"batch_size": len(table)})
+    return [
+        {"input_ids": ids, "labels": labels}
+        for ids, labels in zip(packed["input_ids"], packed["labels"], strict=True)
+    ]
+
+
+def to_dataset(features: list[Feature]) -> Any:
+    """The features as a `datasets.Dataset` (what SFTTrainer takes), columns kept as they are."""
+    from datasets import Dataset
+
+    columns = list(features[0]) if features else ["input_ids", "labels"]
+    return Dataset.from_dict({c: [f[c] for f in features] for c in columns})
 
 
 def collator(pad_id: int) -> Any:
-    """Right-pad input_ids with pad_id, labels with -100; attention mask marks real tokens;
-    `replay` marks (when the features have them) become a [batch] tensor."""
+    """trl's padding collator (input_ids right-padded with pad_id, labels with -100, an attention
+    mask), plus the `replay` marks (when the features have them) as a [batch] tensor."""
     import torch
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    pad = DataCollatorForLanguageModeling(pad_token_id=pad_id)
 
     def collate(batch: list[Feature]) -> dict[str, Any]:
-        n = max(len(b["input_ids"]) for b in batch)
-        ids = [b["input_ids"] + [pad_id] * (n - len(b["input_ids"])) for b in batch]
-        labels = [b["labels"] + [-100] * (n - len(b["labels"])) for b in batch]
-        mask = [[1] * len(b["input_ids"]) + [0] * (n - len(b["input_ids"])) for b in batch]
-        out = {
-            "input_ids": torch.tensor(ids),
-            "labels": torch.tensor(labels),
-            "attention_mask": torch.tensor(mask),
-        }
+        out = pad([{"input_ids": b["input_ids"], "labels": b["labels"]} for b in batch])
         if "replay" in batch[0]:
             out["replay"] = torch.tensor([b["replay"] for b in batch])
         return out

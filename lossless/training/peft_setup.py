@@ -1,4 +1,4 @@
-"""The model a train step trains: the base in fp32 or 4-bit (QLoRA), wrapped in the peft method's
+"""The model a train step trains: the base in its load dtype or 4-bit (QLoRA), wrapped in the peft method's
 adapter (LoRA/DoRA, prompt or prefix tuning, IA³). `method: full` trains the base unwrapped."""
 
 from __future__ import annotations
@@ -8,20 +8,30 @@ from pathlib import Path
 from typing import Any
 
 from lossless.errors import LosslessError
+from lossless.training.precision import Precision
 from lossless.training.settings import TrainSettings
 
 
-def load_base(base_dir: Path, settings: TrainSettings) -> Any:
-    """The base model: fp32, or bitsandbytes 4-bit for qlora."""
+def load_base(base_dir: Path, settings: TrainSettings, precision: Precision) -> Any:
+    """The base model in `precision.dtype`, or bitsandbytes 4-bit for qlora."""
     import torch
     from transformers import AutoModelForCausalLM
 
     if settings.method == "qlora":
-        return load_4bit(base_dir, settings)
-    return AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        return load_4bit(base_dir, settings, precision)
+    return AutoModelForCausalLM.from_pretrained(
+        base_dir, dtype=getattr(torch, precision.dtype), **_attention(precision)
+    )
 
 
-def load_4bit(base_dir: Path, settings: TrainSettings) -> Any:
+def _attention(precision: Precision) -> dict[str, Any]:
+    """attn_implementation only when the recipe names one: transformers picks sdpa otherwise."""
+    if precision.attn_implementation is None:
+        return {}
+    return {"attn_implementation": precision.attn_implementation}
+
+
+def load_4bit(base_dir: Path, settings: TrainSettings, precision: Precision) -> Any:
     """QLoRA base: bitsandbytes 4-bit weights (nf4 by default, double quantisation).
 
     bitsandbytes 0.50 runs 4-bit layers on CPU, but its CPU kernel needs every quantised
@@ -42,7 +52,7 @@ def load_4bit(base_dir: Path, settings: TrainSettings) -> Any:
                 f"qlora on CPU needs hidden_size and intermediate_size divisible by 64 (got {sizes})",
                 hint="bitsandbytes' CPU 4-bit kernel quantises in blocks of 64; use method: lora",
             )
-    dtype = getattr(torch, q.compute_dtype.replace("fp32", "float32").replace("bf16", "bfloat16"))
+    dtype = getattr(torch, precision.compute_dtype)
     bnb = BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=q.quant_type,
@@ -51,7 +61,11 @@ def load_4bit(base_dir: Path, settings: TrainSettings) -> Any:
     )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(
-        base_dir, quantization_config=bnb, device_map=device
+        base_dir,
+        quantization_config=bnb,
+        device_map=device,
+        dtype=getattr(torch, precision.dtype),
+        **_attention(precision),
     )
     return prepare_model_for_kbit_training(
         model, use_gradient_checkpointing=settings.gradient_checkpointing

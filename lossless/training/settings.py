@@ -13,6 +13,7 @@ method decides whether they are read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 PEFT_METHODS = ("lora", "dora", "qlora", "prompt_tuning", "prefix_tuning", "ia3")
 METHODS = (*PEFT_METHODS, "full")
@@ -53,7 +54,7 @@ class QuantizationSettings:
     bits: int = 4
     quant_type: str = "nf4"
     double_quant: bool = True
-    compute_dtype: str = "float32"
+    compute_dtype: str | None = None  # None: the step's load dtype (`dtype:`)
 
 
 @dataclass(frozen=True)
@@ -144,12 +145,23 @@ class TrainSettings:
     gradient_accumulation_steps: int = 1
     max_seq_length: int = 512
     gradient_checkpointing: bool = False
-    precision: str = "auto"
+    precision: str = "auto"  # mixed precision: auto | fp32 | bf16 | fp16
+    dtype: str = "auto"  # the weights' load dtype: auto | bfloat16 | float16 | float32
+    attn_implementation: str | None = None  # None: transformers' default (sdpa where it can)
     seed: int | None = None  # None: the run's --seed (0 by default)
-    packing: bool = False
+    packing: bool = False  # every format: labels travel with their tokens
+    neftune_noise_alpha: float | None = None  # NEFTune: noise on the embeddings, e.g. 5
     loss_on: str | None = None  # None: "all" for text data, "answer" otherwise
     save_steps: int = 50
     logging_steps: int = 1
+    save_total_limit: int = 2  # checkpoints kept while the step runs (deleted once it finished)
+    weight_decay: float = 0.0
+    optim: str | None = None  # None: transformers' default optimizer (adamw_torch)
+    max_grad_norm: float = 1.0
+    eval_split: float | None = None  # a held-out fraction of the examples, e.g. 0.1
+    eval_steps: int | None = None  # None: evaluate at the end only
+    report_to: tuple[str, ...] = ()  # tensorboard, wandb; () is none
+    trainer: tuple[tuple[str, Any], ...] = ()  # `trainer:` passed through to SFTConfig, in order
     replay: ReplaySettings | None = None
     ewc: EwcSettings | None = None
     freeze: FreezeSettings | None = None

@@ -101,6 +101,19 @@ def _check_data_step(c: Checker, item: Input, graph: nx.DiGraph) -> None:
             )
 
 
+def _check_trainer_mapping(c: Checker, d: int, p: YamlPath, trainer: Any) -> None:
+    """`trainer:` keys against the installed SFTConfig's fields (a data file: no torch)."""
+    from lossless.training.trainer_options import field_problem
+
+    if not isinstance(trainer, dict):
+        return
+    for key in trainer:
+        problem = field_problem(str(key))
+        if problem is not None:
+            message, hint = problem
+            c.add(d, (*p, "trainer", key), message, at_key=True, hint=hint, code="trainer-field")
+
+
 def _check_step(c: Checker, d: int, kind: str, name: str, block: dict[str, Any]) -> None:
     p: YamlPath = (kind, name)
     if kind == "generate":
@@ -114,6 +127,7 @@ def _check_step(c: Checker, d: int, kind: str, name: str, block: dict[str, Any])
                 at_key=True,
                 code="train-shape",
             )
+        _check_trainer_mapping(c, d, p, block.get("trainer"))
         method = block.get("method", "lora")
         for key, methods in (
             ("lora", {"lora", "qlora", "dora"}),
