@@ -13,8 +13,8 @@ dare_* and della* True, the rest False; `lambda` 1 for all).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
