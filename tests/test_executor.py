@@ -339,3 +339,13 @@ def test_block_rows_fit_the_budget_and_align_to_64k_blocks() -> None:
     assert parse_memory("4G") == 4 << 30 and parse_memory("512MiB") == 512 << 20
     with pytest.raises(LosslessError):
         parse_memory("lots")
+
+
+def test_device_cuda_without_cuda_is_a_clear_usage_error(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from lossless.cli import main
+
+    recipe = tmp_path / "merge.yml"
+    recipe.write_text("merge_method: linear\nmodels: []\n")
+    assert main(["run", str(recipe), "--device", "cuda"]) == 2

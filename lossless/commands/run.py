@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from lossless.commands.common import add_common
@@ -103,7 +104,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help=argparse.SUPPRESS,
     )
-    p.add_argument("--device", default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--memory",
+        default=None,
+        help="peak memory budget for merges (4G, 512M; default: a quarter of RAM, 2 to 16G): "
+        "tensors too large for it are merged a block of rows at a time",
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        default=None,
+        help="where merge math runs (only cpu is implemented; cuda is refused when absent)",
+    )
     p.set_defaults(handler=main)
 
 
@@ -116,6 +128,8 @@ def main(args: argparse.Namespace) -> int:
     from lossless.validation.formatting import render_problems
     from lossless.validation.recipe_check import load_recipe
 
+    if args.device == "cuda":
+        _require_cuda()
     try:
         path = recipe_file(args.recipe, cache_dir=args.transformers_cache, quiet=args.quiet)
     except LosslessError as error:  # nothing readable to run: the input itself is wrong
@@ -129,6 +143,15 @@ def main(args: argparse.Namespace) -> int:
                 _note(note)
         if args.device and args.device != "cpu":
             _note(f"--device {args.device}: merges run on the CPU")
+    if args.memory:
+        from lossless.merge.executor import parse_memory
+
+        try:
+            parse_memory(args.memory)
+        except LosslessError as error:
+            raise UsageError(error.message, hint=error.hint) from None
+        # read by merge/executor.default_memory(); RunOptions (engine/) has no field for it yet
+        os.environ["LOSSLESS_MEMORY"] = args.memory
         if not args.safe_serialization:
             _note("--no-safe-serialization: outputs are always safetensors")
     options = RunOptions(
@@ -150,3 +173,16 @@ def main(args: argparse.Namespace) -> int:
     )
     Runner(recipe, options).run()
     return EXIT_OK
+
+
+def _require_cuda() -> None:
+    """--device cuda on a machine without CUDA: said before any work, instead of silently
+    merging on the CPU. (mergekit's --cuda and --read-to-gpu stay accepted no-ops.)"""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UsageError(
+            "--device cuda was asked for, but torch sees no CUDA device "
+            f"(torch {torch.__version__}, cuda build {torch.version.cuda or 'none'})",
+            hint="drop the flag (or use --device auto) to merge on the CPU",
+        )
