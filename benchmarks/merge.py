@@ -2,6 +2,9 @@
 
     /work/main/.venv/bin/python benchmarks/merge.py                  # 300M and 1B (needs ~25 GB disk)
     /work/main/.venv/bin/python benchmarks/merge.py --sizes 20M      # a quick smoke run
+    /work/main/.venv/bin/python benchmarks/merge.py --sizes 70B-layer --models 2 --memory 4G
+        # Llama-3-70B's largest tensors (128256 × 8192 embeddings and lm_head, 28672 × 8192 MLP
+        # matrices, one decoder layer: 3B parameters, 5.9 GB a checkpoint; needs ~25 GB disk)
 
 For each size it writes four bf16 checkpoints (a base and three fine-tunes, sharded like the hub:
 an index + ~1 GB shards), then times, each in a fresh subprocess so peak RSS is the merge's own:
@@ -22,6 +25,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # name → (hidden, intermediate, layers); vocab 32000, 4 KV heads of 64 (Llama/TinyLlama-like).
@@ -29,14 +33,18 @@ SIZES = {
     "20M": (256, 688, 4),
     "300M": (1024, 2816, 24),
     "1B": (2048, 5632, 22),
+    "70B-layer": (8192, 28672, 1),
 }
+VOCABS = {"70B-layer": 128256}
 VOCAB = 32000
 SHARD_BYTES = 1 << 30
 
 
-def llama_shapes(hidden: int, inter: int, layers: int) -> list[tuple[str, tuple[int, ...]]]:
-    kv = 4 * 64
-    shapes = [("model.embed_tokens.weight", (VOCAB, hidden))]
+def llama_shapes(
+    hidden: int, inter: int, layers: int, vocab: int = VOCAB
+) -> list[tuple[str, tuple[int, ...]]]:
+    kv = 4 * 64 if vocab == VOCAB else 8 * 128  # Llama-3-70B: 8 KV heads of 128
+    shapes = [("model.embed_tokens.weight", (vocab, hidden))]
     for i in range(layers):
         p = f"model.layers.{i}."
         shapes += [
@@ -50,7 +58,7 @@ def llama_shapes(hidden: int, inter: int, layers: int) -> list[tuple[str, tuple[
             (p + "mlp.up_proj.weight", (inter, hidden)),
             (p + "mlp.down_proj.weight", (hidden, inter)),
         ]
-    return [*shapes, ("model.norm.weight", (hidden,)), ("lm_head.weight", (VOCAB, hidden))]
+    return [*shapes, ("model.norm.weight", (hidden,)), ("lm_head.weight", (vocab, hidden))]
 
 
 def write_checkpoint(path: Path, shapes: list[tuple[str, tuple[int, ...]]], seed: int) -> None:
@@ -72,13 +80,25 @@ def write_checkpoint(path: Path, shapes: list[tuple[str, tuple[int, ...]]], seed
     weight_map = {}
     for i, group in enumerate(groups):
         file = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
-        tensors = {n: (torch.randn(s, generator=gen) * 0.02).to(torch.bfloat16) for n, s in group}
+        tensors = {n: _random_bf16(s, gen) for n, s in group}
         save_file(tensors, str(path / file), metadata={"format": "pt"})
         weight_map.update({n: file for n in tensors})
         del tensors
     index = {"metadata": {}, "weight_map": weight_map}
     (path / "model.safetensors.index.json").write_text(json.dumps(index))
     (path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+
+
+def _random_bf16(shape: tuple[int, ...], gen: Any) -> Any:
+    """N(0, 0.02²) in bf16, drawn a row block at a time (no whole float32 copy)."""
+    import torch
+
+    out = torch.empty(shape, dtype=torch.bfloat16)
+    step = max(1, (1 << 26) // max(1, math.prod(shape[1:])))
+    for lo in range(0, shape[0], step):
+        part = out[lo : lo + step]
+        part.copy_(torch.randn(part.shape, generator=gen).mul_(0.02))
+    return out
 
 
 MERGE_CHILD = """
@@ -89,7 +109,7 @@ from lossless.merge.executor import execute
 from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
 from lossless.methods.table import METHODS
 from lossless.tensors.checkpoint import Checkpoint
-method, out, threads, *dirs = sys.argv[1:]
+method, out, threads, memory, *dirs = sys.argv[1:]
 srcs = {f"m{i}": Checkpoint(d) for i, d in enumerate(dirs)}
 first = srcs["m0"]
 if method == "ties":
@@ -108,7 +128,7 @@ jobs = tuple(
 )
 start = time.perf_counter()
 execute(MergePlan(jobs=jobs), srcs, Path(out), shard_size=5 * 10**9,
-        num_threads=int(threads) or None, quiet=True)
+        num_threads=int(threads) or None, quiet=True, memory=int(memory) or None)
 print(json.dumps({"seconds": time.perf_counter() - start}))
 """
 
@@ -173,21 +193,26 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/lossless-bench"))
     parser.add_argument("-j", "--num-threads", type=int, default=0, help="0: all cores")
     parser.add_argument("--keep", action="store_true", help="keep the checkpoints afterwards")
+    parser.add_argument("--models", type=int, default=3, help="fine-tunes merged (default 3)")
+    parser.add_argument("--memory", default="0", help="merge memory budget (4G); 0: default")
     args = parser.parse_args()
     ties = has_ties()
+    from lossless.merge.executor import parse_memory
+
+    memory = parse_memory(args.memory) if args.memory != "0" else 0
     rows = []
     for size in args.sizes.split(","):
         hidden, inter, layers = SIZES[size]
-        shapes = llama_shapes(hidden, inter, layers)
+        shapes = llama_shapes(hidden, inter, layers, VOCABS.get(size, VOCAB))
         params = sum(math.prod(s) for _, s in shapes)
         root = args.dir / size
-        dirs = [root / f"m{i}" for i in range(4)]
+        dirs = [root / f"m{i}" for i in range(args.models + 1)]
         for i, d in enumerate(dirs):
             if not (d / "model.safetensors.index.json").is_file():
                 print(f"writing {d} ({params / 1e6:.0f}M params, bf16)", flush=True)
                 write_checkpoint(d, shapes, seed=i)
         cases = [("ties" if ties else "linear", dirs, "ties" if ties else "linear(4) for ties")]
-        cases.append(("linear", dirs[1:], "linear of 3"))
+        cases.append(("linear", dirs[1:], f"linear of {args.models}"))
         out_bytes = 2 * params
         for method, inputs, label in cases:
             files = inputs_files(inputs)
@@ -197,7 +222,8 @@ def main() -> None:
             out = root / "out"
             shutil.rmtree(out, ignore_errors=True)
             merge, rss = run_child(
-                MERGE_CHILD, [method, str(out), str(args.num_threads), *map(str, inputs)]
+                MERGE_CHILD,
+                [method, str(out), str(args.num_threads), str(memory), *map(str, inputs)],
             )
             shutil.rmtree(out, ignore_errors=True)
             rows.append((size, label, in_bytes, merge["seconds"], floor["seconds"], rss))

@@ -255,3 +255,97 @@ def test_job_bytes_counts_stored_inputs_for_methods_that_cast_themselves(
     # a method given float32 copies: inputs as read + output + one copy per input + result
     slerp = TensorJob(**{**job.__dict__, "method": "slerp"})
     assert job_bytes(slerp, srcs, shape) == count * (2 + 4 + 2 + 4 * 3)
+
+
+def _family_plan(srcs: Mapping[str, Checkpoint], method: str) -> MergePlan:
+    params = {"normalize": True, "rescale": method != "ties", "lambda": 1.0}
+    model_params = ({"weight": 0.7, "density": 0.5},)
+    jobs = tuple(
+        TensorJob(
+            output=name,
+            method=method,
+            sources=(TensorRef("b", name),),
+            base=TensorRef("a", name),
+            model_params=model_params,
+            params=params,
+            shape=srcs["a"].shape(name),
+            out_dtype="bfloat16",
+        )
+        for name in srcs["a"].tensor_names()
+    )
+    return MergePlan(jobs=jobs)
+
+
+@pytest.mark.parametrize("method", ["ties", "dare_ties", "della", "breadcrumbs"])
+def test_a_small_memory_budget_streams_rows_and_writes_the_same_bytes(
+    models: dict[str, Path], tmp_path: Path, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a budget smaller than any tensor, every 2-D tensor is merged a row block at a time
+    (and randomised draws replayed from noted generator states): the shards hash the same."""
+    from lossless.methods import streamed
+
+    srcs = sources(models)
+    plan = _family_plan(srcs, method)
+    execute(plan, srcs, tmp_path / "whole", shard_size=10**9, seed=3, quiet=True)
+    calls: list[int] = []
+    original = streamed.stream
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs["block_rows"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(streamed, "stream", counted)
+    execute(plan, srcs, tmp_path / "rows", shard_size=10**9, seed=3, quiet=True, memory=32 << 10)
+    assert len(calls) == sum(len(j.shape) == 2 for j in plan.jobs)  # every matrix streamed
+    assert hashes(tmp_path / "whole") == hashes(tmp_path / "rows")
+
+
+def test_linear_streamed_equals_whole(models: dict[str, Path], tmp_path: Path) -> None:
+    srcs = sources(models)
+    plan = linear_plan(srcs, {"a": 0.3, "b": 0.7})
+    execute(plan, srcs, tmp_path / "whole", shard_size=10**9, quiet=True)
+    execute(plan, srcs, tmp_path / "rows", shard_size=10**9, quiet=True, memory=32 << 10)
+    assert hashes(tmp_path / "whole") == hashes(tmp_path / "rows")
+
+
+class _Shapes:
+    """A source that only knows shapes and dtypes (enough to plan memory)."""
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return (128256, 8192)
+
+    def dtype(self, name: str) -> str:
+        return "BF16"
+
+
+def test_block_rows_fit_the_budget_and_align_to_64k_blocks() -> None:
+    from lossless.merge.executor import QUEUED_BLOCKS, block_rows, parse_memory, row_bytes
+
+    srcs: Any = {"a": _Shapes(), "b": _Shapes(), "c": _Shapes()}
+    job = TensorJob(
+        output="model.embed_tokens.weight",
+        method="ties",
+        sources=(TensorRef("b", "x"), TensorRef("c", "x")),
+        base=TensorRef("a", "x"),
+        model_params=({"weight": 1.0, "density": 0.5},) * 2,
+        shape=(128256, 8192),
+        out_dtype="bfloat16",
+    )
+    share = parse_memory("1G")
+    rows = block_rows(job, srcs, share)
+    assert rows % 8 == 0 and rows >= 8  # 8 rows of 8192 = one 64K block
+    assert (QUEUED_BLOCKS + 2) * rows * row_bytes(job, srcs, job.shape) <= share
+    assert block_rows(job, srcs, 1) == 8  # never less than one aligned block
+    assert parse_memory("4G") == 4 << 30 and parse_memory("512MiB") == 512 << 20
+    with pytest.raises(LosslessError):
+        parse_memory("lots")
+
+
+def test_device_cuda_without_cuda_is_a_clear_usage_error(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from lossless.cli import main
+
+    recipe = tmp_path / "merge.yml"
+    recipe.write_text("merge_method: linear\nmodels: []\n")
+    assert main(["run", str(recipe), "--device", "cuda"]) == 2

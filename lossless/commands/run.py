@@ -126,7 +126,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help=argparse.SUPPRESS,
     )
-    p.add_argument("--device", default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--memory",
+        default=None,
+        help="peak memory budget for merges (4G, 512M; default: a quarter of RAM, 2 to 16G): "
+        "tensors too large for it are merged a block of rows at a time",
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        default=None,
+        help="where merge math runs (only cpu is implemented; cuda is refused when absent)",
+    )
     p.set_defaults(handler=main)
 
 
@@ -141,6 +152,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.quiet:
         silence_third_party()
+    if args.device == "cuda":
+        _require_cuda()
     try:
         path = recipe_file(args.recipe, cache_dir=args.transformers_cache, quiet=args.quiet)
     except LosslessError as error:  # nothing readable to run: the input itself is wrong
@@ -165,7 +178,16 @@ def main(args: argparse.Namespace) -> int:
             _note(f"--device {args.device}: merges run on the CPU")
         if not args.safe_serialization:
             _note("--no-safe-serialization: outputs are always safetensors")
+    memory = None
+    if args.memory:
+        from lossless.merge.executor import parse_memory
+
+        try:
+            memory = parse_memory(args.memory)
+        except LosslessError as error:
+            raise UsageError(error.message, hint=error.hint) from None
     options = RunOptions(
+        memory=memory,
         work_dir=Path(args.work_dir) if args.work_dir else None,
         out=Path(args.out) if args.out else None,
         force=frozenset(args.force),
@@ -200,3 +222,16 @@ def main(args: argparse.Namespace) -> int:
     if not args.quiet:
         print_summary(runner, results, time.monotonic() - started)
     return EXIT_OK
+
+
+def _require_cuda() -> None:
+    """--device cuda on a machine without CUDA: said before any work, instead of silently
+    merging on the CPU. (mergekit's --cuda and --read-to-gpu stay accepted no-ops.)"""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UsageError(
+            "--device cuda was asked for, but torch sees no CUDA device "
+            f"(torch {torch.__version__}, cuda build {torch.version.cuda or 'none'})",
+            hint="drop the flag (or use --device auto) to merge on the CPU",
+        )

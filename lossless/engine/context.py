@@ -46,6 +46,7 @@ class RunOptions:
     only: frozenset[str] = frozenset()
     seed: int | None = None
     shard_size: int = 5_000_000_000
+    memory: int | None = None  # merges' peak-memory budget in bytes (`--memory`); None: default
     num_threads: int | None = None
     allow_crimes: bool = False
     copy_tokenizer: bool = True

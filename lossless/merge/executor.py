@@ -3,8 +3,14 @@
 Data flow, per tensor: `source.get` (a safetensors memory map) → cast to the job's compute dtype →
 the method's pure function → shape check → cast to the output dtype → the shard writer, then
 dropped. Worker threads compute upcoming tensors (torch releases the GIL in the math) while the
-calling thread writes finished ones in file order, so memory holds only the tensors in flight:
-about inputs × largest tensor per worker, never a whole shard or model.
+calling thread writes finished ones in file order, so memory holds only the tensors in flight.
+
+Memory budget (`memory`, `--memory 4G`): the tensors in flight are kept under it, and a tensor
+whose whole-tensor math would not fit a worker's share of it is streamed instead, when its
+method can be (MethodSpec.streams: linear, the task-arithmetic family): its rows are read,
+merged and written a block at a time (methods/streamed.py), with block rows chosen so the
+block's working set fits, and the same bytes as the whole-tensor math. Other methods hold their
+tensor whole, however large.
 
 Resume: after each shard is complete and fsynced, a line `{file, sha256}` is appended to
 `lossless-journal.jsonl` in the output dir. A rerun into the same dir re-hashes the journalled
@@ -20,8 +26,10 @@ import hashlib
 import json
 import math
 import os
+import queue
+import threading
 from collections import Counter, deque
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,9 +46,38 @@ if TYPE_CHECKING:
     import torch
 
 JOURNAL = "lossless-journal.jsonl"
-# Upper bound on bytes held by tensors in flight (inputs + output of queued jobs); one job larger
-# than this still runs, alone.
-INFLIGHT_BUDGET = 1 << 30
+GiB = 1 << 30
+# What the process holds besides tensors in flight: the interpreter, torch, the writer's buffers.
+BASELINE = GiB // 2
+QUEUED_BLOCKS = 2  # a streamed tensor's blocks computed ahead of the writer
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": GiB, "T": 1 << 40}
+
+
+def parse_memory(text: str) -> int:
+    """ "4G", "512M", "4GiB", "4GB" (all binary) or a byte count → bytes."""
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1:] if value[-1:] in _UNITS else ""
+    try:
+        number = float(value[: len(value) - len(unit)])
+    except ValueError:
+        raise LosslessError(
+            f"--memory {text!r} is not a size", hint="write it like 4G, 512M or 6GiB"
+        ) from None
+    if number <= 0:
+        raise LosslessError(f"--memory {text!r} must be positive", hint="for example --memory 4G")
+    return int(number * _UNITS[unit])
+
+
+def default_memory() -> int:
+    """$LOSSLESS_MEMORY if set, else a quarter of the machine's RAM
+    (a merge shares it with the page cache it reads through), between 2 and 16 GiB."""
+    if os.environ.get("LOSSLESS_MEMORY"):
+        return parse_memory(os.environ["LOSSLESS_MEMORY"])
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        ram = 16 * GiB
+    return min(16 * GiB, max(2 * GiB, ram // 4))
 
 
 def tensor_seed(seed: int | None, name: str) -> int:
@@ -156,41 +193,163 @@ def job_bytes(job: TensorJob, sources: Mapping[str, TensorSource], shape: tuple[
     return count * (read + out + compute * (len(refs) + 1))
 
 
+def row_bytes(job: TensorJob, sources: Mapping[str, TensorSource], shape: tuple[int, ...]) -> int:
+    """Bytes one output row costs in a streamed job: its inputs' rows as read, the output row,
+    and the float copies of the 64K-block math (a task vector row, its magnitudes, a mask)."""
+    row = math.prod(shape[1:])
+    one = math.prod(shape[:1]) and job_bytes(job, sources, shape) // math.prod(shape[:1])
+    return max(one, row)
+
+
+def block_rows(job: TensorJob, sources: Mapping[str, TensorSource], share: int) -> int:
+    """Rows per block for a streamed job so that the blocks in flight (the one computed, those
+    queued for the writer, the one being written) fit `share` bytes; at least one 64K-aligned
+    block (streamed.row_alignment), at most the whole tensor."""
+    from lossless.methods.streamed import row_alignment
+
+    shape = job_shape(job, sources)
+    align = row_alignment(shape)
+    fit = share // ((QUEUED_BLOCKS + 2) * row_bytes(job, sources, shape))
+    return min(max(align, fit // align * align), max(shape[0], 1))
+
+
+def streams(job: TensorJob, shape: tuple[int, ...], whole: int, share: int) -> bool:
+    """Whether a job is streamed: its method can be, and its whole-tensor math exceeds `share`."""
+    return METHODS[job.method].streams and len(shape) >= 2 and shape[0] > 1 and whole > share
+
+
+class _Blocks:
+    """A streamed job's output blocks, computed on a worker thread, read in order by the writer
+    through a small queue (so at most QUEUED_BLOCKS wait). `stop()` ends the worker early."""
+
+    _END = object()
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUED_BLOCKS)
+        self._stopped = threading.Event()
+
+    def produce(self, blocks: Iterator[torch.Tensor]) -> None:
+        try:
+            for block in blocks:
+                if not self._put(block):
+                    return
+            self._put(self._END)
+        except BaseException as error:  # handed to the writer's thread
+            self._put(error)
+
+    def _put(self, item: Any) -> bool:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def _produce_stream(
+    blocks: _Blocks,
+    job: TensorJob,
+    sources: Mapping[str, TensorSource],
+    shape: tuple[int, ...],
+    seed: int | None,
+    rows: int,
+) -> None:
+    import torch
+
+    from lossless.merge.rows import JobRows
+    from lossless.methods.streamed import stream
+
+    generator = None
+    if METHODS[job.method].randomised:
+        generator = torch.Generator().manual_seed(tensor_seed(seed, job.output))
+    parts = stream(
+        job.method,
+        JobRows(job, sources, shape),
+        list(job.model_params),
+        dict(job.params),
+        block_rows=rows,
+        dtype=getattr(torch, job.compute_dtype),
+        out_dtype=getattr(torch, job.out_dtype),
+        generator=generator,
+    )
+    blocks.produce(parts)
+
+
 def _stream(
     jobs: list[TensorJob],
     sources: Mapping[str, TensorSource],
     shapes: Mapping[str, tuple[int, ...]],
     workers: int,
     seed: int | None,
-) -> Generator[tuple[TensorJob, torch.Tensor], None, None]:
-    """Yield computed tensors in job order while up to `workers` threads compute ahead."""
+    memory: int,
+) -> Generator[tuple[TensorJob, torch.Tensor | _Blocks], None, None]:
+    """Yield computed tensors (or a streamed tensor's blocks) in job order while up to
+    `workers` threads compute ahead, the bytes in flight under `memory` less the baseline."""
     fns = {name: METHODS[name].load() for name in {job.method for job in jobs}}
+    usable = memory - BASELINE if memory > 2 * BASELINE else memory // 2
+    share = usable // workers
 
-    def cost(job: TensorJob) -> int:
-        return job_bytes(job, sources, shapes[job.output])
+    def plan(job: TensorJob) -> tuple[int, int]:
+        """(bytes in flight, rows per block: 0 for the whole tensor at once)."""
+        shape = shapes[job.output]
+        whole = job_bytes(job, sources, shape)
+        if not streams(job, shape, whole, share):
+            return whole, 0
+        rows = block_rows(job, sources, share)
+        return (QUEUED_BLOCKS + 2) * rows * row_bytes(job, sources, shape), rows
 
-    pending: deque[tuple[TensorJob, int, Future[Any]]] = deque()
+    pending: deque[tuple[TensorJob, int, Future[Any], _Blocks | None]] = deque()
     inflight, next_job = 0, 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="merge") as pool:
         try:
             while next_job < len(jobs) or pending:
                 while next_job < len(jobs) and len(pending) < workers + 1:
                     job = jobs[next_job]
-                    if pending and inflight + cost(job) > INFLIGHT_BUDGET:
+                    cost, rows = plan(job)
+                    if pending and inflight + cost > usable:
                         break
                     shape = shapes[job.output]
-                    future = pool.submit(_compute, job, sources, fns[job.method], shape, seed)
-                    pending.append((job, cost(job), future))
-                    inflight += cost(job)
+                    blocks = _Blocks() if rows else None
+                    if blocks is not None:
+                        future = pool.submit(
+                            _produce_stream, blocks, job, sources, shape, seed, rows
+                        )
+                    else:
+                        future = pool.submit(_compute, job, sources, fns[job.method], shape, seed)
+                    pending.append((job, cost, future, blocks))
+                    inflight += cost
                     next_job += 1
-                job, size, future = pending.popleft()
-                tensor = future.result()
+                job, size, future, blocks = pending.popleft()
+                if blocks is not None:
+                    try:  # the writer drains it; the worker ends with the last block
+                        yield job, blocks
+                    finally:
+                        blocks.stop()  # a no-op once drained; frees the worker if the write failed
+                    future.result()
+                else:
+                    tensor = future.result()
+                    yield job, tensor
+                    del tensor
                 inflight -= size
-                yield job, tensor
-                del tensor, future
+                del future, blocks
         finally:
-            for _, _, future in pending:
+            for _, _, future, blocks in pending:
                 future.cancel()
+                if blocks is not None:
+                    blocks.stop()
 
 
 def execute(
@@ -202,9 +361,11 @@ def execute(
     num_threads: int | None = None,
     seed: int | None = None,
     quiet: bool = False,
+    memory: int | None = None,
 ) -> list[Path]:
     """Write the plan's tensors as safetensors shards (+ index) into `out_dir`, resuming a
-    previous interrupted run into the same dir. Returns the files written (shards, index)."""
+    previous interrupted run into the same dir. Returns the files written (shards, index).
+    `memory`: the budget for tensors in flight, in bytes (default: `default_memory()`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     missing = sorted({r.model for j in plan.jobs for r in (*j.sources, j.base) if r} - set(sources))
     if missing:
@@ -231,7 +392,7 @@ def execute(
     task = progress.add_task("merging", total=total_bytes, completed=done_bytes) if progress else 0
     tensors_done = len(plan.jobs) - len(todo)
     with torch_threads(max(1, (os.cpu_count() or 1) // workers)):
-        stream = _stream(todo, sources, shapes, workers, seed)
+        stream = _stream(todo, sources, shapes, workers, seed, memory or default_memory())
         try:
             if progress:
                 progress.start()
@@ -240,7 +401,10 @@ def execute(
                 try:
                     for slot in shard.slots:
                         job, tensor = next(stream)
-                        writer.write(job.output, tensor)
+                        if isinstance(tensor, _Blocks):
+                            writer.write_parts(job.output, tensor)
+                        else:
+                            writer.write(job.output, tensor)
                         tensors_done += 1
                         if progress:
                             desc = f"merging {tensors_done}/{len(plan.jobs)} tensors"

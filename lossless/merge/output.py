@@ -93,6 +93,7 @@ def assemble_output(
     num_threads: int | None = None,
     seed: int | None = None,
     quiet: bool = False,
+    memory: int | None = None,
 ) -> dict[str, str]:
     """Merge `plan` into the partial dir `tmp` with config, tokenizer, recipe and card; return
     the sha256 of the shards (hashed while written). `chat_template` is already resolved (see
@@ -109,6 +110,7 @@ def assemble_output(
         num_threads=num_threads,
         seed=seed,
         quiet=quiet,
+        memory=memory,
     )
     dtype = _output_dtype(plan)
     config_key = plan.config_source or (plan.jobs[0].sources[0].model if plan.jobs else None)

@@ -278,6 +278,13 @@ class PermutedSource:
             return self._permuted[name]
         return self._inner.get(name)
 
+    def get_rows(self, name: str, lo: int, hi: int) -> Any:
+        """Rows of a tensor (a slice of a re-indexed embedding, held already); None: read whole."""
+        if name in self._permuted:
+            return self._permuted[name][lo:hi]
+        rows = getattr(self._inner, "get_rows", None)
+        return None if rows is None else rows(name, lo, hi)
+
 
 def align_vocabularies(
     vocab: Vocabulary, sources: Mapping[str, TensorSource], base_key: str | None

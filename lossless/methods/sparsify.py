@@ -20,6 +20,7 @@ import torch
 
 from lossless.errors import LosslessError
 from lossless.methods import sort_replay
+from lossless.methods.blocks import block_slices
 
 RESCALE_EPS = 1e-7  # below this L1 norm (before or after) the masked tensor is returned as is
 
@@ -73,12 +74,37 @@ def with_rescale(delta: torch.Tensor, kept: Kept) -> Kept:
     the whole tensors in `kept.work` dtype exactly as before, so the factor is the same float."""
     if kept.select is None or kept.zero:
         return kept
-    original = delta.to(kept.work or delta.dtype)
-    before = original.abs().sum()
-    after = Kept(kept.select, kept.work).apply_whole(original).abs().sum()
+    work = kept.work or delta.dtype
+    original = delta.to(work).reshape(-1)
+    before, after = L1(), L1()
+    before.add(original)
+    after.add(Kept(kept.select, kept.work).apply(original))
+    return rescaled(kept, before.total(work), after.total(work))
+
+
+def rescaled(kept: Kept, before: torch.Tensor, after: torch.Tensor) -> Kept:
+    """`kept` with the factor before/after, or as is when either L1 norm is ~0."""
     if before < RESCALE_EPS or after < RESCALE_EPS:
         return kept
     return Kept(kept.select, kept.work, before / after)
+
+
+class L1:
+    """An L1 norm summed block by block: each 64K block's `abs().sum()` in the tensor's dtype,
+    added in float64 in order. The whole-tensor and the streamed merge sum the same blocks, so
+    the rescale factor is the same float whatever the memory budget (torch's own whole-tensor
+    sum splits differently with the thread count). For a tensor of one block it is torch's sum."""
+
+    def __init__(self) -> None:
+        self._sum = 0.0
+
+    def add(self, flat: torch.Tensor) -> None:
+        """Add the blocks of `flat`, which starts on a block boundary of the tensor."""
+        for part in block_slices(flat.numel()):
+            self._sum += float(flat[part].abs().sum())
+
+    def total(self, dtype: torch.dtype) -> torch.Tensor:
+        return torch.tensor(self._sum, dtype=dtype)
 
 
 def rescale_l1(original: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
@@ -244,7 +270,7 @@ def _prefix(cut: TopCut | None, end: int, count: int) -> Selector:
     return lambda block, start: torch.full_like(block, fill)
 
 
-def _random_work_dtype(delta: torch.Tensor) -> torch.dtype:
+def random_work_dtype(delta: torch.Tensor) -> torch.dtype:
     """torch.bernoulli lacks float16 on CPU: work in float32 there (bf16 stays bf16)."""
     if delta.device.type != "cpu" or delta.dtype == torch.bfloat16:
         return delta.dtype
@@ -255,7 +281,7 @@ def random_entries(delta: torch.Tensor, density: float, generator: torch.Generat
     """DARE: keep each entry independently with probability `density`."""
     if density >= 1:
         return KEEP_ALL
-    work = _random_work_dtype(delta)
+    work = random_work_dtype(delta)
     probabilities = torch.full_like(delta, density, dtype=work)
     return dense(torch.bernoulli(probabilities, generator=generator), work)
 
@@ -273,21 +299,33 @@ def random_by_rank(
         return KEEP_ALL
     if density <= 0:
         return KEEP_NONE
+    check_della(density, epsilon)
+    work = random_work_dtype(delta)
+    probabilities = rank_probabilities(delta, density, epsilon, work)
+    return dense(torch.bernoulli(probabilities, generator=generator), work)
+
+
+def check_della(density: float, epsilon: float) -> None:
     if density + epsilon >= 1 or density - epsilon <= 0:
         raise LosslessError(
             f"della: density ± epsilon must lie inside (0, 1); got density={density}, "
             f"epsilon={epsilon}",
             hint="lower `epsilon` (default 0.15) or move `density` away from 0 and 1",
         )
-    work = _random_work_dtype(delta)
+
+
+def rank_probabilities(
+    delta: torch.Tensor, density: float, epsilon: float, work: torch.dtype
+) -> torch.Tensor:
+    """DELLA's keep probability of each entry from its magnitude rank in its row (along dim 1),
+    so any block of whole rows gets the same numbers as the whole tensor."""
     rows = delta.unsqueeze(0) if delta.dim() < 2 else delta
     order = torch.argsort(rows.abs(), dim=1, descending=False)
     ranks = order.argsort(dim=1).to(work) + 1  # 1 = smallest magnitude in its row
     low = ranks.min(dim=1, keepdim=True).values
     high = ranks.max(dim=1, keepdim=True).values
     rank_fraction = ((ranks - low) / (high - low)).clamp(0, 1)
-    probabilities = (density - epsilon) + rank_fraction * 2 * epsilon
-    return dense(torch.bernoulli(probabilities, generator=generator), work)
+    return (density - epsilon) + rank_fraction * 2 * epsilon
 
 
 def _finish(delta: torch.Tensor, kept: Kept, rescale: bool) -> torch.Tensor:

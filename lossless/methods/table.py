@@ -101,6 +101,9 @@ class MethodSpec:
     # Takes its inputs in their stored dtype, with `dtype=` (the compute dtype) and `out_dtype=`
     # keywords, and casts block by block: no whole-model float32 copies of every input.
     casts_inputs: bool = False
+    # Can run over a tensor's rows a block at a time (methods/streamed.py), with the same bits:
+    # the executor does so for a tensor too large for its memory budget.
+    streams: bool = False
 
     def wants(self) -> str:
         """How many models the method takes besides its base: "exactly 1 model", "at least 2 models"."""
@@ -233,6 +236,7 @@ def _task_arithmetic(
         },
         randomised=randomised,
         casts_inputs=True,
+        streams=True,
     )
 
 
@@ -247,6 +251,7 @@ METHODS: dict[str, MethodSpec] = _register(
         model_params={"weight": WEIGHT},
         global_params={"normalize": FLAG_TRUE},
         casts_inputs=True,
+        streams=True,
     ),
     MethodSpec(
         "slerp",

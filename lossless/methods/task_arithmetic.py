@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -133,16 +134,34 @@ def merge_task_vectors(
             for tensor, p in zip(tensors, model_params, strict=True)
         ]
         del scratch
+    out = torch.empty(base.shape, dtype=out_dtype, device=base.device)
+    combine(tensors, base, kept, model_params, params, elect_sign, normalize, dtype, out)
+    return out
+
+
+def combine(
+    tensors: Sequence[torch.Tensor],
+    base: torch.Tensor,
+    kept: Sequence[sparsify.Kept],
+    model_params: Sequence[Mapping[str, Any]],
+    params: Mapping[str, Any],
+    elect_sign: bool,
+    normalize: bool,
+    dtype: torch.dtype,
+    out: torch.Tensor,
+    start: int = 0,
+) -> None:
+    """The elementwise rest of the chain into `out`, 64K entries at a time. The tensors may be
+    a block of rows of the whole ones, beginning at flat entry `start` (a block boundary)."""
     # int8_mask only saves memory in mergekit; the mask's values are the same either way.
     scale = float(params.get("lambda", 1.0))
     weights = weight_column(model_params, torch.empty(0, 0, dtype=dtype, device=base.device))
-    out = torch.empty(base.shape, dtype=out_dtype, device=base.device)
     flat, ref = out.view(-1), base.reshape(-1)
     models = [tensor.reshape(-1) for tensor in tensors]
     for part in block_slices(flat.numel()):
         anchor = ref[part].to(dtype)
         deltas = [
-            k.apply(torch.sub(exact_in(m[part], dtype), anchor), part.start)
+            k.apply(torch.sub(exact_in(m[part], dtype), anchor), start + part.start)
             for k, m in zip(kept, models, strict=True)
         ]
         weighted = torch.stack(deltas, dim=0) * weights
@@ -154,7 +173,6 @@ def merge_task_vectors(
         if scale != 1:
             merged = merged * scale
         torch.add(anchor, merged, out=flat[part])  # computed in `dtype`, rounded once to out
-    return out
 
 
 def _sparsifier(choose: Callable[..., sparsify.Kept]) -> Sparsifier:
@@ -203,7 +221,7 @@ _rank_random = _sparsifier(
 
 def _member(
     sparsifier: Sparsifier | None, elect_sign: bool, normalize: bool, rescale: bool, doc: str
-) -> Callable[..., torch.Tensor]:
+) -> Any:
     """One table entry: the shared chain with this member's sparsifier and defaults."""
 
     def merge(
@@ -231,7 +249,28 @@ def _member(
         )
 
     merge.__doc__ = doc
+    # what methods/streamed.py needs to run the same member over a tensor's rows
+    merge.family = Family(_KINDS[sparsifier], elect_sign, normalize, rescale)  # type: ignore[attr-defined]
     return merge
+
+
+@dataclass(frozen=True)
+class Family:
+    """A member's place in the chain: which sparsifier, sign election, and defaults."""
+
+    sparsifier: str | None  # "top", "random", "outliers", "rank_random"
+    elect_sign: bool
+    normalize: bool
+    rescale: bool
+
+
+_KINDS: dict[Sparsifier | None, str | None] = {
+    None: None,
+    _top_magnitude: "top",
+    _random: "random",
+    _outliers: "outliers",
+    _rank_random: "rank_random",
+}
 
 
 #                      sparsifier      sign   normalize rescale

@@ -54,5 +54,6 @@ def run(step: ApplyStep, ctx: StepContext) -> dict[str, str]:
         write_model_card=options.write_model_card,
         shard_size=options.shard_size,
         num_threads=options.num_threads,
+        memory=options.memory,
         quiet=options.quiet,
     )

@@ -118,6 +118,7 @@ def run(step: MergeStep, ctx: StepContext) -> dict[str, str]:
             lineage=lineage(ctx.recipe, step.name),
             shard_size=options.shard_size,
             num_threads=options.num_threads,
+            memory=options.memory,
             seed=options.seed,
             quiet=options.quiet,
         )

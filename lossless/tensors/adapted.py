@@ -55,6 +55,14 @@ class AdaptedSource:
     def dtype(self, name: str) -> str:
         return self.base.dtype(name)
 
+    def get_rows(self, name: str, lo: int, hi: int) -> torch.Tensor | None:
+        """Rows of an untouched tensor as the base reads them; None (read whole) for an adapted
+        one, whose W + scale·B·A is computed on the whole matrix."""
+        rows = getattr(self.base, "get_rows", None)
+        if name in self._targets or rows is None:
+            return None
+        return rows(name, lo, hi)
+
     def get(self, name: str) -> torch.Tensor:
         """The adapted tensor; an untouched one is the base's own tensor object."""
         weight = self.base.get(name)

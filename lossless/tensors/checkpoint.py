@@ -279,6 +279,20 @@ class Checkpoint:
             return handle[name]
         return _pread_tensor(handle, self.path / shard, self._headers[shard][name])
 
+    def get_rows(self, name: str, lo: int, hi: int) -> torch.Tensor | None:
+        """Rows [lo, hi) of the tensor along its first dimension, reading only their bytes;
+        None for a pickle checkpoint (read it whole)."""
+        entry = self._entry(name)
+        if self._pickle:
+            return None
+        shape = list(entry["shape"])
+        row = math.prod(shape[1:]) * DTYPE_BYTES[entry["dtype"]]
+        begin = entry["data_offsets"][0]
+        part = {**entry, "shape": [hi - lo, *shape[1:]]}
+        part["data_offsets"] = [begin + lo * row, begin + hi * row]
+        shard = self._where[name]
+        return _pread_tensor(self._open(shard), self.path / shard, part)
+
     def close(self) -> None:
         """Close the shard descriptors (also done when the object is collected)."""
         with self._lock:

@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -136,6 +136,30 @@ class ShardWriter:
             )
         raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
         self._put(raw.data)  # the tensor's bytes, no copy
+        self._next += 1
+
+    def write_parts(self, name: str, parts: Iterable[torch.Tensor]) -> None:
+        """Write one tensor given as consecutive blocks of rows (a streamed merge's output)."""
+        import torch
+
+        slot = self.spec.slots[self._next]
+        if name != slot.name:
+            raise RuntimeError(f"{self.spec.file}: expected tensor {slot.name!r}, got {name!r}")
+        rows = 0
+        for part in parts:
+            got_dtype = TORCH_TO_SAFETENSORS.get(str(part.dtype).removeprefix("torch."))
+            if tuple(part.shape[1:]) != tuple(slot.shape[1:]) or got_dtype != slot.dtype:
+                raise LosslessError(
+                    f"output tensor {name!r}: a block is {tuple(part.shape)} {got_dtype}, "
+                    f"the plan said rows of {slot.shape} {slot.dtype}"
+                )
+            rows += part.shape[0]
+            raw = part.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+            self._put(raw.data)
+        if (rows, *slot.shape[1:]) != tuple(slot.shape):
+            raise LosslessError(
+                f"output tensor {name!r}: {rows} rows written, expected {slot.shape}"
+            )
         self._next += 1
 
     def close(self) -> str:

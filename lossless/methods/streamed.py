@@ -1,0 +1,304 @@
+"""Merge methods run over a tensor's rows, a block at a time: memory set by the block, not the
+tensor (a 128256 × 8192 embedding need not be held whole, nor its float32 task vector).
+
+The executor picks this path for a tensor too large for its memory budget. Each function takes
+`Rows` (reads rows [lo, hi) of an input) and yields the output's row blocks in order. Blocks hold
+a multiple of 64K entries (the last may be shorter), so the 64K-block math of linear.py and
+task_arithmetic.py sees the same numbers in the same order: the bytes equal the whole-tensor path.
+
+The TIES family needs decisions over the whole task vector first; each is made in streaming
+passes that recompute `model − base` block by block from the inputs:
+- top-k (ties) and the two cuts of breadcrumbs: the exact cut value and the counts beyond and at
+  it by radix select (radix.py, two passes). When the entries tied at the cut are all kept, the
+  mask is `|delta| >= cut`. When only some are, which ones is decided by the order of torch's
+  sort (sort_replay), which needs the magnitudes whole: they are gathered, float32, one task
+  vector (4 bytes an entry) at a time — the one step whose memory grows with the tensor.
+- random drops (dare, della): the draws of model i start where model i−1's ended, so a first
+  pass draws every model's mask in order (and sums the L1 norms when rescaling), noting the
+  generator's state before each; the merge pass draws them again from those states.
+- the L1 rescale factor: sums per 64K block, as sparsify.L1 does for the whole tensor.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+import torch
+
+from lossless.methods import radix, sparsify
+from lossless.methods.blocks import BLOCK
+from lossless.methods.linear import linear
+from lossless.methods.table import METHODS
+from lossless.methods.task_arithmetic import Family, combine, task_vector
+
+
+class Rows(Protocol):
+    """Row blocks of one job's inputs."""
+
+    shape: tuple[int, ...]
+
+    def model(self, i: int, lo: int, hi: int) -> torch.Tensor:
+        """Rows [lo, hi) of input model i, in its stored dtype."""
+        ...
+
+    def base(self, lo: int, hi: int) -> torch.Tensor: ...
+
+
+def stream(
+    method: str,
+    rows: Rows,
+    model_params: Sequence[Mapping[str, Any]],
+    params: Mapping[str, Any],
+    *,
+    block_rows: int,
+    dtype: torch.dtype,
+    out_dtype: torch.dtype,
+    generator: torch.Generator | None = None,
+) -> Iterator[torch.Tensor]:
+    """The output row blocks of `method` (one whose MethodSpec says `streams`), in order."""
+    kwargs: dict[str, Any] = dict(
+        block_rows=block_rows, dtype=dtype, out_dtype=out_dtype, generator=generator
+    )
+    if method == "linear":
+        return stream_linear(rows, model_params, params, **kwargs)
+    family = METHODS[method].load().family
+    return stream_task_arithmetic(family, rows, model_params, params, **kwargs)
+
+
+def row_alignment(shape: Sequence[int]) -> int:
+    """The fewest rows whose entries are a whole number of 64K blocks (8192 columns → 8)."""
+    row = math.prod(shape[1:])
+    return BLOCK // math.gcd(row, BLOCK) if row else 1
+
+
+def row_blocks(rows: int, block_rows: int) -> list[tuple[int, int]]:
+    return [(lo, min(lo + block_rows, rows)) for lo in range(0, rows, block_rows)]
+
+
+def stream_linear(
+    rows: Rows,
+    model_params: Sequence[Mapping[str, Any]],
+    params: Mapping[str, Any],
+    *,
+    block_rows: int,
+    dtype: torch.dtype,
+    out_dtype: torch.dtype,
+    generator: torch.Generator | None = None,
+) -> Iterator[torch.Tensor]:
+    count = len(model_params)
+    for lo, hi in row_blocks(rows.shape[0], block_rows):
+        inputs = [rows.model(i, lo, hi) for i in range(count)]
+        yield linear(inputs, None, model_params, params, dtype=dtype, out_dtype=out_dtype)
+
+
+def stream_task_arithmetic(
+    family: Family,
+    rows: Rows,
+    model_params: Sequence[Mapping[str, Any]],
+    params: Mapping[str, Any],
+    *,
+    block_rows: int,
+    dtype: torch.dtype,
+    out_dtype: torch.dtype,
+    generator: torch.Generator | None = None,
+) -> Iterator[torch.Tensor]:
+    """The chain of task_arithmetic.merge_task_vectors over row blocks."""
+    blocks = row_blocks(rows.shape[0], block_rows)
+    row = math.prod(rows.shape[1:])
+    rescale = bool(params.get("rescale", family.rescale))
+    normalize = bool(params.get("normalize", family.normalize))
+    models = len(model_params)
+
+    count = math.prod(rows.shape)
+
+    def deltas(i: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """(flat start, task-vector rows) of model i, block by block in order."""
+        for lo, hi in blocks:
+            yield lo * row, task_vector(rows.model(i, lo, hi), rows.base(lo, hi), dtype)
+
+    deciders = [
+        _decide(
+            family.sparsifier, functools.partial(deltas, i), count, p, rescale, generator, dtype
+        )
+        for i, p in enumerate(model_params)
+    ]
+    for lo, hi in blocks:
+        base = rows.base(lo, hi)
+        inputs = [rows.model(i, lo, hi) for i in range(models)]
+        start = lo * row
+        kept = [d(inputs[i], base, start) for i, d in enumerate(deciders)]
+        out = torch.empty(base.shape, dtype=out_dtype)
+        if models == 0:
+            out.copy_(base.to(dtype))
+        else:
+            sign = family.elect_sign
+            combine(inputs, base, kept, model_params, params, sign, normalize, dtype, out, start)
+        yield out
+
+
+# (model rows, base rows, flat start of the block) → the Kept to apply to that block
+Decider = Callable[[torch.Tensor, torch.Tensor, int], sparsify.Kept]
+Deltas = Callable[[], Iterator[tuple[int, torch.Tensor]]]
+
+
+def _fixed(kept: sparsify.Kept) -> Decider:
+    return lambda model, base, start: kept
+
+
+def _decide(
+    kind: str | None,
+    deltas: Deltas,
+    count: int,
+    p: Mapping[str, Any],
+    rescale: bool,
+    generator: torch.Generator | None,
+    dtype: torch.dtype,
+) -> Decider:
+    density = float(p.get("density", 1.0))
+    if kind is None or density >= 1:
+        return _fixed(sparsify.KEEP_ALL)
+    if kind == "top":
+        kept = _top(deltas, count, density, dtype)
+    elif kind == "outliers":
+        kept = _middle(deltas, count, density, float(p.get("gamma", 0.01)))
+    else:
+        return _drawn(kind, deltas, p, density, rescale, generator, dtype)
+    return _fixed(_rescaled(deltas, kept, dtype) if rescale else kept)
+
+
+def _magnitudes(deltas: Deltas) -> Callable[[], Iterator[torch.Tensor]]:
+    def blocks() -> Iterator[torch.Tensor]:
+        for _, delta in deltas():
+            yield sparsify._ranking_magnitudes(delta)
+
+    return blocks
+
+
+def _whole_magnitudes(deltas: Deltas, count: int) -> torch.Tensor:
+    """Every |delta| in one float32 tensor: what the sort-order tie break needs."""
+    out = torch.empty(count, dtype=torch.float32)
+    for start, delta in deltas():
+        out[start : start + delta.numel()] = delta.abs().reshape(-1)
+    return out
+
+
+def _at_least(value: float) -> sparsify.Selector:
+    def select(block: torch.Tensor, start: int) -> torch.Tensor:
+        mask = sparsify.float_mask(block)
+        return torch.ge(sparsify._ranking_magnitudes(block), value, out=mask)
+
+    return select
+
+
+def _at_most(value: float) -> sparsify.Selector:
+    def select(block: torch.Tensor, start: int) -> torch.Tensor:
+        mask = sparsify.float_mask(block)
+        return torch.le(sparsify._ranking_magnitudes(block), value, out=mask)
+
+    return select
+
+
+def _top(deltas: Deltas, count: int, density: float, dtype: torch.dtype) -> sparsify.Kept:
+    if density <= 0 or count == 0:
+        return sparsify.KEEP_NONE
+    keep = max(1, int(density * count))
+    rank = radix.kth_magnitude(_magnitudes(deltas), keep, largest=True)
+    if rank.all_tied_kept(keep):
+        return sparsify.Kept(_at_least(rank.value), dtype)
+    # some of the entries at the cut are kept: torch's sort order decides which
+    select = sparsify.top_k_selector(
+        _whole_magnitudes(deltas, count), keep, remake=lambda: _whole_magnitudes(deltas, count)
+    )
+    return sparsify.Kept(select, dtype)
+
+
+def _middle(deltas: Deltas, count: int, density: float, gamma: float) -> sparsify.Kept:
+    keep = int(density * count)
+    smallest = max(0, count - keep - int(gamma * count))
+    ends = (smallest + keep, smallest)
+    selectors: list[sparsify.Selector] = []
+    for end in ends:
+        if end <= 0 or end >= count:
+            fill = 1.0 if end >= count else 0.0
+            selectors.append(lambda block, start, fill=fill: torch.full_like(block, fill))
+            continue
+        rank = radix.kth_magnitude(_magnitudes(deltas), end, largest=False)
+        if not rank.all_tied_kept(end):
+            break
+        selectors.append(_at_most(rank.value))
+    if keep and len(selectors) == 2:
+        first, second = selectors
+        return sparsify.Kept(lambda block, start: first(block, start) - second(block, start))
+    # ties at a cut split by the sort order (or nothing kept): the whole-tensor decision
+    return sparsify.middle_magnitude(_whole_magnitudes(deltas, count), density, gamma)
+
+
+def _rescaled(deltas: Deltas, kept: sparsify.Kept, dtype: torch.dtype) -> sparsify.Kept:
+    """`kept` with the L1 factor summed over the streamed task vector (sparsify.with_rescale)."""
+    if kept.select is None or kept.zero:
+        return kept
+    work = kept.work or dtype
+    unscaled = sparsify.Kept(kept.select, kept.work)
+    before, after = sparsify.L1(), sparsify.L1()
+    for start, delta in deltas():
+        original = delta.to(work).reshape(-1)
+        before.add(original)
+        after.add(unscaled.apply(original, start))
+    return sparsify.rescaled(kept, before.total(work), after.total(work))
+
+
+def _drawn(
+    kind: str,
+    deltas: Deltas,
+    p: Mapping[str, Any],
+    density: float,
+    rescale: bool,
+    generator: torch.Generator | None,
+    dtype: torch.dtype,
+) -> Decider:
+    """dare / della: masks drawn block by block, in the order the whole tensor draws them."""
+    epsilon = float(p.get("epsilon", 0.15))
+    if kind == "rank_random":
+        if density <= 0:
+            return _fixed(sparsify.KEEP_NONE)
+        sparsify.check_della(density, epsilon)
+    if generator is None:
+        raise ValueError("a streamed random drop needs a seeded generator to draw twice")
+    work = sparsify.random_work_dtype(torch.empty(0, dtype=dtype))
+
+    def draw(delta_rows: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        if kind == "random":
+            probabilities = torch.full_like(delta_rows, density, dtype=work)
+        else:
+            probabilities = sparsify.rank_probabilities(delta_rows, density, epsilon, work)
+        return torch.bernoulli(probabilities, generator=g).reshape(-1) != 0
+
+    def block_kept(start: int, mask: torch.Tensor, factor: torch.Tensor | None) -> sparsify.Kept:
+        return sparsify.Kept(lambda b, s: mask[s - start : s - start + b.numel()], work, factor)
+
+    state = generator.get_state()
+    # first pass: the draws in order (they must be made to move the generator on), and the L1
+    # sums when rescaling; the rows' shape matters to della's per-row ranks
+    before, after = sparsify.L1(), sparsify.L1()
+    for start, delta in deltas():
+        mask = draw(delta, generator)
+        if rescale:
+            original = delta.to(work).reshape(-1)
+            before.add(original)
+            after.add(block_kept(start, mask, None).apply(original, start))
+    factor = None
+    if rescale:
+        probe = sparsify.rescaled(
+            sparsify.Kept(lambda b, s: b, work), before.total(work), after.total(work)
+        )
+        factor = probe.factor
+    replay = torch.Generator().set_state(state)
+
+    def decide(model: torch.Tensor, base: torch.Tensor, start: int) -> sparsify.Kept:
+        delta = task_vector(model, base, dtype)
+        return block_kept(start, draw(delta, replay), factor)
+
+    return decide

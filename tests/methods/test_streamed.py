@@ -1,0 +1,115 @@
+"""Row-block streaming (methods/streamed.py) gives the whole-tensor path's bits, ties included."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+import torch
+
+from lossless.methods import radix, streamed
+from lossless.methods.table import METHODS
+
+ROWS, COLS = 40, 4096  # 2.5 blocks of 64K entries; 16 rows = one block
+
+
+class MemoryRows:
+    def __init__(self, models: Sequence[torch.Tensor], base: torch.Tensor | None) -> None:
+        self.models, self._base = list(models), base
+        self.shape = tuple((base if base is not None else models[0]).shape)
+
+    def model(self, i: int, lo: int, hi: int) -> torch.Tensor:
+        return self.models[i][lo:hi]
+
+    def base(self, lo: int, hi: int) -> torch.Tensor:
+        assert self._base is not None
+        return self._base[lo:hi]
+
+
+def _levels(seed: int, levels: int) -> torch.Tensor:
+    """bf16 values drawn from a few levels: most magnitudes are shared by many entries."""
+    g = torch.Generator().manual_seed(seed)
+    values = torch.linspace(-0.02, 0.02, levels)
+    return values[torch.randint(0, levels, (ROWS, COLS), generator=g)].bfloat16()
+
+
+def _smooth(seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(ROWS, COLS, generator=g) * 0.02).bfloat16()
+
+
+def _run(method: str, models, base, model_params, params, block_rows: int, seed: int = 5):
+    spec = METHODS[method]
+    whole_fn = spec.load()
+    kwargs = {"dtype": torch.float32, "out_dtype": torch.bfloat16}
+    g = torch.Generator().manual_seed(seed) if spec.randomised else None
+    whole = whole_fn(models, base, model_params, params, generator=g, **kwargs)
+    g = torch.Generator().manual_seed(seed) if spec.randomised else None
+    blocks = list(
+        streamed.stream(
+            method,
+            MemoryRows(models, base),
+            model_params,
+            params,
+            block_rows=block_rows,
+            generator=g,
+            **kwargs,
+        )
+    )
+    assert all(b.shape[1:] == whole.shape[1:] for b in blocks)
+    return whole, torch.cat(blocks)
+
+
+FAMILY = [
+    ("ties", {}),
+    ("dare_ties", {}),
+    ("dare_linear", {}),
+    ("breadcrumbs", {"gamma": 0.05}),
+    ("breadcrumbs_ties", {"gamma": 0.05}),
+    ("della", {"epsilon": 0.1}),
+    ("della_linear", {"epsilon": 0.1}),
+    ("task_arithmetic", {}),
+]
+
+
+@pytest.mark.parametrize(("method", "extra"), FAMILY)
+@pytest.mark.parametrize("inputs", ["levels", "smooth"])
+def test_streamed_family_equals_whole_tensor_bit_for_bit(method, extra, inputs) -> None:
+    make = (lambda s: _levels(s, 7)) if inputs == "levels" else _smooth
+    base, models = make(0), [make(1), make(2)]
+    model_params = [
+        {"weight": 0.7, "density": 0.5, **extra},
+        {"weight": 1.3, "density": 0.3, **extra},
+    ]
+    for params in ({}, {"rescale": True, "normalize": True, "lambda": 0.9}):
+        # 16 rows = one 64K block; 32 rows end mid-tensor (the last block is 8 rows)
+        for block_rows in (16, 32):
+            whole, got = _run(method, models, base, model_params, params, block_rows)
+            assert torch.equal(whole, got), (method, params, block_rows)
+
+
+def test_streamed_linear_equals_whole() -> None:
+    models = [_smooth(1), _smooth(2), _levels(3, 5)]
+    model_params = [{"weight": 0.2}, {"weight": 0.5}, {"weight": 0.3}]
+    whole, got = _run("linear", models, None, model_params, {"normalize": True}, 32)
+    assert torch.equal(whole, got)
+
+
+def test_radix_select_finds_value_and_counts_at_the_cut() -> None:
+    mags = _levels(4, 9).float().abs().reshape(-1)
+    for k in (1, 1000, mags.numel() // 2, mags.numel()):
+        rank = radix.kth_magnitude(lambda: iter(mags.split(70001)), k)
+        value = torch.sort(mags, descending=True).values[k - 1]
+        assert rank.value == float(value)
+        assert rank.beyond == int((mags > value).sum())
+        assert rank.equal == int((mags == value).sum())
+        low = radix.kth_magnitude(lambda: iter(mags.split(70001)), k, largest=False)
+        assert low.value == float(torch.sort(mags).values[k - 1])
+        assert low.beyond == int((mags < low.value).sum())
+
+
+def test_row_alignment_makes_blocks_of_whole_64k_blocks() -> None:
+    assert streamed.row_alignment((128256, 8192)) == 8
+    assert streamed.row_alignment((10, 3000)) == 8192  # gcd(3000, 64K) = 8
+    assert streamed.row_alignment((28672, 8192)) * 8192 % (1 << 16) == 0
+    assert streamed.row_alignment((5, 3)) == 1 << 16
