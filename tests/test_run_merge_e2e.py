@@ -223,3 +223,30 @@ def test_multi_module_recipes_are_refused_with_the_line(
     assert result.returncode == 2
     assert "vlm.yaml:3:3  modules.text_decoder" in result.stdout
     assert "multi-module (vision-language) models are not supported yet" in result.stdout
+
+
+def test_memory_flag_reaches_the_executor(family_models: Path, tmp_path: Path, monkeypatch) -> None:
+    """`--memory` is a run option the merge executor receives (and a bad size is exit 2)."""
+    from lossless import cli
+    from lossless.merge import executor
+
+    seen: list[int | None] = []
+    real = executor.execute
+    monkeypatch.setattr(
+        executor, "execute", lambda *a, **k: seen.append(k.get("memory")) or real(*a, **k)
+    )
+    monkeypatch.setattr("lossless.merge.output.execute", executor.execute)
+    recipe = write_recipe(
+        tmp_path / "lin.yaml",
+        f"""
+        models:
+          - model: {family_models / "ft1"}
+            parameters: {{weight: 0.5}}
+          - model: {family_models / "ft2"}
+            parameters: {{weight: 0.5}}
+        merge_method: linear
+        """,
+    )
+    assert cli.main(["run", str(recipe), str(tmp_path / "out"), "-q", "--memory", "3G"]) == 0
+    assert seen == [3 << 30]
+    assert cli.main(["run", str(recipe), str(tmp_path / "o2"), "-q", "--memory", "lots"]) == 2
