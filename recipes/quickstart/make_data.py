@@ -140,14 +140,28 @@ def main(out_dir: Path = HERE / "data", seed: int = 0) -> None:
     # One line in three is enough to learn the markup.
     write_jsonl(out_dir / "p_chat_train.jsonl", [{"text": chatml_text(t)} for t in p_train[::3]])
     (out_dir / "p_heldout.txt").write_text("\n".join(p_held) + "\n")
+    used: set[str] = set()
     for name, make, n_train, n_held in (
         ("a", skill_a, 800, HELDOUT),
-        ("b", skill_b, 480, HELDOUT),  # 702 ordered pairs in all
+        ("b", skill_b, 300, HELDOUT),  # 702 ordered pairs in all: 202 left for prompts
         ("c", skill_c, 340, HELDOUT),  # 540 runs in all
     ):
         train, held = split(make, rng, n_train, n_held)
         write_jsonl(out_dir / f"{name}_train.jsonl", train)
         write_jsonl(out_dir / f"{name}_heldout.jsonl", held)
+        used.update(row["messages"][0]["content"] for row in train + held)
+    # Prompts without answers for self-replay: requests of the kinds the instruct model serves
+    # (A and B), as a user of someone else's instruct model could write them. None is in any A/B
+    # file, so replaying the instruct model's own answers to them uses none of its training data
+    # and none of the held-out items.
+    prompts: dict[str, None] = {}
+    for make, n in ((skill_a, 300), (skill_b, 150)):
+        start = len(prompts)
+        while len(prompts) - start < n:
+            user = make(rng)["messages"][0]["content"]
+            if user not in used:
+                prompts.setdefault(user, None)
+    write_jsonl(out_dir / "old_prompts.jsonl", [{"messages": [{"role": "user", "content": u}]} for u in prompts])
     # The tokenizer is trained on everything the models will ever see, held-out sets included,
     # so no skill is unreadable; this is vocabulary, not knowledge.
     corpus = [
