@@ -22,7 +22,6 @@ if a.seed is not None:
     for s in r["train"].values(): s["seed"] = a.seed
     for g in r.get("generate", {}).values(): g["seed"] = a.seed
 exec(a.edit, {"r": r})
-r["output"] = str(work / "merged-out")  # not the shared recipes/quickstart-out: runs stay apart
 gens = r.pop("generate", {}) or {}
 for name in gens:
     out = work / "generate" / f"{name}.jsonl"
@@ -32,7 +31,7 @@ for name in gens:
 path = ROOT / "recipes" / f"_run_{a.name or a.seed or 0}.yaml"
 path.write_text(yaml.safe_dump(r, sort_keys=False))
 env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")  # 1 thread: a 1M model gains nothing from more, and the 2 cores are shared
-tool = ["nice", "-n", "10", sys.executable, "-m", "lossless", "run", str(path), "--work-dir", str(work), "--quiet"]
+tool = ["nice", "-n", "10", sys.executable, "-m", "lossless", "run", str(path), str(work / "merged-out"), "--work-dir", str(work), "--quiet"]
 t0 = time.perf_counter()
 for name, g in gens.items():
     out = work / "generate" / f"{name}.jsonl"; out.parent.mkdir(parents=True, exist_ok=True)
@@ -40,9 +39,11 @@ for name, g in gens.items():
         out.write_text(json.dumps({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": " x"}]}) + "\n")
     subprocess.run(tool + ["--only", g["model"]], env=env, check=True)
     cmd = ["nice", "-n", "10", sys.executable, str(ROOT / "experiments/self_replay.py"), str(work / g["model"]), str(out),
-           "--prompts", str(ROOT / "recipes" / g["prompts"]), "--samples", str(g.get("samples", 0)),
+           *(["--prompts", str(ROOT / "recipes" / g["prompts"])] if g.get("prompts") else ["--magpie", str(g["magpie"]), "--temperature", str(g.get("temperature", 1.0))]),
+           "--samples", str(g.get("samples", 0)),
+           *(["--exclude", *[str(ROOT / "recipes" / f) for f in g["exclude"]]] if g.get("exclude") else []),
            "--seed", str(g.get("seed", 0)), "--max-new-tokens", str(g.get("max_new_tokens", 16))]
-    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    print(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
 p = subprocess.run(tool, env=env, capture_output=True, text=True)
 wall = time.perf_counter() - t0
 if p.returncode not in (0, 1):

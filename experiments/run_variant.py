@@ -12,12 +12,11 @@ r = yaml.safe_load((ROOT / "recipes/quickstart.yaml").read_text())
 r.pop("generate", None)  # PROPOSED section: its file for seed 0 is experiments/gen/sr_w4.jsonl
 r["train"]["new_skill"]["replay"]["data"] = "../experiments/gen/sr_w4.jsonl"
 exec(edit, {"r": r})
-r["output"] = str(Path(work).resolve() / "merged-out")
 path = ROOT / "recipes" / f"_exp_{name}.yaml"
 path.write_text(yaml.safe_dump(r, sort_keys=False))
 t = time.perf_counter()
 env = dict(os.environ, PYTHONPATH=str(ROOT))
-p = subprocess.run(["nice", "-n", "10", sys.executable, "-m", "lossless", "run", str(path), "--work-dir", work, "--quiet"], env=env, capture_output=True, text=True)
+p = subprocess.run(["nice", "-n", "10", sys.executable, "-m", "lossless", "run", str(path), str(Path(work).resolve() / "merged-out"), "--work-dir", work, "--quiet"], env=env, capture_output=True, text=True)
 wall = time.perf_counter() - t
 if p.returncode not in (0, 1):
     print(p.stdout[-3000:], p.stderr[-3000:]); sys.exit(1)

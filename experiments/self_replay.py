@@ -12,7 +12,8 @@ Algorithm (what the tool feature should do, exactly as measured):
    <|im_end|> / eos or --max-user-tokens; torch.manual_seed(seed) once, batches of 64.
 2. Answers: greedy (do_sample=False), chat template with add_generation_prompt=True, up to
    --max-new-tokens, stopping at the tokenizer's eos or <|im_end|>.
-3. Filters: drop a row whose answer did not stop within the budget (truncated), whose answer or
+3. Filters: drop a row whose user turn is in an --exclude file (decontamination against the
+   eval sets); drop a row whose answer did not stop within the budget (truncated), whose answer or
    user turn is empty after strip, or whose user turn is longer than --max-user-chars; exact
    duplicates of (user, answer) are dropped (first kept). Magpie draws until N rows survive or
    4N have been drawn.
@@ -37,6 +38,7 @@ def main():
     ap.add_argument("--max-user-tokens", type=int, default=24)
     ap.add_argument("--max-user-chars", type=int, default=200)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--exclude", nargs="*", default=[], help="jsonl files (e.g. the eval sets) whose user turns are never kept")
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
@@ -66,10 +68,18 @@ def main():
         return out
 
     rows, seen = [], set()
+    excluded = set()
+    for f in a.exclude:
+        for line in Path(f).read_text().splitlines():
+            excluded.update(m["content"] for m in json.loads(line).get("messages", []) if m["role"] == "user")
+    dropped = {"excluded": 0}
 
     def keep(users):
         for u, (ans, stopped) in zip(users, answer(users)):
             if not stopped or not ans.strip() or not u.strip() or len(u) > a.max_user_chars:
+                continue
+            if u in excluded:
+                dropped["excluded"] += 1
                 continue
             key = (u, ans)
             if key in seen:
@@ -96,7 +106,11 @@ def main():
             keep([u for u, stopped in sampled if stopped])
         rows[:] = rows[: a.magpie]
     Path(a.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    print(f"{len(rows)} rows -> {a.out}")
+    kinds = {}
+    for r in rows:
+        k = r["messages"][0]["content"].split(":")[0][:12]
+        kinds[k] = kinds.get(k, 0) + 1
+    print(f"{len(rows)} rows -> {a.out}; dropped {dropped}; user-turn kinds {kinds}")
 
 
 if __name__ == "__main__":

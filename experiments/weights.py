@@ -30,10 +30,15 @@ def norm(ts):
     return float(torch.sqrt(sum((v.float() ** 2).sum() for v in ts)))
 
 
-base, inst = weights(sys.argv[1]), weights(sys.argv[2])
-linear = [k for k in base if k.endswith("proj.weight")]
-nb, nbl = norm(base.values()), norm(base[k] for k in linear)
-print(f"‖instruct−base‖/‖base‖: all {norm(inst[k]-base[k] for k in base)/nb:.4f}  linear {norm(inst[k]-base[k] for k in linear)/nbl:.4f}")
-for d in sys.argv[3:]:
-    delta = lora_delta(d)
-    print(f"‖LoRA Δ‖/‖base‖ ({d}): all {norm(delta.values())/nb:.4f}  linear {norm(delta.values())/nbl:.4f}   (vs ‖instruct−base‖ on the same matrices {norm(inst[k]-base[k] for k in delta)/nbl:.4f})")
+def main():
+    base, inst = weights(sys.argv[1]), weights(sys.argv[2])
+    linear = [k for k in base if k.endswith("proj.weight")]
+    nb, nbl = norm(base.values()), norm(base[k] for k in linear)
+    print(f"‖instruct−base‖/‖base‖: all {norm(inst[k]-base[k] for k in base)/nb:.4f}  linear {norm(inst[k]-base[k] for k in linear)/nbl:.4f}")
+    for d in sys.argv[3:]:
+        delta = lora_delta(d)
+        print(f"‖LoRA Δ‖/‖base‖ ({d}): all {norm(delta.values())/nb:.4f}  linear {norm(delta.values())/nbl:.4f}   (vs ‖instruct−base‖ on the same matrices {norm(inst[k]-base[k] for k in delta)/nbl:.4f})")
+
+
+if __name__ == "__main__":
+    main()
