@@ -50,6 +50,15 @@ def lora_step(
     base: str, seed: int, quick: bool, data: str = "quickstart/data/c_train.jsonl"
 ) -> dict:
     step = yaml.safe_load(QUICKSTART.read_text())["train"]["new_skill"]
+    replay = step.get("replay") or {}
+    if not Path(str(replay.get("data", ""))).suffix:  # a generate step (the quickstart's
+        step.pop("replay", None)  # self-replay, issue 13): not something this benchmark runs yet
+    if base == "base":  # the LoRA-on-base route, with the settings it was measured with
+        step.update(
+            learning_rate=2.0e-3,
+            epochs=8,
+            replay={"data": "quickstart/data/p_chat_train.jsonl", "fraction": 0.3},
+        )
     step.update(base=base, seed=seed, data=data)
     if quick:
         step["epochs"] = 1
