@@ -10,7 +10,6 @@ import math
 import shutil
 from pathlib import Path
 
-import pytest
 import yaml
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -45,11 +44,6 @@ def test_held_out_examples_never_appear_in_training() -> None:
     assert not p_train.intersection((data / "p_heldout.txt").read_text().splitlines())
 
 
-@pytest.mark.xfail(
-    reason="recipes/quickstart.yaml uses the PROPOSED `generate:` section and a replay from a "
-    "generate step (issue 13); experiments/run_quickstart.py runs it until the tool has them",
-    strict=False,
-)
 def test_quickstart_runs_end_to_end_with_short_training(tmp_path: Path) -> None:
     from lossless.cli import main
 
@@ -75,6 +69,18 @@ def test_quickstart_runs_end_to_end_with_short_training(tmp_path: Path) -> None:
     gate = json.loads((work / "gate" / "eval.json").read_text())["gates"]
     assert code == (0 if gate["passed"] else 1)  # a breached gate is exit 1, naming the breach
     assert gate["passed"] or gate["breaches"]
+    # The gate guards every old skill and the new one.
+    assert sorted(recipe["eval"]["gate"]["gate"]) == ["A", "B", "C", "P"]
+    # No old training data: the rehearsal rows are instruct's own answers to prompts-only rows.
+    rows = (work / "rehearsal" / "data.jsonl").read_text().splitlines()
+    old = {
+        line
+        for name in ("a_train.jsonl", "b_train.jsonl")
+        for line in (RECIPES / "quickstart" / "data" / name).read_text().splitlines()
+    }
+    assert 0 < len(rows) <= 450 and not old.intersection(rows)  # at most one per prompt
+    metrics = json.loads((work / "new_skill" / "metrics.json").read_text())
+    assert "distill_kl" in metrics
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -353,4 +353,4 @@ def _scheduler(s: TrainSettings) -> str:
 def _log(text: str) -> None:
     from rich.console import Console
 
-    Console(stderr=True).print(text, highlight=False)
+    Console(stderr=True, soft_wrap=True).print(text, highlight=False)

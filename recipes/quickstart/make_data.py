@@ -161,7 +161,10 @@ def main(out_dir: Path = HERE / "data", seed: int = 0) -> None:
             user = make(rng)["messages"][0]["content"]
             if user not in used:
                 prompts.setdefault(user, None)
-    write_jsonl(out_dir / "old_prompts.jsonl", [{"messages": [{"role": "user", "content": u}]} for u in prompts])
+    write_jsonl(
+        out_dir / "old_prompts.jsonl",
+        [{"messages": [{"role": "user", "content": u}]} for u in prompts],
+    )
     # The tokenizer is trained on everything the models will ever see, held-out sets included,
     # so no skill is unreadable; this is vocabulary, not knowledge.
     corpus = [
