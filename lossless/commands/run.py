@@ -77,6 +77,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="allow .bin (pickle) checkpoints, loaded with weights_only=True",
     )
     p.add_argument(
+        "--allow-non-finite",
+        action="store_true",
+        help="merge weights that hold NaN or Inf (refused by default, naming the tensor)",
+    )
+    p.add_argument(
         "--trust-remote-code",
         action="store_true",
         help="allow model code from the hub (off by default)",
@@ -145,6 +150,7 @@ def main(args: argparse.Namespace) -> int:
         copy_tokenizer=args.copy_tokenizer,
         write_model_card=args.write_model_card,
         allow_pickle=args.allow_pickle,
+        allow_non_finite=args.allow_non_finite,
         trust_remote_code=args.trust_remote_code,
         quiet=args.quiet,
         cache_dir=args.transformers_cache,
