@@ -127,7 +127,9 @@ def main(args: argparse.Namespace) -> int:
         path = recipe_file(args.recipe, cache_dir=args.transformers_cache, quiet=args.quiet)
     except LosslessError as error:  # nothing readable to run: the input itself is wrong
         raise UsageError(error.message, hint=error.hint) from None
-    recipe, warnings = load_recipe(path, strict=args.strict)
+    # Validation reads every local input's config.json and safetensors headers (no weights):
+    # a recipe that does not fit its inputs stops here, exit 2, before any work.
+    recipe, warnings = load_recipe(path, strict=args.strict, allow_crimes=args.allow_crimes)
     if warnings:
         print(render_problems(warnings, "text"), file=sys.stderr)
     if not args.quiet:

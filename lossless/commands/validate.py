@@ -24,6 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also read each model's config.json (local dirs or the hub cache; never weights)",
     )
+    p.add_argument(
+        "--allow-crimes",
+        action="store_true",
+        help="allow models of different architectures/sizes (as `lossless run --allow-crimes`)",
+    )
     p.add_argument("--format", choices=["text", "json", "github"], default="text")
     p.set_defaults(handler=main)
 
@@ -38,7 +43,9 @@ def main(args: argparse.Namespace) -> int:
             from lossless.commands.common import recipe_file
 
             path = recipe_file(file, quiet=True)  # hub:org/name or a model repo clone, too
-            _, problems = load_recipe(path, strict=args.strict, resolve=args.resolve)
+            _, problems = load_recipe(
+                path, strict=args.strict, resolve=args.resolve, allow_crimes=args.allow_crimes
+            )
         except RecipeInvalid as invalid:
             problems = invalid.problems
             failed.append(file)

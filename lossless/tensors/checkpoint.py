@@ -159,8 +159,8 @@ def read_header(path: Path) -> dict[str, dict[str, Any]]:
         begin, end = entry["data_offsets"]
         if begin < expected:
             raise bad(
-                f"tensors {previous!r} and {name!r} overlap (bytes up to {expected} and "
-                f"[{begin}, {end}])"
+                f"tensors {previous!r} and {name!r} overlap ({previous!r} ends at byte "
+                f"{expected}, {name!r} starts at {begin})"
             )
         if begin > expected:
             raise bad(f"{begin - expected} unused bytes before tensor {name!r} (at {expected})")

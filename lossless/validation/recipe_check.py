@@ -143,7 +143,12 @@ def schema_problems(data: Any, file: str, lines: list[str], pos: Positions) -> l
 
 
 def check_text(
-    text: str, file: str = "", *, recipe_dir: str | Path | None = None, resolve: bool = False
+    text: str,
+    file: str = "",
+    *,
+    recipe_dir: str | Path | None = None,
+    resolve: bool = False,
+    allow_crimes: bool = False,
 ) -> tuple[list[Any], list[Problem]]:
     """Every problem of a recipe's text (errors and warnings), and its documents as data."""
     lines = text.splitlines()
@@ -163,6 +168,7 @@ def check_text(
             if not any(p.path[: len(t)] == t for t in tagged)
         ]
     checker = Checker(file, lines, positions, Path(recipe_dir) if recipe_dir else None)
+    checker.allow_crimes = allow_crimes
     problems += check_documents(docs, checker, resolve=resolve)
     # A shared recipe may not turn on code execution itself; say which flag the user may pass.
     from lossless.validation.safety import code_execution_problems
@@ -184,7 +190,7 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
 
 
 def load_recipe(
-    path: str | Path, *, strict: bool = False, resolve: bool = False
+    path: str | Path, *, strict: bool = False, resolve: bool = False, allow_crimes: bool = False
 ) -> tuple[Recipe, list[Problem]]:
     """Read and check a recipe; raise `RecipeInvalid` if anything is an error.
 
@@ -197,7 +203,9 @@ def load_recipe(
         raise RecipeInvalid(
             [Problem(f"cannot read the recipe: {error}", file=file, code="io")]
         ) from None
-    docs, problems = check_text(text, file, recipe_dir=Path(path).parent, resolve=resolve)
+    docs, problems = check_text(
+        text, file, recipe_dir=Path(path).parent, resolve=resolve, allow_crimes=allow_crimes
+    )
     if strict:
         problems = [replace(p, severity="error") for p in problems]
     if any(p.severity == "error" for p in problems):
