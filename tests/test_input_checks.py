@@ -109,3 +109,24 @@ def test_no_bad_recipe_gives_a_traceback(
     captured = capsys.readouterr()
     for text in (captured.out, captured.err):
         assert "Traceback" not in text and "internal error" not in text
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("long-prompts.jsonl", "4 of 4 example(s) lose their whole answer to max_seq_length 16"),
+        ("latin1.jsonl", "latin1.jsonl: row 1: byte 0xe9 at column 14 is not UTF-8"),
+        ("not-rows.jsonl", "not-rows.jsonl: row 2: expected a JSON object, got list"),
+    ],
+)
+def test_bad_training_data_fails_the_step_with_file_and_row(
+    inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], data: str, message: str
+) -> None:
+    recipe = inputs / f"train-{data}.yaml"
+    recipe.write_text(
+        f"train:\n  tuned:\n    base: ./llama\n    data: {data}\n    max_seq_length: 16\n"
+    )
+    assert main(["run", "-q", str(recipe), "--work-dir", str(tmp_path / "w")]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert message in err
+    assert not (tmp_path / "w" / "tuned").exists()
