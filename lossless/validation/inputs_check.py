@@ -168,7 +168,7 @@ def _check_merge_models(
                 code="bad-checkpoint",
                 hint="the file is corrupt, truncated or hostile; download or re-save the model",
             )
-        elif first and facts.config is None:
+        elif first and facts.config is None and facts.shapes:  # weights, but no config
             c.add(
                 d,
                 path,
@@ -177,10 +177,9 @@ def _check_merge_models(
                 hint="a model directory holds the config.json that save_pretrained writes "
                 "beside the weights",
             )
-        elif first:
+        elif first and facts.config is not None:
             from lossless.tensors.checkpoint import config_problems
 
-            assert facts.config is not None
             mismatches = config_problems(facts.config, facts.shapes, facts.weight_layers())
             facts.defect = "; ".join(mismatches) or None  # not compared with the others
             for problem in mismatches:
