@@ -178,3 +178,28 @@ def test_non_lora_adapter_is_refused(models: dict[str, Path], tmp_path: Path) ->
     get_peft_model(model, config).save_pretrained(tmp_path / "ia3")
     with pytest.raises(LosslessError, match="IA3 adapter cannot be applied"):
         load_adapter(tmp_path / "ia3")
+
+
+def test_adapter_ranks_that_disagree_are_refused(models: dict[str, Path], tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    adapter = make_lora_adapter(models["base"], tmp_path / "adapter", target_modules=["q_proj"])
+    weights = load_file(adapter / "adapter_model.safetensors")
+    key = next(k for k in weights if k.endswith("lora_B.weight"))
+    weights[key] = weights[key][:, :2].contiguous()  # B of rank 2, A of rank 4
+    save_file(weights, adapter / "adapter_model.safetensors")
+    with pytest.raises(LosslessError, match=r"lora_A of rank 4 \(\[4, 32\]\) but lora_B of rank 2"):
+        load_adapter(adapter)
+
+
+def test_non_finite_adapter_is_refused(models: dict[str, Path], tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    adapter = make_lora_adapter(models["base"], tmp_path / "adapter", target_modules=["q_proj"])
+    weights = load_file(adapter / "adapter_model.safetensors")
+    key = next(iter(weights))
+    weights[key][0, 0] = float("nan")
+    save_file(weights, adapter / "adapter_model.safetensors")
+    with pytest.raises(LosslessError, match=r"non-finite(.|\n)*--allow-non-finite"):
+        load_adapter(adapter)
+    load_adapter(adapter, allow_non_finite=True)

@@ -115,3 +115,56 @@ def test_empty_dir_and_unknown_tensor(tmp_path: Path) -> None:
     save_file({"w": torch.ones(2)}, str(tmp_path / "model.safetensors"))
     with pytest.raises(LosslessError, match="has no tensor 'x'"):
         Checkpoint(tmp_path, label="base").get("x")
+
+
+@pytest.mark.parametrize(
+    ("header", "data", "message"),
+    [
+        (  # b reads a's last 4 bytes: one write would show in both tensors
+            {
+                "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},
+            },
+            b"\0" * 12,
+            "tensors 'a' and 'b' overlap",
+        ),
+        (
+            {"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}},
+            b"\0" * 8,
+            "4 unused bytes before tensor 'a'",
+        ),
+        (
+            {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}},
+            b"\0" * 8,
+            "4 bytes after the last tensor",
+        ),
+    ],
+)
+def test_offsets_must_tile_the_data_region(
+    tmp_path: Path, header: dict, data: bytes, message: str
+) -> None:
+    path = _write_raw(tmp_path / "model.safetensors", header, data)
+    with pytest.raises(LosslessError, match=message):
+        read_header(path)
+
+
+def test_non_finite_tensor_is_refused_naming_it(tmp_path: Path) -> None:
+    save_file(
+        {"w": torch.tensor([1.0, float("nan"), float("inf")])}, tmp_path / "model.safetensors"
+    )
+    with pytest.raises(
+        LosslessError, match=r"tensor 'w' .* 2 non-finite value\(s\) \(1 NaN, 1 Inf\)"
+    ):
+        Checkpoint(tmp_path, label="m").get("w")
+    assert Checkpoint(tmp_path, allow_non_finite=True).get("w").isnan().any()
+
+
+def test_config_problems_name_key_tensor_and_sizes() -> None:
+    from lossless.tensors.checkpoint import config_problems
+
+    shapes = {"model.embed_tokens.weight": (512, 48), "model.layers.0.mlp.up_proj.weight": (96, 48)}
+    config = {"hidden_size": 64, "vocab_size": 512, "intermediate_size": 96, "num_hidden_layers": 3}
+    assert config_problems(config, shapes, layers=2) == [
+        "config.json says hidden_size 64, but model.embed_tokens.weight is [512, 48]",
+        "config.json says num_hidden_layers 3, but the weights hold 2",
+    ]

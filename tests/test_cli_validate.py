@@ -14,7 +14,7 @@ from lossless.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted(str(p) for p in (ROOT / "recipes").glob("*.yaml"))
 BAD = str(ROOT / "tests" / "invalid" / "density-out-of-range.yaml")
-WARN = str(ROOT / "tests" / "invalid" / "unknown-param.yaml")
+WARN = str(ROOT / "tests" / "invalid" / "tokenizer-source-in-parameters.yaml")
 
 
 def test_validate_imports_no_torch() -> None:

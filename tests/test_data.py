@@ -84,3 +84,40 @@ def test_malformed_rows_name_file_row_field(tmp_path: Path, tok) -> None:
         load_rows(tmp_path / "missing.jsonl")
     with pytest.raises(LosslessError, match="row 1: field 'messages' has no assistant turn"):
         to_examples([{"messages": [{"role": "user", "content": "x"}]}], "chat", tok, None)
+
+
+def test_encoding_error_names_file_row_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(
+        LosslessError, match=r"d\.jsonl: row 2: byte 0xe9 at column 14 is not UTF-8"
+    ):
+        load_rows(path)
+    (tmp_path / "d.txt").write_bytes(b"fine\n\xff\n")
+    with pytest.raises(LosslessError, match=r"row 2: byte 0xff at column 1"):
+        load_rows(tmp_path / "d.txt")
+
+
+def test_examples_whose_answer_is_cut_away_are_counted(tmp_path: Path, tok, capsys) -> None:
+    from lossless.training.examples import tokenize
+    from lossless.training.settings import DataSource, TrainSettings
+
+    long = {"prompt": "word " * 100, "completion": " yes"}
+    short = {"prompt": "hi", "completion": " yes"}
+    write_jsonl(tmp_path / "all-long.jsonl", [long] * 3)
+    settings = TrainSettings(data=(DataSource("all-long.jsonl"),), max_seq_length=16)
+    with pytest.raises(LosslessError) as info:
+        tokenize(settings.data, settings, tok, tmp_path)
+    assert "3 of 3 example(s) lose their whole answer to max_seq_length 16" in str(info.value)
+    assert "none is left to learn from" in str(info.value) and "raise `max_seq_length`" in str(
+        info.value
+    )
+    write_jsonl(tmp_path / "mixed.jsonl", [long, short, short])
+    settings = TrainSettings(data=(DataSource("mixed.jsonl"),), max_seq_length=16)
+    features = tokenize(settings.data, settings, tok, tmp_path)
+    assert len(features) == 2
+    assert "1 of 3 example(s) lose their whole answer" in capsys.readouterr().err
+    write_jsonl(tmp_path / "most-long.jsonl", [long, long, short])
+    settings = TrainSettings(data=(DataSource("most-long.jsonl"),), max_seq_length=16)
+    with pytest.raises(LosslessError, match="only 1 are left"):
+        tokenize(settings.data, settings, tok, tmp_path)

@@ -53,6 +53,7 @@ def test_topological_order_puts_dependency_first(tmp_path: Path) -> None:
 
 def test_lora_suffix_is_a_dependency(tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
+    (tmp_path / "d.jsonl").write_text("")  # a data file that does not exist is an error
     path.write_text(
         "train:\n  ad:\n    base: org/base\n    data: d.jsonl\n"
         "models:\n  - model: org/base+ad\n    parameters: {weight: 1}\nmerge_method: linear\n"

@@ -113,8 +113,6 @@ def test_union_vocabulary_merge(tmp_path: Path) -> None:
 
 
 def test_vocabulary_mismatch_without_setting_is_explained(tmp_path: Path) -> None:
-    from lossless.errors import LosslessError
-
     make_model(tmp_path / "plain", seed=1)
     make_model(tmp_path / "chat", seed=2, tokenizer=False, vocab_size=322)
     make_tokenizer(tmp_path / "chat", chatml=True)
@@ -130,10 +128,15 @@ def test_vocabulary_mismatch_without_setting_is_explained(tmp_path: Path) -> Non
             }
         )
     )
-    with pytest.raises(LosslessError) as caught:
+    from lossless.errors import RecipeInvalid
+
+    with pytest.raises(RecipeInvalid) as caught:  # found before the run, at the recipe's line
         run_recipe(recipe, tmp_path / "out")
-    text = str(caught.value)
+    (problem,) = caught.value.problems
+    assert problem.code == "vocab-mismatch" and problem.line > 0
+    text = f"{problem.message} {problem.hint}"
     assert "320" in text and "322" in text and "tokenizer_source" in text
+    assert not (tmp_path / "out").exists()
 
 
 def test_multi_stage_file_runs_in_dag_order(models: Path) -> None:

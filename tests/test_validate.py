@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 INVALID = ROOT / "tests" / "invalid"
 CASES = sorted(INVALID.glob("*.yaml"))
 # Corpus files whose only problems are warnings (valid unless --strict).
-WARNING_ONLY = {"tokenizer-source-in-parameters.yaml", "unknown-param.yaml"}
+WARNING_ONLY = {"tokenizer-source-in-parameters.yaml", "residual-weight.yaml"}
 
 
 def rendered(path: Path) -> str:
@@ -113,6 +113,7 @@ def test_base_listed_in_models_is_not_counted() -> None:
 
 def test_local_model_resolved_beside_recipe(tmp_path: Path) -> None:
     (tmp_path / "models" / "mine").mkdir(parents=True)
+    (tmp_path / "models" / "mine" / "config.json").write_text("{}")
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         "models:\n  - model: models/mine\n    parameters: {weight: 1}\nmerge_method: linear\n"
@@ -126,7 +127,7 @@ def _model_dir(root: Path, name: str, **config: object) -> None:
     (root / name / "config.json").write_text(json.dumps(config))
 
 
-def test_resolve_checks_layer_range_and_architecture(tmp_path: Path) -> None:
+def test_local_inputs_checked_against_layer_range_and_architecture(tmp_path: Path) -> None:
     _model_dir(
         tmp_path, "a", architectures=["LlamaForCausalLM"], num_hidden_layers=4, hidden_size=64
     )
@@ -139,11 +140,15 @@ def test_resolve_checks_layer_range_and_architecture(tmp_path: Path) -> None:
         "      - model: ./b\n        layer_range: [0, 6]\n"
         "merge_method: slerp\nbase_model: ./a\nparameters: {t: 0.5}\n"
     )
-    load_recipe(recipe)  # without --resolve nothing reads config.json
     with pytest.raises(RecipeInvalid) as info:
-        load_recipe(recipe, resolve=True)
+        load_recipe(recipe)  # local inputs: no --resolve needed
     messages = [p.message for p in info.value.problems]
     assert messages.count("layer_range ends at 6 but `./a` has 4 layers") == 1
     assert messages.count("layer_range ends at 6 but `./b` has 4 layers") == 1
-    assert any("disagree on architectures" in m for m in messages)
-    assert any("disagree on hidden_size" in m for m in messages)
+    assert (
+        "`./a` is LlamaForCausalLM but `./b` is Qwen2ForCausalLM: models of different "
+        "architectures cannot be merged (hidden_size 64 vs 32)"
+    ) in messages
+    with pytest.raises(RecipeInvalid) as info:
+        load_recipe(recipe, allow_crimes=True)
+    assert [p.code for p in info.value.problems] == ["layer-range", "layer-range"]

@@ -86,6 +86,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="allow .bin (pickle) checkpoints, loaded with weights_only=True",
     )
     p.add_argument(
+        "--allow-non-finite",
+        action="store_true",
+        help="merge weights that hold NaN or Inf (refused by default, naming the tensor)",
+    )
+    p.add_argument(
         "--trust-remote-code",
         action="store_true",
         help="allow model code from the hub (off by default)",
@@ -160,13 +165,16 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(error.message, hint=error.hint) from None
     from lossless.recipe.overrides import parse_overrides
 
-    # With OUT given, the recipe's own `output:` is not written to, so it is not judged.
+    # Validation reads every local input's config.json and safetensors headers (no weights): a
+    # recipe that does not fit its inputs stops here, exit 2, before any work. With OUT given,
+    # the recipe's own `output:` is not written to, so it is not judged.
     recipe, warnings = load_recipe(
         path,
         strict=args.strict,
         overwrite=args.overwrite,
         check_output=args.out is None,
         overrides=parse_overrides(args.overrides),
+        allow_crimes=args.allow_crimes,
     )
     if warnings:
         print(render_problems(warnings, "text"), file=sys.stderr)
@@ -199,6 +207,7 @@ def main(args: argparse.Namespace) -> int:
         copy_tokenizer=args.copy_tokenizer,
         write_model_card=args.write_model_card,
         allow_pickle=args.allow_pickle,
+        allow_non_finite=args.allow_non_finite,
         trust_remote_code=args.trust_remote_code,
         quiet=args.quiet,
         cache_dir=args.transformers_cache,

@@ -29,6 +29,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="allow an `output:` that holds files lossless did not write (as `run --overwrite`)",
     )
+    p.add_argument(
+        "--allow-crimes",
+        action="store_true",
+        help="allow models of different architectures/sizes (as `lossless run --allow-crimes`)",
+    )
     p.add_argument("--format", choices=["text", "json", "github"], default="text")
     p.set_defaults(handler=main)
 
@@ -44,7 +49,11 @@ def main(args: argparse.Namespace) -> int:
 
             path = recipe_file(file, quiet=True)  # hub:org/name or a model repo clone, too
             _, problems = load_recipe(
-                path, strict=args.strict, resolve=args.resolve, overwrite=args.overwrite
+                path,
+                strict=args.strict,
+                resolve=args.resolve,
+                overwrite=args.overwrite,
+                allow_crimes=args.allow_crimes,
             )
         except RecipeInvalid as invalid:
             problems = invalid.problems

@@ -52,6 +52,7 @@ class RunOptions:
     copy_tokenizer: bool = True
     write_model_card: bool = True
     allow_pickle: bool = False
+    allow_non_finite: bool = False  # merge NaN/Inf weights instead of refusing them
     trust_remote_code: bool = False
     quiet: bool = False
     cache_dir: str | None = None

@@ -50,6 +50,7 @@ class Resolver:
     step_dirs: dict[str, Path] = field(default_factory=dict)
     cache_dir: str | None = None
     allow_pickle: bool = False
+    allow_non_finite: bool = False  # --allow-non-finite: NaN/Inf weights are merged as they are
     quiet: bool = False
     materialise: Callable[[ApplyStep], Path] | None = None
     locked: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # RECIPE.lock entries
@@ -195,6 +196,7 @@ class Resolver:
         from lossless.tensors.checkpoint import Checkpoint
 
         label = str(ref)
+        finite = {"allow_non_finite": self.allow_non_finite}
         if ref.lora:
             base = self.tensor_source(ModelRef(ref.name, ref.revision))
             return self._adapted(base, [(self.adapter_dir(ref.lora), 1.0)], label)
@@ -212,11 +214,14 @@ class Resolver:
                     )
                 base = self.tensor_source(step.base)
                 return self._adapted(base, [(out, 1.0)], label)
-            return Checkpoint(out, label=label, allow_pickle=self.allow_pickle)
+            return Checkpoint(out, label=label, allow_pickle=self.allow_pickle, **finite)
         if isinstance(step, MergeStep | ApplyStep):
-            return Checkpoint(self.step_dirs[step.name], label=label)
+            return Checkpoint(self.step_dirs[step.name], label=label, **finite)
         return Checkpoint(
-            self.external_dir(ref.name, ref.revision), label=label, allow_pickle=self.allow_pickle
+            self.external_dir(ref.name, ref.revision),
+            label=label,
+            allow_pickle=self.allow_pickle,
+            **finite,
         )
 
     def _adapted(
@@ -227,7 +232,9 @@ class Resolver:
 
         loaded = []
         for path, weight in adapters:
-            adapter = load_adapter(path, allow_pickle=self.allow_pickle)
+            adapter = load_adapter(
+                path, allow_pickle=self.allow_pickle, allow_non_finite=self.allow_non_finite
+            )
             check_fits(adapter, base)
             loaded.append((adapter, weight))
         return AdaptedSource(base, loaded, label=label)

@@ -52,6 +52,7 @@ class Runner:
             recipe,
             cache_dir=options.cache_dir,
             allow_pickle=options.allow_pickle,
+            allow_non_finite=options.allow_non_finite,
             quiet=options.quiet,
             materialise=self._materialise,
         )

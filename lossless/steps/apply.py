@@ -36,8 +36,11 @@ def run(step: ApplyStep, ctx: StepContext) -> dict[str, str]:
     """The adapted model as real files in `ctx.out_dir` (a passthrough of the lazy view)."""
     from lossless.hub.cards import lineage
     from lossless.merge.output import assemble_output
+    from lossless.validation.inputs_check import check_step, run_locator
 
     resolver, options = ctx.resolver, ctx.options
+    # Inputs only the run can see (an earlier step's output as `to`), checked before writing.
+    check_step(ctx.recipe.path, {step.name}, run_locator(resolver), allow_crimes=True)
     key = step.name
     source = resolver.tensor_source(ModelRef(step.name))
     return assemble_output(

@@ -54,6 +54,26 @@ def _chat_templates(tokenizer_dirs: Mapping[str, Path]) -> list[str | None]:
     return templates
 
 
+def check_inputs_at_start(step: MergeStep, ctx: StepContext) -> None:
+    """The recipe's checks on inputs only a run can see (downloads, earlier steps' outputs),
+    located at the recipe's file:line:col; exit 2 before anything is written."""
+    from lossless.recipe.model import ApplyStep
+    from lossless.validation.inputs_check import check_step, run_locator
+
+    resolver = ctx.resolver
+    lazy = [
+        ref.name
+        for ref in merge_inputs(step)
+        if isinstance(resolver.step_for(ref), ApplyStep) and ref.name not in resolver.step_dirs
+    ]
+    check_step(
+        ctx.recipe.path,
+        {step.name, *lazy},
+        run_locator(resolver),
+        allow_crimes=ctx.options.allow_crimes,
+    )
+
+
 def run(step: MergeStep, ctx: StepContext) -> dict[str, str]:
     """Merge into `ctx.out_dir`; returns the shard hashes computed while writing."""
     if step.search is not None:  # many trial merges, the best one into ctx.out_dir
@@ -72,6 +92,7 @@ def run(step: MergeStep, ctx: StepContext) -> dict[str, str]:
     )
 
     resolver, options = ctx.resolver, ctx.options
+    check_inputs_at_start(step, ctx)
     sources: Mapping[str, TensorSource] = sources_for(step, resolver)
     base_key = _base_key(step)
     refs = {str(r): r for r in merge_inputs(step)}

@@ -121,7 +121,9 @@ class Adapter:
         return out
 
 
-def load_adapter(path: Path, *, allow_pickle: bool = False) -> Adapter:
+def load_adapter(
+    path: Path, *, allow_pickle: bool = False, allow_non_finite: bool = False
+) -> Adapter:
     """Read a PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors)."""
     path = Path(path)
     config_file = path / CONFIG
@@ -141,6 +143,11 @@ def load_adapter(path: Path, *, allow_pickle: bool = False) -> Adapter:
             hint="merge it with peft (merge_and_unload) and use the saved model instead",
         )
     tensors = _read_weights(path, allow_pickle)
+    if not allow_non_finite:
+        from lossless.tensors.checkpoint import check_finite
+
+        for key, tensor in tensors.items():
+            check_finite(tensor, f"adapter {path}: tensor {key!r}")
     return _build(path, config, tensors)
 
 
@@ -205,6 +212,14 @@ def _build(path: Path, config: Mapping[str, Any], tensors: dict[str, torch.Tenso
                 f"{path / WEIGHTS}: module `{module}` has only part of its LoRA factors "
                 f"({', '.join(sorted(found))})",
                 hint="the adapter file is incomplete; save it again with save_pretrained",
+            )
+        if a.shape[0] != b.shape[-1]:
+            kind = "lora_embedding" if embedding else "lora"
+            raise LosslessError(
+                f"{path}: module `{module}` has {kind}_A of rank {a.shape[0]} "
+                f"({list(a.shape)}) but {kind}_B of rank {b.shape[-1]} ({list(b.shape)})",
+                hint="A is [r, in] and B is [out, r] with one r; the adapter file is damaged "
+                "or its factors come from different adapters",
             )
         r = int(_pattern_value(rank_pattern, module, config.get("r", a.shape[0])))
         alpha = float(_pattern_value(alpha_pattern, module, config.get("lora_alpha", r)))

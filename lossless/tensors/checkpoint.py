@@ -152,14 +152,68 @@ def read_header(path: Path) -> dict[str, dict[str, Any]]:
             "data_offsets": (begin, end),
             "data_start": 8 + header_len,  # absolute file offset of the data region
         }
+    # safetensors' own rule: the tensors tile the data region, in some order, with no overlap
+    # and no gap; two tensors sharing bytes would let one write show up in both.
+    expected, previous = 0, None
+    for name, entry in sorted(entries.items(), key=lambda item: item[1]["data_offsets"]):
+        begin, end = entry["data_offsets"]
+        if begin < expected:
+            raise bad(
+                f"tensors {previous!r} and {name!r} overlap ({previous!r} ends at byte "
+                f"{expected}, {name!r} starts at {begin})"
+            )
+        if begin > expected:
+            raise bad(f"{begin - expected} unused bytes before tensor {name!r} (at {expected})")
+        expected, previous = end, name
+    if expected != data_len:
+        raise bad(f"{data_len - expected} bytes after the last tensor belong to none")
     return entries
+
+
+# config.json keys and the tensor dimension each must equal: (key, tensor name ends, axis).
+CONFIG_SHAPES = (
+    ("vocab_size", ("embed_tokens.weight", "wte.weight", "embed_in.weight"), 0),
+    ("hidden_size", ("embed_tokens.weight", "wte.weight", "embed_in.weight"), 1),
+    ("intermediate_size", (".mlp.up_proj.weight", ".mlp.gate_proj.weight"), 0),
+)
+
+
+def config_problems(
+    config: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]], layers: int | None
+) -> list[str]:
+    """How a model's config.json disagrees with its weights (names and sizes), e.g.
+    ["config.json says hidden_size 64, but model.embed_tokens.weight is [512, 48]"].
+    `layers`: how many layer blocks the tensor names hold (None: not known)."""
+    problems = []
+    for key, ends, axis in CONFIG_SHAPES:
+        value = config.get(key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            continue
+        for name, shape in shapes.items():
+            if name.endswith(ends) and len(shape) > axis:
+                if shape[axis] != value:
+                    problems.append(f"config.json says {key} {value}, but {name} is {list(shape)}")
+                break
+    stated = config.get("num_hidden_layers")
+    if isinstance(stated, int) and layers is not None and layers and stated != layers:
+        problems.append(
+            f"config.json says num_hidden_layers {stated}, but the weights hold {layers}"
+        )
+    return problems
 
 
 class Checkpoint:
     """A model directory's tensors, read lazily; one open handle per shard, reused."""
 
-    def __init__(self, path: str | Path, label: str | None = None, allow_pickle: bool = False):
+    def __init__(
+        self,
+        path: str | Path,
+        label: str | None = None,
+        allow_pickle: bool = False,
+        allow_non_finite: bool = False,
+    ):
         self.path = Path(path)
+        self._allow_non_finite = allow_non_finite
         self._label = label or str(path)
         self._allow_pickle = allow_pickle
         self._handles: dict[str, Any] = {}  # shard file name → file descriptor / state dict
@@ -276,8 +330,12 @@ class Checkpoint:
         shard = self._where[name]
         handle = self._open(shard)
         if self._pickle:
-            return handle[name]
-        return _pread_tensor(handle, self.path / shard, self._headers[shard][name])
+            tensor = handle[name]
+        else:
+            tensor = _pread_tensor(handle, self.path / shard, self._headers[shard][name])
+        if not self._allow_non_finite:
+            check_finite(tensor, f"{self._label}: tensor {name!r} ({self.path / shard})")
+        return tensor
 
     def get_rows(self, name: str, lo: int, hi: int) -> torch.Tensor | None:
         """Rows [lo, hi) of the tensor along its first dimension, reading only their bytes;
@@ -310,6 +368,24 @@ class Checkpoint:
         return sum(
             math.prod(self.shape(n)) * DTYPE_BYTES[self.dtype(n)] for n in self.tensor_names()
         )
+
+
+def check_finite(tensor: torch.Tensor, what: str) -> None:
+    """Refuse NaN or Inf in a floating tensor: merged, it would spread into every output."""
+    import torch
+
+    if not tensor.is_floating_point() or tensor.numel() == 0:
+        return
+    finite = torch.isfinite(tensor)
+    if bool(finite.all()):
+        return
+    bad = int((~finite).sum())
+    nan = int(torch.isnan(tensor).sum())
+    raise LosslessError(
+        f"{what} holds {bad} non-finite value(s) ({nan} NaN, {bad - nan} Inf) of {tensor.numel()}",
+        hint="the checkpoint is corrupt or diverged; use another one, or pass "
+        "--allow-non-finite to merge it anyway",
+    )
 
 
 def _pread_tensor(fd: int, file: Path, entry: Mapping[str, Any]) -> torch.Tensor:

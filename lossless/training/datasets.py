@@ -8,6 +8,7 @@ Shared by `train:` and `eval:` steps so both read a dataset the same way. Heavy 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ def load_rows(path: Path | str) -> list[dict[str, Any]]:
         return _load_hub(str(path))
     if suffix == ".jsonl":
         rows = []
-        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        for i, line in enumerate(_text(p).splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -48,7 +49,7 @@ def load_rows(path: Path | str) -> list[dict[str, Any]]:
         return rows
     if suffix == ".json":
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
+            data = json.loads(_text(p))
         except json.JSONDecodeError as e:
             raise LosslessError(f"{p}: invalid JSON at line {e.lineno} ({e.msg})") from None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -59,20 +60,54 @@ def load_rows(path: Path | str) -> list[dict[str, Any]]:
             )
         return [_check_dict(row, p, i) for i, row in enumerate(data, start=1)]
     if suffix == ".csv":
-        with p.open(newline="", encoding="utf-8") as f:
-            return [dict(row) for row in csv.DictReader(f)]
+        return [dict(row) for row in csv.DictReader(io.StringIO(_text(p), newline=""))]
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
         return list(pq.read_table(p).to_pylist())
     if suffix == ".txt":
-        return [
-            {"text": line} for line in p.read_text(encoding="utf-8").splitlines() if line.strip()
-        ]
+        return [{"text": line} for line in _text(p).splitlines() if line.strip()]
     raise LosslessError(
         f"{p}: unsupported data file type {suffix!r}",
         hint="use .jsonl, .json, .parquet, .csv or .txt",
     )
+
+
+def _text(path: Path) -> str:
+    """A data file's text; a byte that is not UTF-8 is reported with its row (line) and offset."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        row = raw.count(b"\n", 0, error.start) + 1
+        column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
+        raise LosslessError(
+            f"{path}: row {row}: byte 0x{raw[error.start]:02x} at column {column} is not UTF-8",
+            hint="data files are read as UTF-8; re-save it as UTF-8 "
+            "(e.g. `iconv -f latin1 -t utf-8`)",
+        ) from None
+
+
+# A train step fails when fewer of its examples than this keep any answer token after
+# truncation to max_seq_length: the rest would "train" at loss 0 and teach nothing.
+MIN_ANSWERED_FRACTION = 0.5
+
+
+def check_answers_kept(source: str, total: int, cut: int, max_len: int) -> None:
+    """Examples whose answer truncation cut away entirely: counted, said, fatal past the bound."""
+    if not cut:
+        return
+    message = (
+        f"{source}: {cut} of {total} example(s) lose their whole answer to max_seq_length "
+        f"{max_len} (the prompt alone fills it)"
+    )
+    fix = "raise `max_seq_length`, or shorten the prompts"
+    if total - cut < MIN_ANSWERED_FRACTION * total:
+        kept = "none is left" if cut == total else f"only {total - cut} are left"
+        raise LosslessError(f"{message}; {kept} to learn from", hint=fix)
+    import sys
+
+    print(f"warning: {message}; they are left out\n  hint: {fix}", file=sys.stderr)
 
 
 def _check_dict(row: Any, path: Path, number: int) -> dict[str, Any]:

@@ -63,7 +63,13 @@ def tokenize(
 ) -> list[Feature]:
     """Token features of `data` (the step's own, or a replay/ewc block's) with the step's
     format, chat template, length limit, loss_on and packing."""
-    from lossless.training.datasets import detect_format, encode, load_rows, to_examples
+    from lossless.training.datasets import (
+        check_answers_kept,
+        detect_format,
+        encode,
+        load_rows,
+        to_examples,
+    )
 
     max_len = settings.max_seq_length
     features: list[Feature] = []
@@ -75,6 +81,10 @@ def tokenize(
         examples = to_examples(rows, fmt, tokenizer, settings.chat_template, source=path)
         loss_on = settings.loss_on or ("all" if fmt == "text" else "answer")
         encoded = [encode(tokenizer, ex, max_len, loss_on=loss_on) for ex in examples]
+        if loss_on == "answer":  # an example whose answer was cut away entirely teaches nothing
+            kept = [(ids, labels) for ids, labels in encoded if any(x != -100 for x in labels)]
+            check_answers_kept(path, len(encoded), len(encoded) - len(kept), max_len)
+            encoded = kept
         part = [{"input_ids": ids, "labels": labels} for ids, labels in encoded]
         features += pack(part, max_len) if settings.packing else part
     return features

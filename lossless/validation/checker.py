@@ -35,6 +35,7 @@ class Checker:
     step_names: set[str] = field(default_factory=set)
     data_steps: set[str] = field(default_factory=set)  # `generate:` steps: they make data
     docs: list[Any] = field(default_factory=list)
+    allow_crimes: bool = False  # --allow-crimes: models of different architectures may merge
 
     def get(self, doc: int, path: YamlPath) -> Any:
         node: Any = self.docs[doc]

@@ -10,6 +10,7 @@ written on one model it has no effect.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from lossless.errors import YamlPath
@@ -17,6 +18,11 @@ from lossless.methods.table import METHODS, MethodSpec, ParamSpec
 from lossless.recipe.model import ModelRef
 from lossless.recipe.references import did_you_mean
 from lossless.validation.checker import MISPLACED, Checker
+
+# Keys mergekit 0.1.5 accepts but no merge method reads: kept for compatibility, said aloud.
+IGNORED_KEYS = {
+    "residual_weight": "no merge method of mergekit uses a slice's residual_weight",
+}
 
 
 def _leaves(value: Any) -> list[Any]:
@@ -52,6 +58,17 @@ def _check_value(
             )
             continue
         if spec.kind == "bool":
+            continue
+        if not math.isfinite(leaf):
+            c.add(
+                d,
+                path,
+                f"`{name}` of {method} is {leaf!r}: a merge parameter must be a finite number",
+                expected="a finite number",
+                got=repr(leaf),
+                code="non-finite",
+                hint="`.nan` and `.inf` in YAML are numbers that poison every merged tensor",
+            )
             continue
         low_bad = spec.minimum is not None and (
             leaf < spec.minimum or (spec.exclusive_minimum and leaf == spec.minimum)
@@ -95,9 +112,8 @@ def _check_params(
                 where,
                 f"`{name}` is not a parameter of {spec.name} (it takes: {names})",
                 at_key=True,
-                severity="warning",
                 code="unknown-param",
-                hint=did_you_mean(name, known) or "remove it: the merge ignores it",
+                hint=did_you_mean(name, known) or "remove it, or use a method that takes it",
             )
         else:
             if model_level and name not in spec.model_params:
@@ -158,6 +174,17 @@ def _check_inputs(
                     model_level=False,
                 )
                 _check_layer_counts(c, d, (*path, "slices", i, "sources"), piece["sources"], spec)
+                for key, why in IGNORED_KEYS.items():
+                    if key in piece:
+                        c.add(
+                            d,
+                            (*path, "slices", i, key),
+                            f"`{key}` is ignored: {why}",
+                            at_key=True,
+                            severity="warning",
+                            code="ignored-key",
+                            hint=f"remove `{key}`; the merge is the same without it",
+                        )
     for gpath, entries, gbase, levels, where in groups:
         names = [_name(e) or "?" for e in entries]
         if gpath[-1] == "models" and gbase and gbase not in names:

@@ -156,6 +156,7 @@ def check_text(
     overwrite: bool = False,
     check_output: bool = True,
     overrides: Sequence[Override] = (),
+    allow_crimes: bool = False,
 ) -> tuple[list[Any], list[Problem]]:
     """Every problem of a recipe's text (errors and warnings), and its documents as data.
 
@@ -165,7 +166,7 @@ def check_text(
     change the first document's data before it is checked."""
     lines = text.splitlines()
     documents, problems = parse_documents(text, file)
-    rules = {"overwrite": overwrite, "check_output": check_output}
+    rules = {"overwrite": overwrite, "check_output": check_output, "allow_crimes": allow_crimes}
     if overrides and documents:
         from lossless.recipe.overrides import apply_overrides, blame
 
@@ -187,6 +188,7 @@ def check_text_documents(
     *,
     overwrite: bool = False,
     check_output: bool = True,
+    allow_crimes: bool = False,
 ) -> tuple[list[Any], list[Problem]]:
     if not documents and not problems:
         problems.append(Problem("the recipe is empty", file=file, code="empty"))
@@ -203,6 +205,7 @@ def check_text_documents(
             if not any(p.path[: len(t)] == t for t in tagged)
         ]
     checker = Checker(file, lines, positions, Path(recipe_dir) if recipe_dir else None)
+    checker.allow_crimes = allow_crimes
     problems += check_documents(docs, checker, resolve=resolve)
     # A shared recipe may not turn on code execution itself; say which flag the user may pass.
     from lossless.validation.safety import code_execution_problems
@@ -257,6 +260,7 @@ def load_recipe(
     overwrite: bool = False,
     check_output: bool = True,
     overrides: Sequence[Override] = (),
+    allow_crimes: bool = False,
 ) -> tuple[Recipe, list[Problem]]:
     """Read and check a recipe; raise `RecipeInvalid` if anything is an error.
 
@@ -274,6 +278,7 @@ def load_recipe(
         overwrite=overwrite,
         check_output=check_output,
         overrides=overrides,
+        allow_crimes=allow_crimes,
     )
     if strict:
         problems = [replace(p, severity="error") for p in problems]

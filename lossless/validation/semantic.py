@@ -32,6 +32,7 @@ from lossless.recipe.references import (
     read_model_config,
 )
 from lossless.validation.checker import Checker
+from lossless.validation.inputs_check import check_inputs, local_locator
 from lossless.validation.merge_rules import check_merge
 from lossless.validation.search_rules import check_search
 
@@ -72,16 +73,22 @@ def _check_generate(c: Checker, d: int, name: str, block: dict[str, Any]) -> Non
                 got=str(high),
                 code="out-of-range",
             )
-    template = block.get("chat_template")
-    if isinstance(template, str) and not is_jinja(template) and template not in BUILTIN_TEMPLATES:
+    check_chat_template(c, d, p, block)
+
+
+def check_chat_template(c: Checker, d: int, p: YamlPath, block: Any, auto: bool = False) -> None:
+    """`chat_template:` is a built-in name, a Jinja string, or (a merge's) `auto`."""
+    template = block.get("chat_template") if isinstance(block, dict) else None
+    names = [*BUILTIN_TEMPLATES, *(["auto"] if auto else [])]
+    if isinstance(template, str) and not is_jinja(template) and template not in names:
         c.add(
             d,
             (*p, "chat_template"),
             f"unknown chat_template `{template}`",
-            expected=", ".join(BUILTIN_TEMPLATES) + ", or a Jinja template",
+            expected=", ".join(names) + ", or a Jinja template",
             got=template,
             code="unknown-value",
-            hint=did_you_mean(template, BUILTIN_TEMPLATES),
+            hint=did_you_mean(template, names),
         )
 
 
@@ -119,6 +126,7 @@ def _check_step(c: Checker, d: int, kind: str, name: str, block: dict[str, Any])
     if kind == "generate":
         _check_generate(c, d, name, block)
     elif kind == "train":
+        check_chat_template(c, d, p, block)
         if ("base" in block) == ("init" in block):
             c.add(
                 d,
@@ -155,6 +163,7 @@ def _check_step(c: Checker, d: int, kind: str, name: str, block: dict[str, Any])
                 code="apply-shape",
             )
     else:
+        check_chat_template(c, d, p, block.get("settings"))
         data: dict[str, Any] = block["data"] if isinstance(block.get("data"), dict) else {}
         for gate in block.get("gate") or {}:
             if gate not in data:
@@ -221,51 +230,6 @@ def _check_ref(
             )
 
 
-def _check_resolved(c: Checker, d: int, merge_inputs: list[Input]) -> None:
-    """--resolve: layer ranges and architectures against each model's config.json."""
-    configs: dict[str, tuple[YamlPath, dict[str, Any]]] = {}
-    for item in merge_inputs:
-        path, ref = item.path[1:], item.ref
-        if ref.name in c.step_names:
-            continue
-        try:
-            kind = classify_name(ref.name, c.step_names, c.recipe_dir)
-        except UnknownReference:
-            continue
-        config = read_model_config(ref, kind, c.recipe_dir)
-        if config is not None:
-            configs.setdefault(ref.name, (path, config))
-            layers = config.get("num_hidden_layers")
-            lr = c.get(d, path[:-1]).get("layer_range") if path[-1] == "model" else None
-            if (
-                isinstance(layers, int)
-                and isinstance(lr, list)
-                and len(lr) == 2
-                and isinstance(lr[1], int)
-                and lr[1] > layers
-            ):
-                c.add(
-                    d,
-                    (*path[:-1], "layer_range"),
-                    f"layer_range ends at {lr[1]} but `{ref.name}` has {layers} layers",
-                    expected=f"end <= {layers}",
-                    got=str(lr[1]),
-                    code="layer-range",
-                )
-    for key in ("architectures", "hidden_size"):
-        seen = {
-            name: cfg.get(key) for name, (_, cfg) in configs.items() if cfg.get(key) is not None
-        }
-        if len({str(v) for v in seen.values()}) > 1:
-            c.add(
-                d,
-                ("merge_method",),
-                f"models disagree on {key}: " + ", ".join(f"{n}={v}" for n, v in seen.items()),
-                code="incompatible-models",
-                hint="mergekit merges only models of one architecture and size (--allow-crimes overrides)",
-            )
-
-
 def check_documents(docs: list[Any], c: Checker, *, resolve: bool = False) -> list[Problem]:
     """Append every semantic problem of `docs` to `c.problems` and return them."""
     c.docs = docs
@@ -301,12 +265,13 @@ def check_documents(docs: list[Any], c: Checker, *, resolve: bool = False) -> li
         if is_merge_document(doc):
             check_merge(c, d, doc)
             check_search(c, d, doc)
-            if resolve:
-                owner = stage_name(doc)
-                _check_resolved(c, d, [i for i in inputs if i.path[0] == d and i.owner == owner])
+            check_chat_template(c, d, (), doc, auto=True)
         for kind in STEP_SECTIONS:
             for name, block in step_blocks(doc, kind):
                 _check_step(c, d, kind, name, dict(block))
+    check_inputs(
+        c, inputs, local_locator(c.recipe_dir, c.step_names, resolve), allow_crimes=c.allow_crimes
+    )
     graph = nx.DiGraph()
     for item in inputs:
         if item.kind == "model":
