@@ -79,14 +79,20 @@ def test_schema_method_enum_equals_method_table() -> None:
 
 def test_continual_finetune_builds_typed_steps() -> None:
     recipe, _ = load_recipe(ROOT / "recipes" / "continual-finetune.yaml")
-    assert [s.name for s in recipe.steps] == ["new_skill", "adapted", "merged", "forgetting"]
+    assert [s.name for s in recipe.steps] == [
+        "rehearsal",
+        "new_skill",
+        "adapted",
+        "merged",
+        "forgetting",
+    ]
     train = recipe.step("new_skill")
     assert isinstance(train, TrainStep) and train.settings.learning_rate == pytest.approx(2e-4)
     apply = recipe.step("adapted")
     assert isinstance(apply, ApplyStep) and apply.adapters[0].adapter.name == "new_skill"
     merge = recipe.step("merged")
     assert isinstance(merge, MergeStep) and merge.merge_method == "ties"
-    assert merge.base_model is not None and merge.base_model.name == "Qwen/Qwen2-0.5B"
+    assert merge.base_model is not None and merge.base_model.name == "Qwen/Qwen2-0.5B-Instruct"
     assert "train" not in merge.config and merge.config["dtype"] == "bfloat16"
 
 
