@@ -135,12 +135,13 @@ class Generator:
         return result
 
     def decode(self, ids: Sequence[int], stop: str = "") -> str:
-        """Text of `ids` before the first `stop` marker, special tokens removed, stripped.
+        """Text of `ids` before the first `stop` marker, special tokens removed, trailing
+        whitespace stripped (leading whitespace is part of the answer: see `cut_at`).
         Decoded with its special tokens first, so a marker that is one is still seen."""
         text = cut_at(str(self.tokenizer.decode(list(ids), skip_special_tokens=False)), stop)
         for special in self.tokenizer.all_special_tokens:
             text = text.replace(special, "")
-        return text.strip()
+        return text.rstrip()
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -95,10 +95,12 @@ def prompt_messages(row: dict[str, Any], where: str) -> Messages:
 
 
 def cut_at(text: str, stop: str) -> str:
-    """The text before the first `stop` marker, whitespace stripped ("hi<|im_end|>x" → "hi")."""
+    """The text before the first `stop` marker, trailing whitespace stripped (" hi\n<|im_end|>x"
+    → " hi"). Leading whitespace is the model's own: byte-level tokenizers spell " dog" and
+    "dog" with different tokens, so stripping it would rehearse answers the model never gives."""
     if stop and stop in text:
         text = text[: text.index(stop)]
-    return text.strip()
+    return text.rstrip()
 
 
 def normalised(text: str) -> str:
