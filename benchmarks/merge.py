@@ -197,7 +197,7 @@ def main() -> None:
     parser.add_argument("--memory", default="0", help="merge memory budget (4G); 0: default")
     args = parser.parse_args()
     ties = has_ties()
-    from lossless.merge.executor import parse_memory
+    from lossless.merge.budget import parse_memory
 
     memory = parse_memory(args.memory) if args.memory != "0" else 0
     rows = []

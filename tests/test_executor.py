@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from lossless.errors import LosslessError
-from lossless.merge.executor import JOURNAL, execute, job_bytes, tensor_seed
+from lossless.merge.budget import job_bytes
+from lossless.merge.executor import JOURNAL, execute, tensor_seed
 from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
 from lossless.methods.table import METHODS, MethodSpec
 from lossless.tensors.checkpoint import Checkpoint
@@ -319,7 +320,7 @@ class _Shapes:
 
 
 def test_block_rows_fit_the_budget_and_align_to_64k_blocks() -> None:
-    from lossless.merge.executor import QUEUED_BLOCKS, block_rows, parse_memory, row_bytes
+    from lossless.merge.budget import QUEUED_BLOCKS, block_rows, parse_memory, row_bytes
 
     srcs: Any = {"a": _Shapes(), "b": _Shapes(), "c": _Shapes()}
     job = TensorJob(

@@ -188,7 +188,7 @@ def main(args: argparse.Namespace) -> int:
             _note("--no-safe-serialization: outputs are always safetensors")
     memory = None
     if args.memory:
-        from lossless.merge.executor import parse_memory
+        from lossless.merge.budget import parse_memory
 
         try:
             memory = parse_memory(args.memory)

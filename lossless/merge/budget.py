@@ -1,0 +1,101 @@
+"""How much memory a merge may use, and what that means for one tensor job.
+
+The budget (`--memory 4G`; default a quarter of RAM, between 2 and 16 GiB) is shared by the
+executor's workers. A job whose whole-tensor math fits a worker's share runs whole; one that
+does not, and whose method can stream (`MethodSpec.streams`), runs a block of rows at a time,
+with blocks sized here so the ones in flight fit the share.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+
+from lossless.errors import LosslessError
+from lossless.merge.jobs import TensorJob
+from lossless.methods.table import METHODS
+from lossless.tensors.checkpoint import DTYPE_BYTES
+from lossless.tensors.source import TensorSource
+
+GiB = 1 << 30
+# What the process holds besides tensors in flight: the interpreter, torch, the writer's buffers.
+BASELINE = GiB // 2
+QUEUED_BLOCKS = 2  # a streamed tensor's blocks computed ahead of the writer
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": GiB, "T": 1 << 40}
+
+
+def parse_memory(text: str) -> int:
+    """ "4G", "512M", "4GiB", "4GB" (all binary) or a byte count → bytes."""
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1:] if value[-1:] in _UNITS else ""
+    try:
+        number = float(value[: len(value) - len(unit)])
+    except ValueError:
+        raise LosslessError(
+            f"--memory {text!r} is not a size", hint="write it like 4G, 512M or 6GiB"
+        ) from None
+    if number <= 0:
+        raise LosslessError(f"--memory {text!r} must be positive", hint="for example --memory 4G")
+    return int(number * _UNITS[unit])
+
+
+def default_memory() -> int:
+    """$LOSSLESS_MEMORY if set, else a quarter of the machine's RAM
+    (a merge shares it with the page cache it reads through), between 2 and 16 GiB."""
+    if os.environ.get("LOSSLESS_MEMORY"):
+        return parse_memory(os.environ["LOSSLESS_MEMORY"])
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        ram = 16 * GiB
+    return min(16 * GiB, max(2 * GiB, ram // 4))
+
+
+def job_shape(job: TensorJob, sources: Mapping[str, TensorSource]) -> tuple[int, ...]:
+    """The planned shape, or the first source's when a hand-built plan left it empty."""
+    if job.shape:
+        return tuple(job.shape)
+    ref = job.sources[0]
+    return tuple(sources[ref.model].shape(ref.tensor))
+
+
+def job_bytes(job: TensorJob, sources: Mapping[str, TensorSource], shape: tuple[int, ...]) -> int:
+    """Bytes a job holds while in flight: its inputs as read, its output, and the method's copies
+    (every input cast to the compute dtype, or for a method that casts block by block, one task
+    vector, its magnitudes and their sort ids)."""
+    import torch
+
+    count = math.prod(shape)
+    refs = [*job.sources, *([job.base] if job.base is not None else [])]
+    read = sum(DTYPE_BYTES.get(sources[r.model].dtype(r.tensor), 4) for r in refs)
+    compute = getattr(torch, job.compute_dtype).itemsize
+    out = getattr(torch, job.out_dtype).itemsize
+    if METHODS[job.method].casts_inputs:
+        return count * (read + out + 2 * max(compute, 4) + 2)
+    return count * (read + out + compute * (len(refs) + 1))
+
+
+def row_bytes(job: TensorJob, sources: Mapping[str, TensorSource], shape: tuple[int, ...]) -> int:
+    """Bytes one output row costs in a streamed job: its inputs' rows as read, the output row,
+    and the float copies of the 64K-block math (a task vector row, its magnitudes, a mask)."""
+    row = math.prod(shape[1:])
+    one = math.prod(shape[:1]) and job_bytes(job, sources, shape) // math.prod(shape[:1])
+    return max(one, row)
+
+
+def block_rows(job: TensorJob, sources: Mapping[str, TensorSource], share: int) -> int:
+    """Rows per block for a streamed job so that the blocks in flight (the one computed, those
+    queued for the writer, the one being written) fit `share` bytes; at least one 64K-aligned
+    block (streamed.row_alignment), at most the whole tensor."""
+    from lossless.methods.streamed import row_alignment
+
+    shape = job_shape(job, sources)
+    align = row_alignment(shape)
+    fit = share // ((QUEUED_BLOCKS + 2) * row_bytes(job, sources, shape))
+    return min(max(align, fit // align * align), max(shape[0], 1))
+
+
+def streams(job: TensorJob, shape: tuple[int, ...], whole: int, share: int) -> bool:
+    """Whether a job is streamed: its method can be, and its whole-tensor math exceeds `share`."""
+    return METHODS[job.method].streams and len(shape) >= 2 and shape[0] > 1 and whole > share
