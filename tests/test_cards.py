@@ -14,7 +14,7 @@ RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
 def test_lineage_walks_steps_back_to_hub_models_and_data() -> None:
-    recipe, _ = load_recipe(RECIPES / "continual-finetune.yaml")
+    recipe, _ = load_recipe(RECIPES / "base-lora-ties.yaml")
     merged = lineage(recipe, "merged")
     # adapted = new_skill (trained on Qwen2-0.5B) applied to the instruct model; no step names
     assert merged.hub_models == ("Qwen/Qwen2-0.5B", "Qwen/Qwen2-0.5B-Instruct")

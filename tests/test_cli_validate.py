@@ -62,7 +62,7 @@ def test_missing_file_is_a_problem_not_a_traceback(capsys: pytest.CaptureFixture
 
 
 def test_plan_json_and_dot(capsys: pytest.CaptureFixture[str]) -> None:
-    recipe = str(ROOT / "recipes" / "continual-finetune.yaml")
+    recipe = str(ROOT / "recipes" / "base-lora-ties.yaml")
     assert main(["plan", recipe, "--format", "json"]) == 0
     plan = json.loads(capsys.readouterr().out)["steps"]
     assert [(s["name"], s["kind"], s["needs"]) for s in plan] == [

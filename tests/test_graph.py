@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_continual_finetune_graph() -> None:
-    recipe, _ = load_recipe(ROOT / "recipes" / "continual-finetune.yaml")
+    recipe, _ = load_recipe(ROOT / "recipes" / "base-lora-ties.yaml")
     graph = build_graph(recipe)
     assert set(graph.nodes) == {"new_skill", "adapted", "merged", "forgetting"}
     assert set(graph.edges) == {
