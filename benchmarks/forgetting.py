@@ -193,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=ROOT / ".lossless-bench")
     args = parser.parse_args(argv)
 
+    from lossless.errors import LosslessError
+
     rows: dict[str, list[dict[str, float]]] = {}
+    failed: dict[str, list[int]] = {}
     for seed in args.seeds:
         naive_c = 0.0
         for name, recipe in variants(seed, args.quick).items():
@@ -202,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             path = ROOT / "recipes" / f".bench-{name}-{seed}.yaml"  # beside the data it reads
             try:
                 results, elapsed = run_variant(recipe, path, args.work_dir / f"seed{seed}")
+            except LosslessError as error:  # e.g. a search with no feasible trial: say so
+                failed.setdefault(name, []).append(seed)
+                print(f"seed {seed} {name}: {error.message.splitlines()[0]}", file=sys.stderr)
+                continue
             finally:
                 path.unlink(missing_ok=True)
             model = recipe["eval"]["forgetting"]["models"][-1]
@@ -230,8 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         cells = [cell([v[k] for v in values]) for k in ("P", "A", "B")]
         cells.append(f"{statistics.mean(v['C'] for v in values):.2f}")
         cells.append(cell([v["gain"] for v in values]))
+        note = f" (failed on seed {', '.join(map(str, failed[name]))})" if name in failed else ""
         lines.append(
-            f"| {name} | {'yes' if name in OLD_DATA else 'no'} | "
+            f"| {name}{note} | {'yes' if name in OLD_DATA else 'no'} | "
             + " | ".join(cells)
             + f" | {cell([v['time'] for v in values], pct=False)} |"
         )
