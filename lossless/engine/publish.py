@@ -43,18 +43,27 @@ def open_partial(target: Path, fingerprint: str) -> Path:
     return partial
 
 
-def check_not_input(target: Path, input_dirs: Sequence[Path], step: str | None = None) -> None:
-    """Refuse a target that is, contains or lies inside an input: publishing replaces the
-    target whole, which would delete (or write into) what the step reads."""
+def overlapping_input(target: Path, input_dirs: Sequence[Path]) -> Path | None:
+    """The first input that `target` is, contains or lies inside (as given), or None: publishing
+    replaces the target whole, which would delete (or write into) what the step reads."""
     out = Path(target).resolve()
     for given in input_dirs:
         source = Path(given).resolve()
         if out == source or out in source.parents or source in out.parents:
-            who = f"the output of step `{step}`, {out}," if step else f"output directory {out}"
-            raise LosslessError(
-                f"{who} is or contains the input {given}",
-                hint="choose an output path outside every input model's directory",
-            )
+            return Path(given)
+    return None
+
+
+def check_not_input(target: Path, input_dirs: Sequence[Path], step: str | None = None) -> None:
+    """Refuse a target that overlaps an input (`overlapping_input`)."""
+    given = overlapping_input(target, input_dirs)
+    if given is not None:
+        out = Path(target).resolve()
+        who = f"the output of step `{step}`, {out}," if step else f"output directory {out}"
+        raise LosslessError(
+            f"{who} is or contains the input {given}",
+            hint="choose an output path outside every input model's directory",
+        )
 
 
 def versions() -> dict[str, str]:

@@ -68,11 +68,10 @@ class OutputRule:
                 return f"is {what}: publishing would replace all of it"
             if out in other.parents:
                 return f"contains {what} ({other}): publishing would replace all of it"
-        for given in self.input_dirs:
-            source = Path(given).resolve()
-            if out == source or out in source.parents or source in out.parents:
-                return f"is or contains the input {given} (or lies inside it)"
-        return None
+        from lossless.engine.publish import overlapping_input
+
+        given = overlapping_input(out, self.input_dirs)
+        return f"is or contains the input {given} (or lies inside it)" if given else None
 
     def not_ours(self, target: Path) -> str | None:
         """Rule 2, or None."""
