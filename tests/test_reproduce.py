@@ -90,3 +90,11 @@ def test_fetch_recipe_downloads_no_weights(tmp_path: Path, monkeypatch: pytest.M
             fetch_recipe("hub:org/missing", quiet=True)
     fetched = [p for m, p, _ in fake.requests if "/resolve/" in p]
     assert fetched and not [p for p in fetched if p.endswith(("safetensors", ".bin", "json"))]
+
+
+def test_a_hostile_card_is_not_a_recipe_and_does_not_hang(tmp_path: Path) -> None:
+    """A billion-laughs block in someone's card is skipped within the YAML limits; the real
+    config after it is still found."""
+    bomb = (Path(__file__).resolve().parent / "hostile" / "billion-laughs.yaml").read_text()
+    (tmp_path / "README.md").write_text(f"```yaml\n{bomb}```\n\n```yaml\n{MERGEKIT}```\n")
+    assert find_recipe(tmp_path) == ("README.md", MERGEKIT)

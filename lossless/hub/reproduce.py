@@ -29,14 +29,16 @@ _FENCE = re.compile(r"^```[ \t]*(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | r
 
 
 def looks_like_recipe(text: str) -> bool:
-    """True if `text` parses as YAML and a document has a merge method or train/apply/eval steps."""
-    import yaml
+    """True if `text` parses as YAML and a document has a merge method or train/apply/eval steps.
 
-    try:
-        documents = list(yaml.safe_load_all(text))
-    except yaml.YAMLError:
+    A card is someone else's text: it goes through the same guarded reader as a recipe (alias,
+    depth and size limits), so a hostile card cannot hang `lossless reproduce`."""
+    from lossless.recipe.yaml_io import parse_documents
+
+    documents, problems = parse_documents(text)
+    if problems:
         return False
-    return any(isinstance(d, dict) and RECIPE_KEYS & set(d) for d in documents)
+    return any(isinstance(d, dict) and RECIPE_KEYS & set(d) for d, _positions in documents)
 
 
 def card_blocks(card: str, language: str) -> list[str]:
