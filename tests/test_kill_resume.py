@@ -60,7 +60,7 @@ KILLERS = {
     # the step's output is published; its state record is half written
     "state": """
         from lossless.engine import state
-        def dying_write(self, step, *args):
+        def dying_write(self, step, *args, **kwargs):
             self.root.mkdir(parents=True, exist_ok=True)
             self.path(step).with_suffix(".json.tmp").write_text('{"step": "mer')
             os.kill(os.getpid(), signal.SIGKILL)

@@ -74,3 +74,45 @@ def test_truncated_shard_is_caught_by_size_and_corruption_by_verify(
     assert main(["run", str(recipe), "--out-shard-size", "20K", "--verify"]) == 0
     assert "does not match its recorded sha256" in said(capsys)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == original
+
+
+def test_a_rebuilt_dependency_makes_its_readers_stale(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Freshness follows what a dependency actually wrote, not only its fingerprint: a stage
+    rebuilt into different bytes under the same fingerprint (`--force` of a nondeterministic
+    step) reruns the stages that read it; a rebuild into the same bytes reruns nothing."""
+    make_model(tmp_path / "a", seed=1)
+    make_model(tmp_path / "b", seed=2)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"name: first\nmodels:\n  - model: {tmp_path / 'a'}\n    parameters: {{weight: 0.5}}\n"
+        f"  - model: {tmp_path / 'b'}\n    parameters: {{weight: 0.5}}\n"
+        "merge_method: linear\ndtype: float32\n---\n"
+        f"name: final\nmodels:\n  - model: first\n    parameters: {{weight: 0.5}}\n"
+        f"  - model: {tmp_path / 'a'}\n    parameters: {{weight: 0.5}}\n"
+        "merge_method: linear\ndtype: float32\noutput: out\n"
+    )
+    assert main(["run", str(recipe), "--quiet"]) == 0
+    state = tmp_path / ".lossless" / "r" / ".state"
+    first = json.loads((state / "first.json").read_text())
+    final = json.loads((state / "final.json").read_text())
+    assert final["inputs_made"] == {"first": first["made"]} and first["made"]
+
+    # a deterministic rebuild writes the same bytes: the reader stays fresh
+    assert main(["run", str(recipe), "--force", "first"]) == 0
+    text = said(capsys)
+    assert "first: running (forced)" in text and "final: fresh, skipped" in text
+
+    # a rebuild that wrote other bytes (recorded as a new `made`): the reader reruns, and says why
+    first["made"] = "0" * 64
+    (state / "first.json").write_text(json.dumps(first))
+    recipe_model, _ = load_recipe(recipe)
+    reasons = {s.name: (s.state, s.reasons) for s in statuses(recipe_model, RunOptions())}
+    assert reasons == {
+        "first": ("fresh", []),
+        "final": ("stale", ["step:first: rebuilt since final read it"]),
+    }
+    assert main(["run", str(recipe)]) == 0
+    assert "final: running (step:first: rebuilt since final read it)" in said(capsys)
+    assert json.loads((state / "final.json").read_text())["inputs_made"] == {"first": "0" * 64}

@@ -4,7 +4,8 @@ A step's fingerprint (`fingerprint.py`) has named components: its settings, the 
 the steps it reads, the identity of every external model and data file it reads (from
 `recipe.inputs`, the one walk over a recipe's inputs). `status` compares them with the step's
 state record and says why a step must run ("model:org/x: changed", "never ran"); a step whose
-fingerprint matches is fresh only if its output is intact (`verify.py`).
+fingerprint matches is fresh only if its output is intact (`verify.py`) and every step it read
+is still the output it read (`made`, see `state.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from lossless.engine.context import RunOptions
 from lossless.engine.fingerprint import Fingerprint, digest, path_identity
+from lossless.engine.publish import read_manifest
 from lossless.engine.resolver import Resolver
 from lossless.engine.state import StateStore
 from lossless.engine.verify import output_differences
@@ -117,6 +119,28 @@ class Freshness:
         self._fingerprints[step.name] = fingerprint
         return fingerprint
 
+    def dependencies(self, step: Step) -> list[Step]:
+        """The steps whose outputs `step` reads: models by reference, rows of generate steps."""
+        found = [self.resolver.step_for(ref) for ref in self.recipe.model_refs(step.name)]
+        found += [
+            self.recipe.step(item.value)
+            for item in self.recipe.inputs_of(step.name, "data")
+            if item.value in self.recipe.step_names
+        ]
+        unique = {d.name: d for d in found if d is not None}
+        return list(unique.values())
+
+    def made(self, step: Step) -> str | None:
+        """What `step`'s output is now: its recorded manifest digest; for a lazy apply step (no
+        files of its own), a digest of what its inputs are."""
+        if isinstance(step, ApplyStep) and not self.needs_files(step):
+            return digest(self.inputs_made(step))
+        record = self.state.read(step.name)
+        return record.get("made") if record else None
+
+    def inputs_made(self, step: Step) -> dict[str, str | None]:
+        return {d.name: self.made(d) for d in self.dependencies(step)}
+
     def status(self, step: Step) -> StepStatus:
         fingerprint = self.fingerprint(step)
         output = self.output_dir(step)
@@ -137,7 +161,23 @@ class Freshness:
         damaged = output_differences(output, full=self.options.verify)
         if damaged:
             return StepStatus(step.name, step.kind, "stale", output, damaged, fingerprint)
+        rebuilt = self.rebuilt_inputs(step, record)
+        if rebuilt:
+            return StepStatus(step.name, step.kind, "stale", output, rebuilt, fingerprint)
         return StepStatus(step.name, step.kind, "fresh", output, [], fingerprint)
+
+    def rebuilt_inputs(self, step: Step, record: dict[str, object]) -> list[str]:
+        """Steps rebuilt since `step` read them. Records from before `made` existed carry no
+        `inputs_made`: they are trusted, as they were."""
+        read = record.get("inputs_made")
+        if not isinstance(read, dict) or not read:
+            return []
+        now = self.inputs_made(step)
+        return [
+            f"step:{name}: rebuilt since {step.name} read it"
+            for name, made in sorted(now.items())
+            if name in read and read[name] != made
+        ]
 
     def needs_files(self, step: ApplyStep) -> bool:
         """An apply step is written out only when asked, or when training/eval/generate reads it."""
@@ -148,3 +188,9 @@ class Freshness:
             and any(r.name == step.name for r in self.recipe.model_refs(other.name))
             for other in self.recipe.steps
         )
+
+
+def manifest_digest(directory: Path) -> str | None:
+    """A digest of what a published output holds (its manifest's file hashes)."""
+    manifest = read_manifest(directory)
+    return digest(manifest.get("files", {})) if manifest else None

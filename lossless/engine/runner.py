@@ -19,7 +19,7 @@ from lossless.engine.context import (
     is_shared_legacy,
 )
 from lossless.engine.fingerprint import Fingerprint
-from lossless.engine.freshness import Freshness, StepStatus
+from lossless.engine.freshness import Freshness, StepStatus, manifest_digest
 from lossless.engine.io_errors import check_text_files, disk_full
 from lossless.engine.publish import open_partial, publish
 from lossless.engine.resolver import Resolver
@@ -230,7 +230,14 @@ class Runner:
         kept = publish(ctx.out_dir, ctx.target, ctx.fingerprint, known, Path(self.recipe.path))
         if kept is not None:
             self._say(f"note: what was in {ctx.target} before (--overwrite) is now in {kept}")
-        self.state.write(step.name, step.kind, self.fingerprint(step), ctx.target)
+        self.state.write(
+            step.name,
+            step.kind,
+            self.fingerprint(step),
+            ctx.target,
+            made=manifest_digest(ctx.target),
+            inputs_made=self.freshness.inputs_made(step),
+        )
         self.resolver.step_dirs[step.name] = ctx.target
 
     def _data_files(self, step: Step) -> list[Path]:

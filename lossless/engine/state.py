@@ -1,7 +1,10 @@
 """`<work dir>/.state/<step>.json`: what each finished step was made from, written after it ran.
 
 A record holds the step's fingerprint with its named components (so `lossless plan` can say
-which one changed) and the output directory. It is written only after the output is published,
+which one changed), the output directory, `made` (a digest of the output's manifest: what was
+actually written) and `inputs_made` (the `made` of each step it read, when it ran). Fingerprints
+say what a step *would* make; `made` catches a dependency rebuilt under the same fingerprint
+(`--force`, a nondeterministic GPU run), so its dependents do not stay fresh on stale inputs. It is written only after the output is published,
 so an interrupted step is never taken for a finished one.
 """
 
@@ -32,13 +35,24 @@ class StateStore:
             return None
         return record if isinstance(record, dict) else None
 
-    def write(self, step: str, kind: str, fingerprint: Fingerprint, output: Path | None) -> None:
+    def write(
+        self,
+        step: str,
+        kind: str,
+        fingerprint: Fingerprint,
+        output: Path | None,
+        *,
+        made: str | None = None,
+        inputs_made: dict[str, str | None] | None = None,
+    ) -> None:
         record = {
             "step": step,
             "kind": kind,
             "fingerprint": fingerprint.value,
             "components": dict(fingerprint.components),
             "output": str(output) if output else None,
+            "made": made,
+            "inputs_made": inputs_made or {},
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         self.root.mkdir(parents=True, exist_ok=True)
