@@ -12,8 +12,9 @@ import pytest
 from lossless.errors import LosslessError
 from lossless.recipe.model import GenerateStep, LengthFilter, ModelRef, Sampling
 from lossless.steps import generate
-from lossless.steps.generate import Generator, chat_renderer, run_generate
+from lossless.steps.generate import run_generate
 from lossless.training.datasets import detect_format, load_rows, to_examples
+from lossless.training.generator import Generator, chat_renderer
 from lossless.training.self_replay import (
     cut_at,
     normalised,
