@@ -138,7 +138,7 @@ def test_fsdp_on_cpus_is_refused_by_the_ranks_quietly_and_nothing_is_published(
     # -q: the error alone, nothing of the ranks' own output. The fsdp_config shown is what
     # transformers made of the recipe's keys (prefix dropped, shard_grad_op translated).
     first, hint, end = done.stderr.split("\n")
-    assert first.startswith("error: train: `fsdp:` reached transformers (fsdp_config {")
+    assert first.startswith("error: train.skill.fsdp: transformers got fsdp_config {")
     assert "'transformer_layer_cls_to_wrap': ['LlamaDecoderLayer']" in first
     assert "'reshard_after_forward': False" in first
     assert first.endswith("but accelerate runs these 2 processes as MULTI_CPU, not FSDP")

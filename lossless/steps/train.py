@@ -221,7 +221,7 @@ def run_train(
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # disable_tqdm adds it; it prints every log dict
-    check_processes(trainer, s, processes)
+    check_processes(trainer, step, processes)
     if not quiet and writer:
         from lossless.training.progress import rich_progress_callback
 

@@ -186,28 +186,28 @@ def distributed_arguments(s: Any, recipe_dir: Path) -> dict[str, Any]:
     return found
 
 
-def check_processes(trainer: Any, s: Any, processes: int | None) -> None:
+def check_processes(trainer: Any, step: Any, processes: int | None) -> None:
     """What the step asked for is what accelerate set up: as many ranks as `--num-processes`
     said, and FSDP or DeepSpeed when the recipe names them. accelerate falls back silently
     (one process for `--num_processes 2` on a single GPU; DDP for FSDP on CPUs, where its
     FSDP plugin is ignored), and a run that trains differently from its recipe must not pass."""
-    args = trainer.args
+    args, s = trainer.args, step.settings
     if processes is not None and args.world_size != processes:
         raise LosslessError(
-            f"train: --num-processes {processes} was asked for, and the launcher started "
+            f"train.{step.name}: --num-processes {processes} was asked for, and the launcher started "
             f"{args.world_size}",
             hint="accelerate starts several processes on several GPUs (or with --config-file)",
         )
     distributed = str(trainer.accelerator.distributed_type).removeprefix("DistributedType.")
     if s.fsdp is not None and not trainer.is_fsdp_enabled:
         raise LosslessError(
-            f"train: `fsdp:` reached transformers (fsdp_config {dict(args.fsdp_config)}), "
+            f"train.{step.name}.fsdp: transformers got fsdp_config {dict(args.fsdp_config)}, "
             f"but accelerate runs these {args.world_size} processes as {distributed}, not FSDP",
             hint="FSDP shards over GPUs; on CPUs, drop `fsdp:` (the processes then use DDP)",
         )
     if s.deepspeed is not None and not trainer.is_deepspeed_enabled:
         raise LosslessError(
-            f"train: `deepspeed:` reached transformers, but accelerate runs {distributed}",
+            f"train.{step.name}.deepspeed: transformers got the config, but accelerate runs {distributed}",
             hint="DeepSpeed needs GPUs and `--launcher accelerate`",
         )
 

@@ -172,7 +172,9 @@ def run_launched(
                     "recipe_dir": str(recipe_dir),
                     "quiet": quiet,
                     "seed": seed,
-                    "processes": launch.num_processes,
+                    # checked by the ranks; torchrun's default is 1, accelerate's its own
+                    "processes": launch.num_processes
+                    or (1 if launch.launcher == "torchrun" else None),
                     "errors": scratch,
                 },
                 default=str,
