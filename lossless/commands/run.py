@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from lossless.commands.common import add_common
 from lossless.errors import EXIT_OK, GateFailed, LosslessError, UsageError
+
+if TYPE_CHECKING:
+    from lossless.engine.context import Launch
 
 # mergekit-yaml flags that mean nothing for a streaming CPU executor: accepted, with a note.
 _NO_OP_FLAGS = {
@@ -138,6 +142,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "tensors too large for it are merged a block of rows at a time",
     )
     p.add_argument(
+        "--launcher",
+        choices=("accelerate", "torchrun"),
+        default=None,
+        help="run train steps in several processes under `accelerate launch` or `torchrun` "
+        "(DDP, or the step's fsdp:/deepspeed:); every other step runs in this process",
+    )
+    p.add_argument(
+        "--num-processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --launcher: processes per train step (one per GPU; default: the launcher's)",
+    )
+    p.add_argument(
+        "--config-file",
+        default=None,
+        metavar="FILE",
+        help="with --launcher accelerate: its config file (as `accelerate config` writes it)",
+    )
+    p.add_argument(
         "--device",
         choices=("cpu", "cuda", "auto"),
         default=None,
@@ -159,6 +183,7 @@ def main(args: argparse.Namespace) -> int:
         silence_third_party()
     if args.device == "cuda":
         _require_cuda()
+    launch = _launch(args)
     try:
         path = recipe_file(args.recipe, cache_dir=args.transformers_cache, quiet=args.quiet)
     except LosslessError as error:  # nothing readable to run: the input itself is wrong
@@ -215,6 +240,7 @@ def main(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         verify=args.verify,
         wait=args.wait,
+        launch=launch,
     )
     import time
 
@@ -231,6 +257,35 @@ def main(args: argparse.Namespace) -> int:
     if not args.quiet:
         print_summary(runner, results, time.monotonic() - started)
     return EXIT_OK
+
+
+def _launch(args: argparse.Namespace) -> Launch | None:
+    """--launcher, --num-processes, --config-file → Launch (checked), or None without them."""
+    from pathlib import Path
+
+    from lossless.engine.context import Launch
+    from lossless.training.launch import launcher_problem
+
+    if args.launcher is None:
+        for flag, value in (
+            ("--num-processes", args.num_processes),
+            ("--config-file", args.config_file),
+        ):
+            if value is not None:
+                raise UsageError(
+                    f"{flag} is a launcher's setting, and no --launcher was given",
+                    hint="add --launcher accelerate (or torchrun)",
+                )
+        return None
+    launch = Launch(
+        args.launcher,
+        args.num_processes,
+        Path(args.config_file) if args.config_file else None,
+    )
+    problem = launcher_problem(launch)
+    if problem is not None:
+        raise UsageError(problem[0], hint=problem[1])
+    return launch
 
 
 def _require_cuda() -> None:

@@ -37,6 +37,15 @@ def is_shared_legacy(work_dir: Path) -> bool:
 
 
 @dataclass(frozen=True)
+class Launch:
+    """`--launcher`: train steps run under `accelerate launch` or `torchrun` (training/launch.py)."""
+
+    launcher: str  # accelerate | torchrun
+    num_processes: int | None = None  # None: the launcher's own default (or --config-file's)
+    config_file: Path | None = None  # accelerate's config (`accelerate config` writes one)
+
+
+@dataclass(frozen=True)
 class RunOptions:
     """Everything from the command line that changes what a run does."""
 
@@ -61,6 +70,7 @@ class RunOptions:
     overwrite: bool = False  # publish over a folder lossless did not write (moved aside, kept)
     verify: bool = False  # a fresh step's files must match their recorded sha256, not only sizes
     wait: bool = False  # wait for a run lock held by another process instead of failing
+    launch: Launch | None = None  # train steps in a launcher's processes; None: in this process
 
 
 @dataclass(frozen=True)

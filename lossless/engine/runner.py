@@ -168,11 +168,22 @@ class Runner:
         for step in self.selected():  # refuse before hours of training, not after
             if not isinstance(step, ApplyStep) or self.freshness.needs_files(step):
                 self.output_rule().check(self.output_dir(step))
+            self._preflight(step)
         self.check_disk_space()
         results = [self._run_or_skip(step) for step in self.selected()]
         if self.options.write_lock:
             lockfile.write_lock(self.recipe.path, entries)
         return results
+
+    def _preflight(self, step: Step) -> None:
+        """The step kind's own checks, for a step that will run (e.g. a launcher it needs)."""
+        from lossless.steps import HANDLERS
+
+        check = HANDLERS[step.kind].preflight
+        if check is not None and (
+            step.name in self.options.force or self.status(step).state != "fresh"
+        ):
+            check(step, self.options)
 
     def _run_or_skip(self, step: Step) -> StepStatus:
         from lossless.steps import HANDLERS

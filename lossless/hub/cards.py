@@ -103,7 +103,8 @@ def _walk(recipe: Recipe, name: str, walk: _Walk) -> None:
         walk.methods.setdefault(step.merge_method, None)
     if isinstance(step, TrainStep | GenerateStep | EvalStep):
         for item in recipe.inputs_of(name, "data"):
-            _add_data(recipe, item.value, walk)
+            if item.role != "deepspeed":  # a launch setting, not data the model learnt from
+                _add_data(recipe, item.value, walk)
     if isinstance(step, GenerateStep | EvalStep):
         return  # its model writes data; the output does not derive from it
     for ref in recipe.model_refs(name):

@@ -29,6 +29,7 @@ from lossless.recipe.model import (
     Step,
     TrainStep,
 )
+from lossless.training.distributed import fsdp_options
 from lossless.training.settings import (
     ADAPTER_LEARNING_RATE,
     FULL_LEARNING_RATE,
@@ -285,6 +286,9 @@ def build_train_settings(block: Mapping[str, Any]) -> TrainSettings:
         eval_steps=block.get("eval_steps"),
         report_to=_report_to(block.get("report_to")),
         trainer=tuple((block.get("trainer") or {}).items()),
+        fsdp=fsdp_options(block.get("fsdp")),
+        fsdp_config=tuple((block.get("fsdp_config") or {}).items()),
+        deepspeed=block.get("deepspeed"),
         # An empty block (`replay: {}`) switches nothing on, as before typed settings.
         replay=ReplaySettings(_data(replay["data"]), float(replay.get("fraction", 0.1)))
         if replay

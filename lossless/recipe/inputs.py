@@ -154,6 +154,8 @@ def _train_inputs(owner: str, p: YamlPath, block: Mapping[str, Any]) -> list[Inp
         if isinstance(block.get(extra), Mapping):
             data = block[extra].get("data")
             found += _collect(owner, (*p, extra, "data"), data, "data", many=True)
+    # DeepSpeed's config file: its content changes the training, so it is hashed and locked.
+    found += _collect(owner, (*p, "deepspeed"), block.get("deepspeed"), "data")
     distill = block.get("distill")
     if isinstance(distill, Mapping):  # the teacher: ordered before, locked, fingerprinted
         found += _collect(owner, (*p, "distill", "model"), distill.get("model"), "model")

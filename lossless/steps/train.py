@@ -2,7 +2,9 @@
 
 Straight-line: tokenizer+model → examples → token ids → SFTTrainer → adapter or full model,
 tokenizer, metrics.json. The runner keeps `out_dir` across an interrupted run, so checkpoints in
-out_dir/checkpoints are resumed from. Heavy imports live inside functions.
+out_dir/checkpoints are resumed from. With `lossless run --launcher`, `run` hands the step to
+training/launch.py and `run_train` runs once per rank: every rank trains, rank 0 writes. Heavy
+imports live inside functions.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from lossless.errors import LosslessError
 from lossless.recipe.model import TrainStep
 from lossless.threads import torch_threads
 from lossless.training.checkpoints import newest_complete
+from lossless.training.distributed import check_processes, distributed_arguments, save_sharded
 from lossless.training.examples import build_dataset, collator, pack, to_dataset, tokenize
 from lossless.training.loss_terms import EwcTerm, LossTerm, trainer_class
 from lossless.training.peft_setup import load_base, wrap_peft
 from lossless.training.settings import METHODS, TrainSettings
 
 if TYPE_CHECKING:
-    from lossless.engine.context import StepContext
+    from lossless.engine.context import RunOptions, StepContext
 
 __all__ = ["pack", "run", "run_train"]  # pack: tests and callers import it from here
 
@@ -37,8 +40,7 @@ def run(step: TrainStep, ctx: StepContext) -> None:
 
     step = with_data_files(step, ctx.resolver)  # `generate:` step names → their files
     base_dir = ctx.resolver.model_dir(step.base) if step.base else None
-    run_train(
-        step,
+    inputs: dict[str, Any] = dict(
         base_dir=base_dir,
         teacher_dir=_teacher_dir(step, ctx, base_dir),
         out_dir=ctx.out_dir,
@@ -46,6 +48,14 @@ def run(step: TrainStep, ctx: StepContext) -> None:
         quiet=ctx.options.quiet,
         seed=ctx.options.seed,
     )
+    launch = ctx.options.launch
+    if launch is not None and step.settings.data:  # an `init:`-only step has nothing to train
+        from lossless.training.launch import run_launched
+
+        log = ctx.target.parent / f".{ctx.target.name}.launch.log"
+        run_launched(step, launch, log=log, **inputs)
+    else:
+        run_train(step, **inputs)
     if step.base is not None and step.base.name not in ctx.recipe.step_names:
         from lossless.recipe.references import classify_ref
         from lossless.tensors.adapters import record_base_model
@@ -59,6 +69,13 @@ def run(step: TrainStep, ctx: StepContext) -> None:
     shutil.rmtree(ctx.out_dir / "checkpoints", ignore_errors=True)
 
 
+def preflight(step: TrainStep, options: RunOptions) -> None:
+    """Before the run starts: what the step needs to launch is there (training/launch.py)."""
+    from lossless.training.launch import check_launchable
+
+    check_launchable(step, options)
+
+
 def run_train(
     step: TrainStep,
     *,
@@ -68,9 +85,12 @@ def run_train(
     quiet: bool = False,
     seed: int | None = None,
     teacher_dir: Path | None = None,
+    processes: int | None = None,
 ) -> dict[str, Any]:
     """Train `step` and write its output into out_dir; returns the metrics dict. teacher_dir:
-    the `distill.model`'s files (not needed when the teacher is the base of a PEFT step)."""
+    the `distill.model`'s files (not needed when the teacher is the base of a PEFT step).
+    Under a launcher every rank calls this and rank 0 writes; `processes`: how many ranks the
+    launch was asked for, checked against how many the trainer sees (None: not checked)."""
     import torch
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -86,6 +106,7 @@ def run_train(
     seed = s.seed if s.seed is not None else seed if seed is not None else 0
     torch.manual_seed(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
+    writer = os.environ.get("RANK", "0") == "0"  # rank 0 of a launch, or the one process
     from lossless.training.precision import decide, machine
 
     precision = decide(
@@ -95,7 +116,7 @@ def run_train(
         s.attn_implementation,
         machine(),
     )
-    if not quiet:
+    if not quiet and writer:
         _log(f"train {step.name}: {precision.describe(s.dtype)}")
 
     # 1. tokenizer + model (from the base, or random from `init:`), wrapped in the peft adapter
@@ -111,8 +132,9 @@ def run_train(
         model, tokenizer = init_model(s.init, recipe_dir, seed)
         model = model.to(getattr(torch, precision.dtype))
         if not s.data:  # init only: save the random model and its tokenizer
-            model.save_pretrained(out_dir)
-            tokenizer.save_pretrained(out_dir)
+            if writer:
+                model.save_pretrained(out_dir)
+                tokenizer.save_pretrained(out_dir)
             return {"method": "init", "steps": 0, "trainable_params": model.num_parameters()}
     else:
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -185,6 +207,7 @@ def run_train(
         max_length=s.max_seq_length,
         dataset_kwargs={"skip_prepare_dataset": True},
         remove_unused_columns=False,  # keeps the `replay` marks for the loss terms
+        **distributed_arguments(s, recipe_dir),  # fsdp / deepspeed, for a launched step
         **dict(s.trainer),  # checked against SFTConfig's fields by validation
     )
     trainer = trainer_class(terms)(
@@ -198,7 +221,8 @@ def run_train(
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # disable_tqdm adds it; it prints every log dict
-    if not quiet:
+    check_processes(trainer, step, processes)
+    if not quiet and writer:
         from lossless.training.progress import rich_progress_callback
 
         trainer.add_callback(rich_progress_callback(f"train {step.name}"))
@@ -211,7 +235,12 @@ def run_train(
 
     # 4. save: the adapter (or full model), the tokenizer, metrics.json and a loss plot
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    model.save_pretrained(out_dir)
+    if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        save_sharded(trainer, out_dir)  # every rank: the weights are gathered from all of them
+    elif writer:
+        model.save_pretrained(out_dir)
+    if not writer:
+        return {}
     if s.chat_template:
         from lossless.merge.chat_templates import resolve_chat_template
 
@@ -227,6 +256,7 @@ def run_train(
         "wall_seconds": round(wall, 3),
         "trainable_params": trainable,
         "examples": len(features),
+        "processes": trainer.args.world_size,
         "resumed_from": resume.name if resume else None,
         "eval_examples": len(held_out),
         "eval_loss": final_eval.get("eval_loss"),

@@ -162,6 +162,11 @@ class TrainSettings:
     eval_steps: int | None = None  # None: evaluate at the end only
     report_to: tuple[str, ...] = ()  # tensorboard, wandb; () is none
     trainer: tuple[tuple[str, Any], ...] = ()  # `trainer:` passed through to SFTConfig, in order
+    # Several processes (`lossless run --launcher`, training/distributed.py): FSDP's options
+    # (None: no FSDP; (): `fsdp: true`) and config, or a DeepSpeed config file (recipe-relative).
+    fsdp: tuple[str, ...] | None = None
+    fsdp_config: tuple[tuple[str, Any], ...] = ()
+    deepspeed: str | None = None
     replay: ReplaySettings | None = None
     ewc: EwcSettings | None = None
     freeze: FreezeSettings | None = None

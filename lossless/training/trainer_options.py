@@ -39,6 +39,9 @@ NAMED = {
     "eval_steps": "eval_steps",
     "report_to": "report_to",
     "completion_only_loss": "loss_on",
+    "fsdp": "fsdp",
+    "fsdp_config": "fsdp_config",
+    "deepspeed": "deepspeed",
 }
 # Set by the train step itself: where checkpoints go (the partial dir, for resume), that the
 # features arrive prepared, that the replay column survives, that the rich bar is the only one.

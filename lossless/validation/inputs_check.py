@@ -134,10 +134,11 @@ def _check_data_file(c: Checker, d: int, path: YamlPath, item: Input) -> None:
     if Path(value).suffix.lower() not in DATA_SUFFIXES and not is_explicit_path(value):
         return  # a hub dataset id ("org/name:split")
     if local_path(value, c.recipe_dir) is None:
+        what = "DeepSpeed config" if item.role == "deepspeed" else "data file"
         c.add(
             d,
             path,
-            f"data file `{value}` does not exist",
+            f"{what} `{value}` does not exist",
             code="missing-path",
             hint="paths are relative to the recipe's directory (then the current directory)",
         )

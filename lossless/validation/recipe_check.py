@@ -136,6 +136,16 @@ def _schema_problem(error: Any, file: str, lines: list[str], pos: Positions) -> 
                 got=_short(error.instance),
             )
         ]
+    if kind == "pattern":
+        return [
+            make(
+                f"`{path[-1] if path else 'document'}` does not have the expected form",
+                path,
+                code="wrong-form",
+                expected=schema.get("description"),
+                got=_short(error.instance),
+            )
+        ]
     return [make(error.message, path, code="schema")]
 
 

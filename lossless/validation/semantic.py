@@ -121,6 +121,31 @@ def _check_trainer_mapping(c: Checker, d: int, p: YamlPath, trainer: Any) -> Non
             c.add(d, (*p, "trainer", key), message, at_key=True, hint=hint, code="trainer-field")
 
 
+def _check_distributed(c: Checker, d: int, p: YamlPath, block: dict[str, Any]) -> None:
+    """`fsdp:` / `fsdp_config:` against what transformers reads; FSDP or DeepSpeed, not both."""
+    from lossless.training.distributed import fsdp_options, fsdp_problems
+
+    config = block.get("fsdp_config", {})
+    fsdp = block.get("fsdp")
+    if not isinstance(config, dict) or not isinstance(fsdp, bool | str | list | None):
+        return  # the schema pass reports the shape
+    for where, message, hint, at_key in fsdp_problems(fsdp_options(fsdp), config):
+        path = (*p, *(where or ("fsdp",)))
+        if where == ("fsdp_config",):  # harmless, like `lora:` on a full fine-tune
+            c.add(d, path, message, at_key=True, severity="warning", code="unused-setting")
+        else:
+            c.add(d, path, message, at_key=at_key, hint=hint, code="fsdp-setting")
+    if fsdp not in (None, False) and "deepspeed" in block:
+        c.add(
+            d,
+            (*p, "deepspeed"),
+            "a train step shards its model with FSDP or with DeepSpeed, not both",
+            at_key=True,
+            hint="keep `fsdp:` or `deepspeed:`",
+            code="fsdp-setting",
+        )
+
+
 def _check_step(c: Checker, d: int, kind: str, name: str, block: dict[str, Any]) -> None:
     p: YamlPath = (kind, name)
     if kind == "generate":
@@ -136,6 +161,7 @@ def _check_step(c: Checker, d: int, kind: str, name: str, block: dict[str, Any])
                 code="train-shape",
             )
         _check_trainer_mapping(c, d, p, block.get("trainer"))
+        _check_distributed(c, d, p, block)
         method = block.get("method", "lora")
         for key, methods in (
             ("lora", {"lora", "qlora", "dora"}),
