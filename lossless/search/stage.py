@@ -94,7 +94,11 @@ def run_search(step: MergeStep, ctx: StepContext) -> dict[str, str]:
     assert measure.reference is not None
     quiet = ctx.options.quiet
     root = search_root(step, ctx)
-    inputs = eval_step.prepare_inputs(measure, ctx.recipe_dir)
+    from lossless.engine.hub_data import located_hub_errors, with_pinned_datasets
+
+    measure = with_pinned_datasets(measure, ctx.recipe, ctx.resolver.dataset_commit)
+    with located_hub_errors(ctx.recipe, measure.name):
+        inputs = eval_step.prepare_inputs(measure, ctx.recipe_dir, quiet=quiet)
     _check_measurable(search, inputs)
     formats = {name: info.format for name, info in inputs.datasets.items()}
 
