@@ -117,8 +117,11 @@ def hub_dataset_id(name: str) -> tuple[str, str | None]:
 
 def data_value(path: str, revision: str | None) -> str:
     """A data entry as one reference: `{path: org/set, revision: v1}` is `org/set@v1` (the lock's
-    key, the fingerprint's name); a path that carries its own `@rev` keeps it."""
-    return f"{path}@{revision}" if revision and "@" not in path else path
+    key, the fingerprint's name); a path that carries its own `@rev` keeps it, and a file path
+    takes no revision (validation reports one)."""
+    if not revision or "@" in path or is_explicit_path(path):
+        return path
+    return path if Path(path).suffix.lower() in DATA_SUFFIXES else f"{path}@{revision}"
 
 
 def classify_ref(

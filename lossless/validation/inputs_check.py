@@ -127,7 +127,8 @@ def check_inputs(
 
 
 def _check_data_file(c: Checker, d: int, path: YamlPath, item: Input) -> None:
-    value = item.value
+    written = c.get(d, path)  # `{path, revision}` is one reference (`org/set@v1`) in `item`
+    value = written if isinstance(written, str) else item.value
     if path[-1] == "prompts":  # semantic.py says it
         return
     if data_kind(value, c.step_names, c.recipe_dir) != "local":
