@@ -404,10 +404,13 @@ def use_fake_hub_for_datasets(
 
     use_fake_hub(fake, monkeypatch, home)
     mp: Any = monkeypatch
-    mp.setattr(constants, "ENDPOINT", fake.url)
     mp.setattr(constants, "HF_HUB_CACHE", str(Path(home) / "hub"))
+    template = fake.url + "/{repo_id}/resolve/{revision}/{filename}"
+    mp.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
     mp.setattr(constants, "HF_HUB_OFFLINE", offline)
     mp.setattr(datasets.config, "HF_ENDPOINT", fake.url)
+    url = fake.url + "/datasets/{repo_id}/resolve/{revision}/{path}"
+    mp.setattr(datasets.config, "HUB_DATASETS_URL", url)
     mp.setattr(datasets.config, "HF_HUB_OFFLINE", offline)
     mp.setattr(datasets.config, "HF_DATASETS_CACHE", Path(home) / "datasets")
     if offline:

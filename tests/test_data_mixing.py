@@ -79,7 +79,9 @@ def test_a_mixture_of_real_files_has_the_weighted_rows_in_a_seeded_order(
     assert _texts(tokenize(settings.data, settings, tok, tmp_path, seed=4), tok) != texts
 
     weighted = TrainSettings(data=(DataSource("big.jsonl", weight=3), small), max_seq_length=32)
-    counts = Counter(t.split()[0] for t in _texts(tokenize(weighted.data, weighted, tok, tmp_path), tok))
+    counts = Counter(
+        t.split()[0] for t in _texts(tokenize(weighted.data, weighted, tok, tmp_path), tok)
+    )
     assert counts == {"alpha": 9, "beta": 3}  # 3:1 of 12
 
     plain = TrainSettings(data=(DataSource("big.jsonl"), DataSource("small.jsonl")))
@@ -107,7 +109,9 @@ def test_replay_and_ewc_mixtures_share_their_own_counts(tmp_path: Path, tok) -> 
     replay = ReplaySettings(data=(old[0], DataSource("small.jsonl", weight=3)), fraction=0.5)
     settings = TrainSettings(data=(DataSource("new.jsonl"),), replay=replay, max_seq_length=32)
     features = build_dataset("t", settings, tok, tmp_path, seed=0)
-    replayed = [t.split()[0] for f, t in zip(features, _texts(features, tok)) if f["replay"]]
+    replayed = [
+        t.split()[0] for f, t in zip(features, _texts(features, tok), strict=True) if f["replay"]
+    ]
     assert Counter(replayed) == {"alpha": 1, "beta": 3}  # 0.5 × 8 = 4 rows, 1:3
     ewc = EwcSettings(data=old, samples=5)
     picked = tokenize(ewc.data, settings, tok, tmp_path, seed=0, total=ewc.samples)

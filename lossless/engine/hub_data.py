@@ -25,10 +25,19 @@ from lossless.recipe.model import EvalStep, Recipe, Step, TrainStep
 from lossless.recipe.references import data_kind, hub_dataset_id
 
 StepT = TypeVar("StepT", bound=Step)
-HUB_DATA_FIX = (
-    "set HF_TOKEN (or `hf auth login`) for a private or gated dataset, pin `revision:` to a "
-    "commit (one already in the cache also works offline), or use a local file"
-)
+TOKEN_FIX = "set HF_TOKEN (or `hf auth login`) for a private or gated dataset"
+OTHER_FIXES = "pin `revision:` to a commit (one in the cache works offline), or use a local file"
+
+
+def hub_data_hint(hint: str | None) -> str:
+    """A hub dataset error's hint, completed with the ways out the client's own hint lacks."""
+    if not hint:
+        return f"{TOKEN_FIX}, {OTHER_FIXES}"
+    return (
+        f"{hint}; or {OTHER_FIXES}"
+        if "HF_TOKEN" in hint
+        else f"{hint}; or {TOKEN_FIX}, {OTHER_FIXES}"
+    )
 
 
 def hub_data_inputs(recipe: Recipe, step: str) -> list[Any]:
@@ -43,8 +52,7 @@ def hub_data_inputs(recipe: Recipe, step: str) -> list[Any]:
 
 def at_input(error: LosslessError, recipe: Recipe, path: YamlPath) -> LosslessError:
     """`error` with where the input is written in front, and how to fix a hub dataset."""
-    hint = f"{error.hint}; or {HUB_DATA_FIX}" if error.hint else HUB_DATA_FIX
-    return LosslessError(f"{recipe.where(path)}: {error.message}", hint=hint)
+    return LosslessError(f"{recipe.where(path)}: {error.message}", hint=hub_data_hint(error.hint))
 
 
 def with_pinned_datasets(step: StepT, recipe: Recipe, commit_of: Callable[[str], str]) -> StepT:

@@ -160,9 +160,9 @@ def _located(
     place = where(path) if where is not None else format_yaml_path(path[1:])
     hint = error.hint
     if kind == "data":
-        from lossless.engine.hub_data import HUB_DATA_FIX
+        from lossless.engine.hub_data import hub_data_hint
 
-        hint = f"{hint}; or {HUB_DATA_FIX}" if hint else HUB_DATA_FIX
+        hint = hub_data_hint(hint)
     return LosslessError(f"{place}: {error.message}", hint=hint)
 
 

@@ -8,7 +8,8 @@ make which split and subset (the repo's README `configs:`, or its file layout), 
 into the hub cache (HF_HOME / HF_HUB_CACHE, the user's token from HF_TOKEN or `hf auth login`),
 the Arrow files in its own cache (HF_DATASETS_CACHE), offline reruns from them
 (HF_HUB_OFFLINE=1). It reads those variables when it is imported, that is as the command starts.
-Dataset loading scripts (`*.py`) never run: `datasets` 4 and later refuse them.
+Dataset loading scripts (`*.py`) never run: `datasets` 4 and later have no way to run them, 3
+only with `trust_remote_code=True`, which lossless never passes.
 
 A directory on disk is read the same way: a clone of a dataset repo (its data files and README)
 through `load_dataset`, an output of `Dataset.save_to_disk` through `load_from_disk`.
@@ -149,14 +150,14 @@ def _quiet(quiet: bool) -> Iterator[None]:
     if not quiet:
         yield
         return
+    import datasets.utils as datasets_utils
     from datasets.utils import logging as datasets_logging
-    from datasets.utils import tqdm as datasets_tqdm
     from huggingface_hub.utils import disable_progress_bars
 
-    bars_were_on = not datasets_tqdm.are_progress_bars_disabled()
+    bars_were_on = not datasets_utils.are_progress_bars_disabled()
     verbosity = datasets_logging.get_verbosity()
     if bars_were_on:
-        datasets_tqdm.disable_progress_bars()
+        datasets_utils.disable_progress_bars()
     datasets_logging.set_verbosity_error()
     try:
         with disable_progress_bars():
@@ -164,4 +165,4 @@ def _quiet(quiet: bool) -> Iterator[None]:
     finally:
         datasets_logging.set_verbosity(verbosity)
         if bars_were_on:
-            datasets_tqdm.enable_progress_bars()
+            datasets_utils.enable_progress_bars()
