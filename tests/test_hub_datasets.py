@@ -210,7 +210,10 @@ def test_a_run_trains_on_the_pinned_commit_and_only_skips_other_steps_datasets(
     make_model(tmp_path / "r" / "tiny", layers=1)
     work = tmp_path / "w"
     first = hub.resolve(f"datasets/{REPO}", "main")
+    capsys.readouterr()
     assert cli(["run", "-q", str(recipe), "--only", "chat", "--work-dir", str(work)]) == 0
+    quiet = capsys.readouterr()
+    assert (quiet.out, quiet.err) == ("", "")  # -q: no download or "Generating split" bars
     metrics = json.loads((work / "chat" / "metrics.json").read_text())
     assert metrics["examples"] == 12  # 6 hub rows + 6 local rows, half each: every row once
     assert downloads(hub) and all(f"/resolve/{first}/" in p for p in downloads(hub))
@@ -247,3 +250,41 @@ def test_local_dataset_directories(tmp_path: Path) -> None:
         (clone / name).write_bytes(data)
     rows, _ = load_source(DataSource("clone", split="test"), tmp_path, quiet=True)
     assert rows == ROWS[:2]
+
+
+def test_an_eval_step_measures_a_hub_split(hub: FakeHub, tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    make_model(root / "tiny", layers=1)
+    recipe = write_recipe(
+        root,
+        "eval:\n  measure:\n    models: [./tiny]\n    metrics: [loss]\n"
+        f"    data: {{held: {{path: {REPO}, split: test, format: chat}}}}\n",
+    )
+    work = tmp_path / "w"
+    assert cli(["run", "-q", str(recipe), "--work-dir", str(work)]) == 0
+    report = json.loads((work / "measure" / "eval.json").read_text())
+    commit = hub.resolve(f"datasets/{REPO}", "main")
+    assert all(f"/resolve/{commit}/" in p for p in downloads(hub))
+    assert "data/test.jsonl" in " ".join(downloads(hub))
+    assert report["datasets"]["held"]["path"] == f"{REPO}@{commit} (test)"
+    assert report["scores"]["./tiny"]["held"]["examples"] == 2  # the test split's two rows
+
+
+def test_a_locked_run_reads_the_locked_commit_and_skips_what_it_could_not_resolve(
+    hub: FakeHub, tmp_path: Path
+) -> None:
+    from lossless.engine.lockfile import check_locked, write_lock
+    from lossless.engine.resolver import Resolver
+    from lossless.recipe.build import build_recipe
+
+    recipe = build_recipe(str(tmp_path / "r.yaml"), [{"train": {"t": {"data": REPO}}}])
+    pinned = {"kind": "hub", "repo": REPO, "repo_type": "dataset", "commit": "c" * 40}
+    hub.requests.clear()
+    assert Resolver(recipe, locked={REPO: pinned}).dataset_commit(REPO) == "c" * 40
+    assert hub.requests == []
+
+    (tmp_path / "r.yaml").write_text("train: {}\n")
+    write_lock(tmp_path / "r.yaml", {REPO: pinned, "org/other": {**pinned, "repo": "org/other"}})
+    check_locked(tmp_path / "r.yaml", {REPO: pinned}, unresolved={"org/other": "offline"})
+    with pytest.raises(LosslessError, match="org/other: in the lock but no longer used"):
+        check_locked(tmp_path / "r.yaml", {REPO: pinned})
