@@ -388,3 +388,30 @@ def use_fake_hub(fake: FakeHub, monkeypatch: object, home: str | Path) -> None:
         mp.delenv(name, raising=False)
     mp.setattr(constants, "HF_TOKEN_PATH", str(Path(home) / "token"))
     mp.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+def use_fake_hub_for_datasets(
+    fake: FakeHub, monkeypatch: object, home: str | Path, *, offline: bool = False
+) -> None:
+    """`use_fake_hub`, and the `datasets` library pointed at the fake too.
+
+    datasets reads HF_ENDPOINT, HF_HUB_OFFLINE and its cache directory when it is imported, and
+    huggingface_hub its hub cache: a command gets them from its environment at start, a test
+    that imported them earlier patches the constants. `offline` is HF_HUB_OFFLINE=1 for all.
+    """
+    import datasets
+    from huggingface_hub import constants
+
+    use_fake_hub(fake, monkeypatch, home)
+    mp: Any = monkeypatch
+    mp.setattr(constants, "HF_HUB_CACHE", str(Path(home) / "hub"))
+    template = fake.url + "/{repo_id}/resolve/{revision}/{filename}"
+    mp.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    mp.setattr(constants, "HF_HUB_OFFLINE", offline)
+    mp.setattr(datasets.config, "HF_ENDPOINT", fake.url)
+    url = fake.url + "/datasets/{repo_id}/resolve/{revision}/{path}"
+    mp.setattr(datasets.config, "HUB_DATASETS_URL", url)
+    mp.setattr(datasets.config, "HF_HUB_OFFLINE", offline)
+    mp.setattr(datasets.config, "HF_DATASETS_CACHE", Path(home) / "datasets")
+    if offline:
+        mp.setenv("HF_HUB_OFFLINE", "1")

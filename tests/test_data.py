@@ -121,3 +121,62 @@ def test_examples_whose_answer_is_cut_away_are_counted(tmp_path: Path, tok, caps
     settings = TrainSettings(data=(DataSource("most-long.jsonl"),), max_seq_length=16)
     with pytest.raises(LosslessError, match="only 1 are left"):
         tokenize(settings.data, settings, tok, tmp_path)
+
+
+def test_each_local_format_gives_its_rows_as_examples(tmp_path: Path, tok) -> None:
+    """json / parquet / csv / jsonl files, as a train step reads them, through to examples."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lossless.training.datasets import load_source
+    from lossless.training.settings import DataSource
+
+    rows = [{"instruction": "Add 1 2", "output": "3"}, {"instruction": "Add 2 2", "output": "4"}]
+    (tmp_path / "d.json").write_text(json.dumps({"data": rows}))  # an exporter's wrapper
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    (tmp_path / "d.csv").write_text('instruction,output\n"Add 1 2",3\n"Add 2 2",4\n')
+    write_jsonl(tmp_path / "d.jsonl", rows)
+    for name in ("d.json", "d.parquet", "d.csv", "d.jsonl"):
+        got, label = load_source(DataSource(name), tmp_path)
+        assert got == rows and label == str(tmp_path / name)
+        examples = to_examples(got, detect_format(got, label), tok, None, source=label)
+        assert [(e.prompt, e.answer) for e in examples] == [
+            ("### Instruction:\nAdd 1 2\n\n### Response:\n", "3"),
+            ("### Instruction:\nAdd 2 2\n\n### Response:\n", "4"),
+        ]
+
+
+def test_bad_rows_of_json_csv_and_parquet_name_the_file_and_row(tmp_path: Path, tok) -> None:
+    (tmp_path / "list.json").write_text('[{"text": "a"}, "b"]')
+    with pytest.raises(LosslessError, match=r"list\.json: row 2: expected a JSON object, got str"):
+        load_rows(tmp_path / "list.json")
+    (tmp_path / "object.json").write_text('{"text": "a"}')
+    with pytest.raises(
+        LosslessError, match=r"object\.json: expected a JSON list of objects, got dict"
+    ):
+        load_rows(tmp_path / "object.json")
+    (tmp_path / "broken.json").write_text('[{"text": "a"},\n {"text": }]')
+    with pytest.raises(LosslessError, match=r"broken\.json: invalid JSON at line 2"):
+        load_rows(tmp_path / "broken.json")
+
+    (tmp_path / "wide.csv").write_text("prompt,completion\na,b\nc,d,e\n")
+    with pytest.raises(LosslessError) as wide:
+        load_rows(tmp_path / "wide.csv")
+    assert "wide.csv: row 2 (line 3): 3 fields, the header names 2" in wide.value.message
+    assert "quote" in (wide.value.hint or "")
+    (tmp_path / "short.csv").write_text("prompt,completion\na,b\nc\n")
+    short = load_rows(tmp_path / "short.csv")
+    assert short == [{"prompt": "a", "completion": "b"}, {"prompt": "c"}]
+    with pytest.raises(LosslessError, match=r"short\.csv: row 2: missing field 'completion'"):
+        to_examples(short, "completion", tok, None, source=str(tmp_path / "short.csv"))
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([{"text": "a"}, {"text": None}]), tmp_path / "n.parquet")
+    nulls = load_rows(tmp_path / "n.parquet")
+    with pytest.raises(LosslessError, match=r"n\.parquet: row 2: missing field 'text'"):
+        to_examples(nulls, "text", tok, None, source=str(tmp_path / "n.parquet"))
+    (tmp_path / "fake.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(LosslessError, match=r"fake\.parquet: not a readable parquet file"):
+        load_rows(tmp_path / "fake.parquet")

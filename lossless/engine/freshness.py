@@ -20,6 +20,8 @@ from lossless.engine.publish import read_manifest
 from lossless.engine.resolver import Resolver
 from lossless.engine.state import StateStore
 from lossless.engine.verify import output_differences
+from lossless.errors import LosslessError
+from lossless.recipe.inputs import Input
 from lossless.recipe.model import (
     ApplyStep,
     EvalStep,
@@ -29,7 +31,7 @@ from lossless.recipe.model import (
     Step,
     TrainStep,
 )
-from lossless.recipe.references import local_path
+from lossless.recipe.references import data_kind, local_path
 
 
 def train_provenance(step: TrainStep) -> dict[str, object]:
@@ -111,10 +113,7 @@ class Freshness:
                 dependency = self.recipe.step(item.value)
                 components[f"step:{item.value}"] = self.fingerprint(dependency).value
                 continue
-            path = local_path(item.value, self.resolver.recipe_dir)
-            # A missing path is a hub dataset id or a preset name: its name is its identity.
-            identity = path_identity(path) if path is not None else f"ref:{item.value}"
-            components.setdefault(f"data:{item.value}", identity)
+            components.setdefault(f"data:{item.value}", self._data_identity(item))
         fingerprint = Fingerprint(components)
         self._fingerprints[step.name] = fingerprint
         return fingerprint
@@ -140,6 +139,20 @@ class Freshness:
 
     def inputs_made(self, step: Step) -> dict[str, str | None]:
         return {d.name: self.made(d) for d in self.dependencies(step)}
+
+    def _data_identity(self, item: Input) -> str:
+        """A local file's content hash; a hub dataset's commit (a branch that moves makes the
+        step stale); a missing path (validation's to report) or preset name: its name."""
+        recipe_dir = self.resolver.recipe_dir
+        if data_kind(item.value, self.recipe.step_names, recipe_dir) == "hub":
+            from lossless.engine.hub_data import at_input
+
+            try:
+                return f"hub:{self.resolver.dataset_commit(item.value)}"
+            except LosslessError as error:
+                raise at_input(error, self.recipe, item.path) from None
+        path = local_path(item.value, recipe_dir)
+        return path_identity(path) if path is not None else f"ref:{item.value}"
 
     def status(self, step: Step) -> StepStatus:
         fingerprint = self.fingerprint(step)

@@ -23,15 +23,15 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from lossless.engine.content_hash import cached_sha256
 from lossless.errors import LosslessError, YamlPath, format_yaml_path
-from lossless.hub.repos import parse_hub_ref
+from lossless.hub.repos import HubRef, parse_hub_ref
 from lossless.recipe.model import Recipe
-from lossless.recipe.references import local_path
+from lossless.recipe.references import data_kind, hub_dataset_id, local_path
 
 LOCK_VERSION = 2  # 2: model dirs hashed by content (1 hashed their safetensors headers)
 MAX_HEADER_BYTES = 100_000_000  # a safetensors header larger than this is corrupt or hostile
@@ -41,9 +41,10 @@ Entry = dict[str, Any]
 
 
 class Input(NamedTuple):
-    """One input to pin: a model, adapter or data reference that names no step. Data paths are
-    local unless written `hf://datasets/org/name` (`data/train.jsonl` is shaped like a hub id
-    too, so the explicit prefix decides)."""
+    """One input to pin: a model, adapter or data reference that names no step. A data value
+    is a hub dataset when `recipe/references.data_kind` says so: `hf://datasets/org/name`, or
+    `org/name` (`@rev`) that names nothing on disk and has no data file suffix
+    (`data/train.jsonl` is a file, `teknium/OpenHermes-2.5` a dataset)."""
 
     path: YamlPath  # (document index, "train", "skill", "data")
     ref: str  # "org/name@rev", "data/x.jsonl", "./models/local"
@@ -80,30 +81,44 @@ def lock_entries(
     base_dir: str | Path,
     *,
     resolve_commit: Callable[[str], str] | None = None,
+    where: Callable[[YamlPath], str] | None = None,
+    optional: Callable[[YamlPath], bool] | None = None,
+    skipped: dict[str, str] | None = None,
 ) -> dict[str, Entry]:
     """Resolve every input: hub refs to commits (no download), local paths to content hashes.
 
     `base_dir` is the recipe's directory (relative paths in a recipe are taken from there).
-    `resolve_commit("org/name@rev") -> commit` defaults to `lossless.hub.repos.resolve_commit`.
+    `resolve_commit("org/name@rev") -> commit` defaults to `lossless.hub.repos.resolve_commit`
+    (a hub dataset is passed as `hf://datasets/org/name@rev`). `where(path)` says where an input
+    is written, for the error of one that cannot be resolved. An input whose every use is
+    `optional(path)` and cannot be resolved is left out, and put in `skipped` with the reason.
     """
     if resolve_commit is None:
         from lossless.hub.repos import resolve_commit as hub_commit
 
         resolve_commit = hub_commit
+    inputs = list(inputs)
+    required = {ref for path, ref, _ in inputs if optional is None or not optional(path)}
     entries: dict[str, Entry] = {}
     missing: list[str] = []
     for path, ref, kind in inputs:
         if ref in entries:
             continue
         local = local_path(ref, base_dir)
-        explicit = ref.startswith(("hf://", "hub:"))
-        hub = None if local is not None or (kind == "data" and not explicit) else parse_hub_ref(ref)
+        hub = _hub_ref(ref, kind, base_dir) if local is None else None
         if hub is not None:
+            try:
+                commit = resolve_commit(_commit_query(ref, hub))
+            except LosslessError as error:
+                if ref not in required and skipped is not None:
+                    skipped[ref] = error.message
+                    continue
+                raise _located(error, path, kind, where) from None
             entry: Entry = {
                 "kind": "hub",
                 "repo": hub.repo_id,
                 "revision": hub.revision or "main",
-                "commit": resolve_commit(ref),
+                "commit": commit,
             }
             if hub.repo_type != "model":
                 entry["repo_type"] = hub.repo_type
@@ -119,6 +134,36 @@ def lock_entries(
             hint=f"paths are relative to the recipe's directory ({base_dir}), then the current one",
         )
     return entries
+
+
+def _hub_ref(ref: str, kind: str, base_dir: str | Path) -> HubRef | None:
+    """The hub repo a reference that is no local path names (None: neither)."""
+    if kind != "data":
+        return parse_hub_ref(ref)
+    if data_kind(ref, (), base_dir) != "hub":
+        return None
+    repo, revision = hub_dataset_id(ref)
+    return HubRef(repo, revision, "dataset")
+
+
+def _commit_query(ref: str, hub: HubRef) -> str:
+    """What `resolve_commit` is asked: the reference itself, a dataset with its repo type."""
+    if hub.repo_type != "dataset":
+        return ref
+    return f"hf://datasets/{hub.repo_id}" + (f"@{hub.revision}" if hub.revision else "")
+
+
+def _located(
+    error: LosslessError, path: YamlPath, kind: str, where: Callable[[YamlPath], str] | None
+) -> LosslessError:
+    """An unresolvable hub input's error, with where it is written and (data) the ways out."""
+    place = where(path) if where is not None else format_yaml_path(path[1:])
+    hint = error.hint
+    if kind == "data":
+        from lossless.engine.hub_data import hub_data_hint
+
+        hint = hub_data_hint(hint)
+    return LosslessError(f"{place}: {error.message}", hint=hint)
 
 
 def hash_local(path: Path) -> Entry:
@@ -252,18 +297,46 @@ def locked_revision(entries: Mapping[str, Entry], ref: str) -> str | None:
 
 def resolve_inputs(recipe: Recipe, *, cache_dir: str | None = None) -> dict[str, Entry]:
     """What every input of the recipe resolves to now (hub: no download; offline: the cache)."""
+    entries, _ = resolve_for_run(recipe, cache_dir=cache_dir, steps=None)
+    return entries
+
+
+def resolve_for_run(
+    recipe: Recipe, *, cache_dir: str | None, steps: Collection[str] | None
+) -> tuple[dict[str, Entry], dict[str, str]]:
+    """`resolve_inputs` for a run of `steps` (None: every step): an input that only steps
+    outside them read and that cannot be resolved (offline, unreachable) is left out, and
+    returned with the reason, so `--only a` never fails on step b's hub dataset."""
     from lossless.hub.repos import resolve_commit
 
-    return lock_entries(
+    def commit(ref: str) -> str:  # datasets live in the datasets library's (default) hub cache
+        return resolve_commit(
+            ref, cache_dir=None if ref.startswith("hf://datasets/") else cache_dir
+        )
+
+    owners: dict[YamlPath, set[str]] = {}
+    for item in recipe.inputs:
+        owners.setdefault(item.path, set()).add(item.owner)
+    skipped: dict[str, str] = {}
+    entries = lock_entries(
         recipe_inputs(recipe),
         Path(recipe.path).parent,
-        resolve_commit=lambda ref: resolve_commit(ref, cache_dir=cache_dir),
+        resolve_commit=commit,
+        where=recipe.where,
+        optional=None if steps is None else lambda path: not owners.get(path, set()) & set(steps),
+        skipped=skipped,
     )
+    return entries, skipped
 
 
-def check_locked(recipe_path: str | Path, entries: Mapping[str, Entry]) -> None:
-    """For `run --locked`: raise (listing every difference) unless RECIPE.lock matches `entries`."""
-    differences = compare_lock(read_lock(lock_path(recipe_path)), entries)
+def check_locked(
+    recipe_path: str | Path, entries: Mapping[str, Entry], *, unresolved: Collection[str] = ()
+) -> None:
+    """For `run --locked`: raise (listing every difference) unless RECIPE.lock matches `entries`.
+    `unresolved`: refs this run could not resolve and does not read (compared no further)."""
+    locked = read_lock(lock_path(recipe_path))
+    locked = {ref: entry for ref, entry in locked.items() if ref not in unresolved}
+    differences = compare_lock(locked, entries)
     if differences:
         raise locked_error(recipe_path, differences)
 

@@ -56,6 +56,7 @@ class Resolver:
     locked: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # RECIPE.lock entries
     _external: dict[str, Path] = field(default_factory=dict)
     _commits: dict[str, str | None] = field(default_factory=dict)
+    _dataset_commits: dict[str, str] = field(default_factory=dict)
 
     @property
     def recipe_dir(self) -> Path:
@@ -113,6 +114,28 @@ class Resolver:
 
         pinned = revision or self._locked_commit(name)
         return f"hub:{resolve_commit(name, pinned, cache_dir=self.cache_dir)}"
+
+    def dataset_commit(self, value: str) -> str:
+        """The commit a hub dataset value (`org/set`, `org/set@v1`, `hf://datasets/org/set`) is
+        read at in this run: the lock's under --locked, else resolved once (no download)."""
+        if value in self._dataset_commits:
+            return self._dataset_commits[value]
+        entry = self.locked.get(value)
+        if entry and entry.get("kind") == "hub":
+            commit = str(entry["commit"])
+        else:
+            from lossless.hub.repos import default_cache_dir, is_offline, resolve_commit
+            from lossless.recipe.references import hub_dataset_id
+            from lossless.training.hub_datasets import remember_revision
+
+            repo, revision = hub_dataset_id(value)
+            # The datasets library keeps hub files in the default hub cache, not in
+            # --transformers-cache (a models' cache): resolve against the same one.
+            commit = resolve_commit(f"hf://datasets/{repo}", revision)
+            if not is_offline():
+                remember_revision(repo, revision or "main", commit, default_cache_dir())
+        self._dataset_commits[value] = commit
+        return commit
 
     def input_dirs(self, step: str) -> list[Path]:
         """Every directory a step reads: external models and the outputs of earlier steps."""

@@ -160,9 +160,12 @@ class Runner:
     def _run_locked(self) -> list[StepStatus]:
         from lossless.engine import lockfile
 
-        entries = lockfile.resolve_inputs(self.recipe, cache_dir=self.options.cache_dir)
+        selected = {s.name for s in self.selected()} if self.options.only else None
+        entries, unresolved = lockfile.resolve_for_run(
+            self.recipe, cache_dir=self.options.cache_dir, steps=selected
+        )
         if self.options.locked:
-            lockfile.check_locked(self.recipe.path, entries)
+            lockfile.check_locked(self.recipe.path, entries, unresolved=unresolved)
             self.resolver.locked = entries
         self.lock_text = lockfile.lock_text(self.recipe.path, entries)
         for step in self.selected():  # refuse before hours of training, not after
@@ -171,7 +174,15 @@ class Runner:
             self._preflight(step)
         self.check_disk_space()
         results = [self._run_or_skip(step) for step in self.selected()]
-        if self.options.write_lock:
+        if self.options.write_lock and unresolved:
+            self._note(
+                f"{lockfile.lock_path(self.recipe.path).name} not updated: "
+                + "; ".join(
+                    f"{ref} could not be resolved ({why})" for ref, why in unresolved.items()
+                )
+                + " (no step of this run reads it)"
+            )
+        elif self.options.write_lock:
             lockfile.write_lock(self.recipe.path, entries)
         return results
 

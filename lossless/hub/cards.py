@@ -34,7 +34,6 @@ from lossless.recipe.model import (
 
 BASE_TAGS = ("lossless",)
 MERGE_TAGS = ("mergekit", "merge")
-DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt")
 
 
 @dataclass(frozen=True)
@@ -135,11 +134,11 @@ def _add_data(recipe: Recipe, value: str, walk: _Walk) -> None:
     if value in recipe.step_names:
         _walk(recipe, value, walk)
         return
-    # As training/datasets.load_rows reads it: a data file by its suffix, else a hub dataset id.
-    name = value.split(":")[0]
-    is_file = PurePath(name).suffix.lower() in DATA_SUFFIXES
-    if not is_file and _kind(recipe, name) == "hub":
-        walk.hub_datasets.setdefault(value.split(":")[0], None)
+    from lossless.recipe.references import data_kind, hub_dataset_id
+
+    # As the train step reads it (references.data_kind); the card names a hub dataset's repo.
+    if data_kind(value, recipe.step_names, Path(recipe.path).parent) == "hub":
+        walk.hub_datasets.setdefault(hub_dataset_id(value)[0], None)
     else:
         walk.local_datasets.setdefault(display_name(value), None)
 

@@ -181,10 +181,17 @@ def _strings(value: Any) -> str | tuple[str, ...] | None:
 
 
 def _data(value: Any) -> tuple[DataSource, ...]:
-    """`data:` as a path, a list of paths (or of {path, ...}), or one {path, format, split}."""
+    """`data:` as a path, a list of paths (or of {path, weight, ...}), or one {path, ...}."""
     items = value if isinstance(value, list) else [value] if value else []
     return tuple(
-        DataSource(item["path"], item.get("format"), item.get("split"))
+        DataSource(
+            item["path"],
+            format=item.get("format"),
+            split=item.get("split"),
+            subset=item.get("subset"),
+            revision=item.get("revision"),
+            weight=float(item["weight"]) if item.get("weight") is not None else None,
+        )
         if isinstance(item, Mapping)
         else DataSource(item)
         for item in items

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from lossless.errors import YamlPath, format_yaml_path
 from lossless.recipe.model import DEFAULT_MERGE_NAME, ModelRef
+from lossless.recipe.references import data_value
 
 InputKind = Literal["model", "data"]
 
@@ -132,13 +133,16 @@ def walk_inputs(documents: Sequence[Any]) -> list[Input]:
 def _collect(
     owner: str, path: YamlPath, value: Any, kind: InputKind, *, many: bool = False
 ) -> list[Input]:
-    """A string; with `many`, also a list of them. Data may be `{path: ...}` (with options)."""
+    """A string; with `many`, also a list of them. Data may be `{path: ...}` (with options: a
+    weight in a mixture, a hub dataset's `revision`, which becomes part of the reference)."""
     if isinstance(value, str):
         return [Input(owner, path, value, kind)] if value else []
     if many and isinstance(value, list):
         return [x for i, item in enumerate(value) for x in _collect(owner, (*path, i), item, kind)]
     if kind == "data" and isinstance(value, Mapping) and isinstance(value.get("path"), str):
-        return _collect(owner, (*path, "path"), value["path"], kind)
+        revision = value.get("revision")
+        name = data_value(value["path"], revision if isinstance(revision, str) else None)
+        return _collect(owner, (*path, "path"), name if value["path"] else "", kind)
     return []
 
 

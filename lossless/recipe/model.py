@@ -274,6 +274,25 @@ class Recipe:
 
         return tuple(walk_inputs(self.documents))
 
+    def where(self, path: tuple[str | int, ...]) -> str:
+        """`recipe.yaml:12:11 (train.skill.data[1].path)`: where an input is written, for a run's
+        messages; `path` is an `Input.path` (document index, *keys)."""
+        from pathlib import Path
+
+        from lossless.errors import format_yaml_path
+        from lossless.recipe.yaml_io import parse_documents
+
+        line = col = 0
+        try:
+            text = self.text if self.text is not None else Path(self.path).read_text("utf-8")
+            documents, _ = parse_documents(text, self.path)
+            if path and isinstance(path[0], int) and path[0] < len(documents):
+                line, col = documents[path[0]][1].value_at(path[1:])
+        except (OSError, UnicodeDecodeError):
+            pass  # the file moved since it was read: the YAML path alone still says where
+        place = f"{self.path}:{line}:{col}" if line else self.path
+        return f"{place} ({format_yaml_path(path[1:])})"
+
     def inputs_of(self, step: str, kind: str | None = None) -> list[Input]:
         return [i for i in self.inputs if i.owner == step and kind in (None, i.kind)]
 

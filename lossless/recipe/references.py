@@ -7,6 +7,12 @@ Rules (as a careful mergekit user expects them):
   resolves against the CWD; a recipe that travels with its models expects its own directory);
 - `org/name` not found on disk is a hub id; a bare word that is none of these is an error, with a
   did-you-mean over the step names (a typo'd step name is the usual cause).
+
+Data values (`data:`, `replay.data`, eval datasets) follow the same order, with one more rule: a
+name that ends in a data file suffix (`data/train.jsonl`) is a local file even when it is missing
+(validation says so), because it is also shaped like `org/name`. So `teknium/OpenHermes-2.5` or
+`org/set@v1.0` is a hub dataset and `data/new.jsonl` a file; `hf://datasets/org/name` always
+means the hub.
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ from lossless.errors import LosslessError
 from lossless.recipe.model import ModelRef
 
 RefKind = Literal["step", "local", "hub"]
+
+# The files `training/datasets.load_rows` reads, by suffix.
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt")
+HUB_PREFIXES = ("hf://", "hub:")
 
 # `Qwen/Qwen2-7B`, `meta-llama/Llama-3.1-8B`: one slash, no spaces, no leading dot.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$")
@@ -77,6 +87,41 @@ def classify_name(name: str, step_names: Collection[str], recipe_dir: str | Path
     raise UnknownReference(
         f"`{name}` is not a step name, an existing path, or a hub id (org/name)", hint=hint
     )
+
+
+def data_kind(name: str, step_names: Collection[str], recipe_dir: str | Path | None) -> RefKind:
+    """What a data value reads: a `generate:` step's rows, a local file or dataset directory, or
+    a hub dataset (never an error: a missing local file is validation's to report)."""
+    if name in step_names:
+        return "step"
+    if name.startswith(HUB_PREFIXES):
+        return "hub"
+    if is_explicit_path(name) or local_path(name, recipe_dir) is not None:
+        return "local"
+    repo = hub_dataset_id(name)[0]
+    if Path(repo).suffix.lower() in DATA_SUFFIXES or not looks_like_hub_id(repo):
+        return "local"
+    return "hub"
+
+
+def hub_dataset_id(name: str) -> tuple[str, str | None]:
+    """(repo id, revision) of a hub dataset value: `org/name@rev`, `hf://datasets/org/name`.
+
+    >>> hub_dataset_id("hf://datasets/teknium/OpenHermes-2.5@v1")
+    ('teknium/OpenHermes-2.5', 'v1')
+    """
+    body = name.removeprefix("hub:").removeprefix("hf://").removeprefix("datasets/")
+    repo, at, revision = body.partition("@")
+    return repo, revision if at else None
+
+
+def data_value(path: str, revision: str | None) -> str:
+    """A data entry as one reference: `{path: org/set, revision: v1}` is `org/set@v1` (the lock's
+    key, the fingerprint's name); a path that carries its own `@rev` keeps it, and a file path
+    takes no revision (validation reports one)."""
+    if not revision or "@" in path or is_explicit_path(path):
+        return path
+    return path if Path(path).suffix.lower() in DATA_SUFFIXES else f"{path}@{revision}"
 
 
 def classify_ref(

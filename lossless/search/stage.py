@@ -90,11 +90,14 @@ def run_search(step: MergeStep, ctx: StepContext) -> dict[str, str]:
 
     search = step.search
     assert search is not None
-    measure = search.measure
+    from lossless.engine.hub_data import located_hub_errors, with_pinned_datasets
+
+    measure = with_pinned_datasets(search.measure, ctx.recipe, ctx.resolver.dataset_commit)
     assert measure.reference is not None
     quiet = ctx.options.quiet
     root = search_root(step, ctx)
-    inputs = eval_step.prepare_inputs(measure, ctx.recipe_dir)
+    with located_hub_errors(ctx.recipe, measure.name):
+        inputs = eval_step.prepare_inputs(measure, ctx.recipe_dir, quiet=quiet)
     _check_measurable(search, inputs)
     formats = {name: info.format for name, info in inputs.datasets.items()}
 

@@ -47,19 +47,22 @@ class EvalResult:
 
 def run(step: EvalStep, ctx: StepContext) -> None:
     """The runner's entry: every model's directory, then `run_eval` into `ctx.out_dir`."""
+    from lossless.engine.hub_data import located_hub_errors, with_pinned_datasets
     from lossless.engine.resolver import with_data_files
 
     step = with_data_files(step, ctx.resolver)  # `generate:` step names → their data.jsonl
+    step = with_pinned_datasets(step, ctx.recipe, ctx.resolver.dataset_commit)  # hub: a commit
     refs = [*step.models, *([step.reference] if step.reference else [])]
     model_dirs = {str(ref): ctx.resolver.model_dir(ref) for ref in refs}
     try:
-        run_eval(
-            step,
-            model_dirs=model_dirs,
-            out_dir=ctx.out_dir,
-            recipe_dir=ctx.recipe_dir,
-            quiet=ctx.options.quiet,
-        )
+        with located_hub_errors(ctx.recipe, step.name):
+            run_eval(
+                step,
+                model_dirs=model_dirs,
+                out_dir=ctx.out_dir,
+                recipe_dir=ctx.recipe_dir,
+                quiet=ctx.options.quiet,
+            )
     except GateFailed as failed:  # point at where the numbers will live once published
         raise GateFailed(
             failed.message, hint=f"every number is in {ctx.target / 'eval.json'}"
@@ -93,7 +96,7 @@ def run_eval(
 
         require_lm_eval()  # fail before hours of scoring, not after
 
-    datasets, rows = _load_datasets(step, recipe_dir)
+    datasets, rows = _load_datasets(step, recipe_dir, quiet)
     _precheck_gates(step, datasets, metrics)
 
     scores: dict[str, dict[str, dict[str, float]]] = {}
@@ -150,10 +153,10 @@ class EvalInputs:
     metrics: tuple[str, ...]
 
 
-def prepare_inputs(step: EvalStep, recipe_dir: Path) -> EvalInputs:
+def prepare_inputs(step: EvalStep, recipe_dir: Path, *, quiet: bool = False) -> EvalInputs:
     """Read and check the step's data (and its gates against it) before any model is loaded."""
     metrics = _metrics(step)
-    datasets, rows = _load_datasets(step, recipe_dir)
+    datasets, rows = _load_datasets(step, recipe_dir, quiet)
     _precheck_gates(step, datasets, metrics)
     return EvalInputs(datasets, rows, metrics)
 
@@ -213,10 +216,13 @@ def _metrics(step: EvalStep) -> tuple[str, ...]:
 
 
 def _load_datasets(
-    step: EvalStep, recipe_dir: Path
+    step: EvalStep, recipe_dir: Path, quiet: bool = False
 ) -> tuple[dict[str, DatasetInfo], dict[str, list[dict[str, Any]]]]:
-    """Each `data:` entry read once (rows shared by every model), its format detected."""
-    from lossless.training.datasets import detect_format, load_rows
+    """Each `data:` entry (a file, a dataset directory, a hub dataset at its pinned commit) read
+    once (rows shared by every model), its format detected."""
+    from lossless.recipe.references import data_kind
+    from lossless.training.datasets import detect_format, load_source
+    from lossless.training.settings import DataSource
 
     default_max = step.settings.get("max_samples")
     infos: dict[str, DatasetInfo] = {}
@@ -224,19 +230,25 @@ def _load_datasets(
     for name, spec in step.data.items():
         spec = {"path": spec} if isinstance(spec, str) else dict(spec)
         where = f"eval.{step.name}.data.{name}"
-        path = Path(spec["path"])
-        path = path if path.is_absolute() else recipe_dir / path
-        if not path.exists():
+        source = DataSource(
+            spec["path"],
+            split=spec.get("split"),
+            subset=spec.get("subset"),
+            revision=spec.get("revision"),
+        )
+        local = Path(source.path)
+        local = local if local.is_absolute() else recipe_dir / local
+        if data_kind(source.path, (), recipe_dir) != "hub" and not local.exists():
             raise LosslessError(
-                f"{where}: data file {path} does not exist",
-                hint="paths are relative to the recipe's directory",
+                f"{where}: data file {local} does not exist",
+                hint="paths are relative to the recipe's directory; a hub dataset is `org/name`",
             )
-        data = load_rows(path)
+        data, path = load_source(source, recipe_dir, quiet=quiet)
         limit = spec.get("max_samples", default_max)
         data = data[: int(limit)] if limit else data
         fmt = spec.get("format") or "auto"
         if fmt == "auto":
-            fmt = detect_format(data, str(path))
+            fmt = detect_format(data, path)
         metrics = _metrics(step)
         metric = default_metric(fmt)
         if metric not in metrics:  # e.g. metrics: [loss] on chat data

@@ -23,7 +23,14 @@ from lossless.recipe.model import TrainStep
 from lossless.threads import torch_threads
 from lossless.training.checkpoints import newest_complete
 from lossless.training.distributed import check_processes, distributed_arguments, save_sharded
-from lossless.training.examples import build_dataset, collator, pack, to_dataset, tokenize
+from lossless.training.examples import (
+    build_dataset,
+    collator,
+    hold_out,
+    pack,
+    to_dataset,
+    tokenize,
+)
 from lossless.training.loss_terms import EwcTerm, LossTerm, trainer_class
 from lossless.training.peft_setup import load_base, wrap_peft
 from lossless.training.settings import METHODS, TrainSettings
@@ -36,9 +43,11 @@ __all__ = ["pack", "run", "run_train"]  # pack: tests and callers import it from
 
 def run(step: TrainStep, ctx: StepContext) -> None:
     """The runner's entry: train into `ctx.out_dir`, resuming from its checkpoints."""
+    from lossless.engine.hub_data import located_hub_errors, with_pinned_datasets
     from lossless.engine.resolver import with_data_files
 
     step = with_data_files(step, ctx.resolver)  # `generate:` step names → their files
+    step = with_pinned_datasets(step, ctx.recipe, ctx.resolver.dataset_commit)  # hub: a commit
     base_dir = ctx.resolver.model_dir(step.base) if step.base else None
     inputs: dict[str, Any] = dict(
         base_dir=base_dir,
@@ -49,13 +58,14 @@ def run(step: TrainStep, ctx: StepContext) -> None:
         seed=ctx.options.seed,
     )
     launch = ctx.options.launch
-    if launch is not None and step.settings.data:  # an `init:`-only step has nothing to train
-        from lossless.training.launch import run_launched
+    with located_hub_errors(ctx.recipe, step.name):
+        if launch is not None and step.settings.data:  # an `init:`-only step has nothing to train
+            from lossless.training.launch import run_launched
 
-        log = ctx.target.parent / f".{ctx.target.name}.launch.log"
-        run_launched(step, launch, log=log, **inputs)
-    else:
-        run_train(step, **inputs)
+            log = ctx.target.parent / f".{ctx.target.name}.launch.log"
+            run_launched(step, launch, log=log, **inputs)
+        else:
+            run_train(step, **inputs)
     if step.base is not None and step.base.name not in ctx.recipe.step_names:
         from lossless.recipe.references import classify_ref
         from lossless.tensors.adapters import record_base_model
@@ -151,14 +161,15 @@ def run_train(
 
     # 2. data: token features (replay rows marked) and a collator; the extra loss terms: EWC's
     # penalty (its Fisher from the old data) and distillation's KL to the teacher
-    features = build_dataset(step.name, s, tokenizer, recipe_dir, seed)
-    features, held_out = _eval_split(features, s.eval_split, seed)
+    features = build_dataset(step.name, s, tokenizer, recipe_dir, seed, quiet=quiet)
+    features, held_out = hold_out(features, s.eval_split, seed)
     collate = collator(tokenizer.pad_token_id)
     terms: list[LossTerm] = []
     if s.ewc is not None:
         from lossless.training.ewc import fisher_diagonal
 
-        old = tokenize(s.ewc.data, s, tokenizer, recipe_dir)[: s.ewc.samples]
+        old = tokenize(s.ewc.data, s, tokenizer, recipe_dir, seed=seed, total=s.ewc.samples)
+        old = old[: s.ewc.samples]  # a plain list: its first rows; a mixture: `samples` by weight
         fisher = fisher_diagonal(model, [collate([f]) for f in old])
         anchor = {n: p.detach().clone() for n, p in model.named_parameters() if n in fisher}
         terms.append(EwcTerm(fisher, anchor, s.ewc.lam))
@@ -288,24 +299,6 @@ def _teacher_dir(step: TrainStep, ctx: StepContext, base_dir: Path | None) -> Pa
     if teacher_is_base(distill, step.base):
         return None if step.settings.is_peft else base_dir
     return ctx.resolver.model_dir(ModelRef.parse(distill.model))
-
-
-def _eval_split(features: list[Any], fraction: float | None, seed: int) -> tuple[list, list]:
-    """(train, held out): round(fraction × n) examples (at least 1) drawn with `seed`."""
-    if not fraction:
-        return features, []
-    import random
-
-    k = max(1, round(fraction * len(features)))
-    if k >= len(features):
-        raise LosslessError(
-            f"train: eval_split {fraction} of {len(features)} examples leaves none to train on"
-        )
-    held = set(random.Random(seed).sample(range(len(features)), k))
-    return (
-        [f for i, f in enumerate(features) if i not in held],
-        [f for i, f in enumerate(features) if i in held],
-    )
 
 
 @contextlib.contextmanager

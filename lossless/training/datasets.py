@@ -1,5 +1,6 @@
-"""Training/eval data: read rows from files or the hub, detect their format, turn them into
-(prompt, answer) examples and token ids with labels.
+"""Training/eval data: read rows from files, dataset directories or the hub
+(`hub_datasets.py`), detect their format, turn them into (prompt, answer) examples and token
+ids with labels.
 
 Shared by `train:` and `eval:` steps so both read a dataset the same way. Heavy imports
 (datasets, pyarrow) happen inside functions: `lossless validate` imports this module.
@@ -9,13 +10,17 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lossless.errors import LosslessError
+from lossless.training.settings import DataSource
 
+Rows = tuple[list[dict[str, Any]], str]  # the rows of a source, and its name for messages
 FORMATS = ("chat", "instruction", "completion", "text")
 
 # Prompt layout for instruction rows, e.g. "### Instruction:\nReverse: a b\n\n### Response:\n".
@@ -23,19 +28,40 @@ INSTRUCTION_PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
 INSTRUCTION_WITH_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
 
 
+def load_source(source: DataSource, recipe_dir: Path, *, quiet: bool = False) -> Rows:
+    """(rows, label) of one `data:` entry: a recipe-relative file or dataset directory, or a hub
+    dataset at `source.revision` (the run pins it to a commit); the label names it in messages."""
+    from lossless.recipe.references import data_kind, hub_dataset_id, local_path
+
+    if data_kind(source.path, (), recipe_dir) == "hub":
+        from lossless.training.hub_datasets import load_hub_rows
+
+        repo, revision = hub_dataset_id(source.path)
+        revision = source.revision or revision
+        split = source.split or "train"
+        label = f"{repo}@{revision or 'main'} ({split})"
+        rows = load_hub_rows(
+            repo, revision=revision, split=split, subset=source.subset, quiet=quiet
+        )
+        return rows, label
+    path = local_path(source.path, recipe_dir) or Path(recipe_dir) / source.path
+    if path.is_dir():
+        from lossless.training.hub_datasets import load_directory_rows
+
+        rows = load_directory_rows(path, split=source.split, subset=source.subset, quiet=quiet)
+        return rows, f"{path} ({source.split or 'train'})"
+    return load_rows(path), str(path)
+
+
 def load_rows(path: Path | str) -> list[dict[str, Any]]:
-    """Rows of a .jsonl/.json/.parquet/.csv/.txt file, or of a hub dataset id ("org/name")."""
+    """Rows of a local .jsonl/.json/.parquet/.csv/.txt file; an error names the file and row."""
     p = Path(path)
     suffix = p.suffix.lower()
-    if not p.exists():
-        if suffix in (".jsonl", ".json", ".parquet", ".csv", ".txt") or str(path).startswith(
-            (".", "/")
-        ):
-            raise LosslessError(
-                f"dataset file not found: {p}",
-                hint="check the `data:` path (relative to the recipe)",
-            )
-        return _load_hub(str(path))
+    if not p.is_file():
+        raise LosslessError(
+            f"dataset file not found: {p}",
+            hint="check the `data:` path (relative to the recipe); a hub dataset is `org/name`",
+        )
     if suffix == ".jsonl":
         rows = []
         for i, line in enumerate(_text(p).splitlines(), start=1):
@@ -56,21 +82,54 @@ def load_rows(path: Path | str) -> list[dict[str, Any]]:
             data = data["data"]  # {"data": [...]} as written by some exporters
         if not isinstance(data, list):
             raise LosslessError(
-                f"{p}: expected a JSON list of objects", hint='e.g. [{"text": "..."}]'
+                f"{p}: expected a JSON list of objects, got {type(data).__name__}",
+                hint='e.g. [{"text": "..."}], or one object per line in a .jsonl file',
             )
         return [_check_dict(row, p, i) for i, row in enumerate(data, start=1)]
     if suffix == ".csv":
-        return [dict(row) for row in csv.DictReader(io.StringIO(_text(p), newline=""))]
+        return _csv_rows(p)
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.read_table(p).to_pylist())
+        return _parquet_rows(p)
     if suffix == ".txt":
         return [{"text": line} for line in _text(p).splitlines() if line.strip()]
     raise LosslessError(
         f"{p}: unsupported data file type {suffix!r}",
-        hint="use .jsonl, .json, .parquet, .csv or .txt",
+        hint="use .jsonl, .json, .parquet, .csv or .txt, a dataset directory, or a hub dataset id",
     )
+
+
+def _csv_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows by the header line; a row with more fields than the header is an error (row 1 is
+    the first line after the header), a shorter one has its missing fields left out."""
+    reader = csv.DictReader(io.StringIO(_text(path), newline=""))
+    rows = []
+    try:
+        for i, row in enumerate(reader, start=1):
+            if None in row:
+                raise LosslessError(
+                    f"{path}: row {i} (line {reader.line_num}): "
+                    f"{len(reader.fieldnames or []) + len(row[None])} fields, the header names "
+                    f"{len(reader.fieldnames or [])}",
+                    hint='quote fields that hold commas ("a, b"), or fix the header',
+                )
+            rows.append({k: v for k, v in row.items() if v is not None})
+    except csv.Error as e:
+        raise LosslessError(f"{path}: line {reader.line_num}: {e}") from None
+    return rows
+
+
+def _parquet_rows(path: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise LosslessError(
+            f"{path}: not a readable parquet file ({e})",
+            hint="write it again (e.g. `Dataset.to_parquet` or `DataFrame.to_parquet`)",
+        ) from None
+    return list(table.to_pylist())
 
 
 def _text(path: Path) -> str:
@@ -118,24 +177,6 @@ def _check_dict(row: Any, path: Path, number: int) -> dict[str, Any]:
     return row
 
 
-def _load_hub(ref: str) -> list[dict[str, Any]]:
-    """A datasets-hub id, optionally with a split: "org/name" or "org/name:split" (default train)."""
-    name, _, split = ref.partition(":")
-    try:
-        import datasets
-    except ImportError:
-        raise LosslessError(
-            f"cannot load hub dataset {ref!r}: `datasets` is not installed"
-        ) from None
-    try:
-        ds = datasets.load_dataset(name, split=split or "train")
-    except Exception as e:
-        raise LosslessError(
-            f"cannot load dataset {ref!r}: {e}", hint="a local path, or a hub id that exists"
-        ) from None
-    return [dict(r) for r in ds]
-
-
 def detect_format(rows: list[dict[str, Any]], source: str) -> str:
     """chat (messages) / instruction (instruction+output) / completion (prompt+completion) / text."""
     if not rows:
@@ -170,17 +211,19 @@ def to_examples(
     tokenizer: Any,
     chat_template: str | None,
     source: str = "data",
+    numbers: Sequence[int] | None = None,
 ) -> list[Example]:
     """Rows → Examples. chat: prompt = template(messages before the last assistant turn,
     add_generation_prompt=True), answer = that turn's content. `chat_template`: a built-in name
-    (chatml, llama3, ...) or Jinja; None = the tokenizer's own, else chatml."""
+    (chatml, llama3, ...) or Jinja; None = the tokenizer's own, else chatml. `numbers`: each
+    row's number in its file, for messages (default 1, 2, ...)."""
     if fmt not in FORMATS:
         raise LosslessError(
             f"{source}: unknown format {fmt!r}", hint=f"use one of {', '.join(FORMATS)} or auto"
         )
     template = _template(tokenizer, chat_template) if fmt == "chat" else None
     out = []
-    for i, row in enumerate(rows, start=1):
+    for i, row in zip(numbers or itertools.count(1), rows, strict=False):
         where = f"{source}: row {i}"
         if fmt == "chat":
             out.append(_chat_example(row, tokenizer, template, where))

@@ -1,6 +1,7 @@
 """A train step's examples as token features: `data:` files → rows → (prompt, answer) examples →
-input_ids + labels (answer-only or all tokens), optionally packed, replayed old rows mixed in;
-and the collator that pads them into batches.
+input_ids + labels (answer-only or all tokens), several datasets concatenated or mixed by weight
+(`mixing.py`), optionally packed, replayed old rows mixed in, a held-out split; and the collator
+that pads them into batches.
 
 A feature is {"input_ids": [...], "labels": [...]}, labels -100 where no loss is taken; with
 `replay:`, every feature also has `replay` (1 for a mixed-in old row), collated into a tensor. Reading
@@ -22,72 +23,149 @@ from pathlib import Path
 from typing import Any
 
 from lossless.errors import LosslessError
-from lossless.training.settings import Data, TrainSettings
+from lossless.training.settings import Data, DataSource, TrainSettings, is_mixture
 
 Feature = dict[str, Any]  # input_ids, labels: list[int]; replay: 0 | 1 when the step replays
 
 
-def data_paths(data: Data, recipe_dir: Path) -> list[tuple[str, str | None]]:
-    """[(path or hub id, format or None)]; local paths are recipe-relative, e.g.
-    (recipe_dir/"new.jsonl", None) or ("org/set:train", "chat") for a hub split."""
-    out = []
-    for source in data:
-        local = recipe_dir / source.path
-        if local.exists() or "." in Path(source.path).name:
-            out.append((str(local), source.format))
-        else:  # a hub dataset id; load_rows reads "org/name:split"
-            hub = f"{source.path}:{source.split}" if source.split else source.path
-            out.append((hub, source.format))
-    return out
-
-
 def build_dataset(
-    name: str, settings: TrainSettings, tokenizer: Any, recipe_dir: Path, seed: int
+    name: str,
+    settings: TrainSettings,
+    tokenizer: Any,
+    recipe_dir: Path,
+    seed: int,
+    *,
+    quiet: bool = False,
 ) -> list[Feature]:
-    """Token features of `data` (several files concatenated), plus replayed old rows."""
+    """Token features of `data` (concatenated, or mixed by weight), plus replayed old rows."""
     if not settings.data:
         raise LosslessError(f"train.{name}: `data` is required")
-    features = tokenize(settings.data, settings, tokenizer, recipe_dir)
+    features = tokenize(settings.data, settings, tokenizer, recipe_dir, seed=seed, quiet=quiet)
     if settings.replay is not None:
         from lossless.training.replay import replay_rows
 
-        old = tokenize(settings.replay.data, settings, tokenizer, recipe_dir)
-        picked = replay_rows(old, len(features), settings.replay.fraction, seed)
+        data, fraction = settings.replay.data, settings.replay.fraction
+        if is_mixture(data):  # the replayed count itself is shared out by weight
+            count = round(fraction * len(features))
+            picked = tokenize(
+                data, settings, tokenizer, recipe_dir, seed=seed, total=count, quiet=quiet
+            )
+        else:
+            old = tokenize(data, settings, tokenizer, recipe_dir, quiet=quiet)
+            picked = replay_rows(old, len(features), fraction, seed)
         # Marked, so a distill term knows which rows are old knowledge to hold on to.
-        features = [{**f, "replay": 0} for f in features] + [{**f, "replay": 1} for f in picked]
+        features = [{**f, "replay": 0} for f in features] + [
+            {**_without_origin(f), "replay": 1} for f in picked
+        ]
     return features
 
 
 def tokenize(
-    data: Data, settings: TrainSettings, tokenizer: Any, recipe_dir: Path
+    data: Data,
+    settings: TrainSettings,
+    tokenizer: Any,
+    recipe_dir: Path,
+    *,
+    seed: int = 0,
+    total: int | None = None,
+    quiet: bool = False,
 ) -> list[Feature]:
     """Token features of `data` (the step's own, or a replay/ewc block's) with the step's
-    format, chat template, length limit, loss_on and packing."""
-    from lossless.training.datasets import (
-        check_answers_kept,
-        detect_format,
-        encode,
-        load_rows,
-        to_examples,
+    format, chat template, length limit, loss_on and packing.
+
+    Plain entries are concatenated, each source's rows in order. Weighted entries are mixed
+    (`mixing.py`): `total` rows (default: as many as all the sources have together) shared out
+    by weight, in an order drawn from `seed`; each such feature carries its `origin` (source,
+    row) until `hold_out`, so every copy of a repeated row lands on the same side of a split."""
+    from lossless.training.datasets import load_source
+
+    loaded = [load_source(source, recipe_dir, quiet=quiet) for source in data]
+    if not is_mixture(data):
+        features: list[Feature] = []
+        for source, (rows, label) in zip(data, loaded, strict=True):
+            part = [f for f in _encode(rows, rows, None, source, label, settings, tokenizer) if f]
+            features += pack(part, settings.max_seq_length) if settings.packing else part
+        return features
+    from lossless.training.mixing import mix
+
+    sizes = [len(rows) for rows, _ in loaded]
+    weights = [source.weight for source in data]
+    if any(w is None or w <= 0 for w in weights):
+        raise LosslessError(
+            f"data: weights {weights}: in a mixture every dataset needs a positive weight",
+            hint="give every entry a `weight`, or none to concatenate them",
+        )
+    picks = mix(
+        sizes, [float(w or 0) for w in weights], sum(sizes) if total is None else total, seed
     )
+    encoded: dict[tuple[int, int], Feature | None] = {}
+    for s, (source, (rows, label)) in enumerate(zip(data, loaded, strict=True)):
+        wanted = sorted({j for t, j in picks if t == s})  # each picked row encoded once
+        chosen = [rows[j] for j in wanted]
+        numbers = [j + 1 for j in wanted]
+        features_s = _encode(chosen, rows, numbers, source, label, settings, tokenizer)
+        encoded.update(((s, j), f) for j, f in zip(wanted, features_s, strict=True))
+    mixed = [{**f, "origin": pick} for pick in picks if (f := encoded[pick]) is not None]
+    if settings.packing:
+        return pack(mixed, settings.max_seq_length)
+    return mixed
+
+
+def _encode(
+    rows: list[dict[str, Any]],
+    all_rows: list[dict[str, Any]],
+    numbers: list[int] | None,
+    source: DataSource,
+    label: str,
+    settings: TrainSettings,
+    tokenizer: Any,
+) -> list[Feature | None]:
+    """One feature per row (None where truncation cut the whole answer away); the format is
+    told from the source's first row (`all_rows`), whichever rows are encoded."""
+    from lossless.training.datasets import check_answers_kept, detect_format, encode, to_examples
 
     max_len = settings.max_seq_length
-    features: list[Feature] = []
-    for path, fmt in data_paths(data, recipe_dir):
-        rows = load_rows(Path(path) if Path(path).exists() else path)
-        fmt = fmt or settings.format
-        if fmt == "auto":
-            fmt = detect_format(rows, path)
-        examples = to_examples(rows, fmt, tokenizer, settings.chat_template, source=path)
-        loss_on = settings.loss_on or ("all" if fmt == "text" else "answer")
-        encoded = [encode(tokenizer, ex, max_len, loss_on=loss_on) for ex in examples]
-        if loss_on == "answer":  # an example whose answer was cut away entirely teaches nothing
-            kept = [(ids, labels) for ids, labels in encoded if any(x != -100 for x in labels)]
-            check_answers_kept(path, len(encoded), len(encoded) - len(kept), max_len)
-            encoded = kept
-        part = [{"input_ids": ids, "labels": labels} for ids, labels in encoded]
-        features += pack(part, max_len) if settings.packing else part
-    return features
+    fmt = source.format or settings.format
+    if fmt == "auto":
+        fmt = detect_format(all_rows, label)
+    examples = to_examples(rows, fmt, tokenizer, settings.chat_template, label, numbers)
+    loss_on = settings.loss_on or ("all" if fmt == "text" else "answer")
+    out: list[Feature | None] = []
+    for example in examples:
+        ids, labels = encode(tokenizer, example, max_len, loss_on=loss_on)
+        answered = loss_on != "answer" or any(x != -100 for x in labels)
+        out.append({"input_ids": ids, "labels": labels} if answered else None)
+    check_answers_kept(label, len(out), out.count(None), max_len)
+    return out
+
+
+def hold_out(
+    features: list[Feature], fraction: float | None, seed: int
+) -> tuple[list[Feature], list[Feature]]:
+    """(train, held out): round(fraction × n) examples (at least 1) drawn with `seed`. The
+    copies of a row a mixture repeated count as one and are held out together."""
+    groups: dict[Any, list[int]] = {}
+    for i, feature in enumerate(features):
+        groups.setdefault(feature.get("origin", ("example", i)), []).append(i)
+    if not fraction:
+        return [_without_origin(f) for f in features], []
+    import random
+
+    k = max(1, round(fraction * len(groups)))
+    if k >= len(groups):
+        raise LosslessError(
+            f"train: eval_split {fraction} of {len(groups)} examples leaves none to train on"
+        )
+    keys = list(groups)
+    held = {i for g in random.Random(seed).sample(range(len(keys)), k) for i in groups[keys[g]]}
+    return (
+        [_without_origin(f) for i, f in enumerate(features) if i not in held],
+        [_without_origin(f) for i, f in enumerate(features) if i in held],
+    )
+
+
+def _without_origin(feature: Feature) -> Feature:
+    return {k: v for k, v in feature.items() if k != "origin"}
 
 
 def pack(features: list[Feature], max_len: int) -> list[Feature]:

@@ -26,14 +26,24 @@ FULL_LEARNING_RATE = 5e-5
 
 @dataclass(frozen=True)
 class DataSource:
-    """One entry of `data:`: a recipe-relative file or a hub dataset id, e.g. `org/set` + `train`."""
+    """One entry of `data:`: a recipe-relative file or dataset directory, or a hub dataset id
+    (`teknium/OpenHermes-2.5`, `org/set@v1`, `hf://datasets/org/set`) with its split."""
 
     path: str
     format: str | None = None  # None: the step's `format` (auto-detected by default)
-    split: str | None = None  # hub datasets only
+    split: str | None = None  # hub datasets and dataset directories; None: "train"
+    subset: str | None = None  # a hub dataset's configuration (datasets' `name`), e.g. "main"
+    revision: str | None = None  # a hub dataset's branch, tag or commit; None: main
+    weight: float | None = None  # in a mixture (`training/mixing.py`): its share of the rows
 
 
 Data = tuple[DataSource, ...]
+
+
+def is_mixture(data: Data) -> bool:
+    """Weighted entries are mixed by weight; plain ones are concatenated (validation allows
+    only all or none weighted)."""
+    return any(source.weight is not None for source in data)
 
 
 @dataclass(frozen=True)

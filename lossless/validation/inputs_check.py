@@ -32,14 +32,13 @@ from lossless.merge.architecture import (
     layer_tensors,
 )
 from lossless.recipe.inputs import Input, is_merge_document, stage_name
-from lossless.recipe.references import is_explicit_path, local_path
+from lossless.recipe.references import data_kind, local_path
 from lossless.validation.adapter_check import check_adapter
 from lossless.validation.checker import Checker
 
 # name (without revision) → its directory on this machine, or None when it cannot be read yet.
 Locate = Callable[[str], Path | None]
 
-DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt")  # as training/datasets.py reads
 SIZE_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads")
 EMBEDDINGS = tuple(e for embeds in TIED_HEADS.values() for e in embeds)
 CRIMES = "mergekit merges only models of one architecture and size (--allow-crimes overrides)"
@@ -128,11 +127,12 @@ def check_inputs(
 
 
 def _check_data_file(c: Checker, d: int, path: YamlPath, item: Input) -> None:
-    value = item.value
-    if value in c.step_names or path[-1] == "prompts":  # prompts: semantic.py says it
+    written = c.get(d, path)  # `{path, revision}` is one reference (`org/set@v1`) in `item`
+    value = written if isinstance(written, str) else item.value
+    if path[-1] == "prompts":  # semantic.py says it
         return
-    if Path(value).suffix.lower() not in DATA_SUFFIXES and not is_explicit_path(value):
-        return  # a hub dataset id ("org/name:split")
+    if data_kind(value, c.step_names, c.recipe_dir) != "local":
+        return  # a step's rows, or a hub dataset (`org/name`): read when the step runs
     if local_path(value, c.recipe_dir) is None:
         what = "DeepSpeed config" if item.role == "deepspeed" else "data file"
         c.add(

@@ -31,6 +31,21 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _meant(error: Any) -> list[Any]:
+    """The errors of an anyOf/oneOf's branches that failed on more than their type (or on a
+    value inside the instance); a nested one counts when it has such errors itself
+    (`data: [{path: a, weight: 0}]` → the weight)."""
+    meant = []
+    depth = len(error.absolute_path)
+    for e in error.context:
+        if e.validator in ("anyOf", "oneOf"):
+            if _meant(e):
+                meant.append(e)
+        elif e.validator not in ("type", "const") or len(e.absolute_path) > depth:
+            meant.append(e)
+    return meant
+
+
 def _schema_problem(error: Any, file: str, lines: list[str], pos: Positions) -> list[Problem]:
     """One jsonschema error → Problems with the location and an expected/got/hint."""
     path = tuple(error.absolute_path)
@@ -93,7 +108,7 @@ def _schema_problem(error: Any, file: str, lines: list[str], pos: Positions) -> 
     if kind in ("anyOf", "oneOf"):
         # A branch that failed on more than its type is the one the user meant: report its errors
         # (e.g. `{value: 1, filtr: mlp}` → unknown key `filtr`), not "matches no alternative".
-        meant = [e for e in error.context if e.validator not in ("type", "const", "anyOf", "oneOf")]
+        meant = _meant(error)
         if meant and len({e.schema_path[0] for e in meant}) == 1:
             return [p for e in meant for p in _schema_problem(e, file, lines, pos)]
         return [

@@ -32,6 +32,7 @@ from lossless.recipe.references import (
     read_model_config,
 )
 from lossless.validation.checker import Checker
+from lossless.validation.data_rules import check_eval_data, check_train_data
 from lossless.validation.inputs_check import check_inputs, local_locator
 from lossless.validation.merge_rules import check_merge
 from lossless.validation.search_rules import check_search
@@ -162,6 +163,7 @@ def _check_step(c: Checker, d: int, kind: str, name: str, block: dict[str, Any])
             )
         _check_trainer_mapping(c, d, p, block.get("trainer"))
         _check_distributed(c, d, p, block)
+        check_train_data(c, d, p, block)
         method = block.get("method", "lora")
         for key, methods in (
             ("lora", {"lora", "qlora", "dora"}),
@@ -190,6 +192,7 @@ def _check_step(c: Checker, d: int, kind: str, name: str, block: dict[str, Any])
             )
     else:
         check_chat_template(c, d, p, block.get("settings"))
+        check_eval_data(c, d, p, block)
         data: dict[str, Any] = block["data"] if isinstance(block.get("data"), dict) else {}
         for gate in block.get("gate") or {}:
             if gate not in data:
