@@ -131,6 +131,19 @@ def _check_data_file(c: Checker, d: int, path: YamlPath, item: Input) -> None:
     value = item.value
     if value in c.step_names or path[-1] == "prompts":  # prompts: semantic.py says it
         return
+    if "include_path" in path:  # an lm-eval task folder, never a hub id
+        found = local_path(value, c.recipe_dir)
+        if found is None or not found.is_dir():
+            c.add(
+                d,
+                path,
+                f"task folder `{value}` does not exist"
+                + ("" if found is None else " (it is a file, not a folder)"),
+                code="missing-path",
+                hint="a folder of lm-eval task YAMLs, relative to the recipe's directory "
+                "(then the current directory)",
+            )
+        return
     if Path(value).suffix.lower() not in DATA_SUFFIXES and not is_explicit_path(value):
         return  # a hub dataset id ("org/name:split")
     if local_path(value, c.recipe_dir) is None:
