@@ -228,7 +228,8 @@ def run_tasks(
     groups: dict[int | None, list[str]] = {}
     for spec in harness.tasks:
         groups.setdefault(spec.num_fewshot, []).append(spec.name)
-    outputs, samples = [], {}
+    outputs: list[Mapping[str, Any]] = []
+    samples: dict[str, Any] = {}
     for shots, names in groups.items():
         kwargs = _evaluate_kwargs(harness, names, shots)
         try:

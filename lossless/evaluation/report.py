@@ -118,7 +118,7 @@ def _cell(
     stderr = measured.get(f"{metric.partition(',')[0]}_stderr")
     if stderr is not None:
         cell += f" ±{stderr:.3f}"
-    if model == reference or reference not in scores:
+    if reference is None or model == reference or reference not in scores:
         return cell
     change = _change(info, metric, per_skill, scores[reference]) or {}
     bad = (model, info.name, metric) in broken

@@ -2,9 +2,8 @@
 
 A recipe reads models (hub ids, local directories, other steps), adapters (`model+lora`, apply
 steps) and data (training and eval files, `init:` configs, tokenizer corpora, prompts, lm-eval
-task folders). A data
-value that names a step reads that `generate:` step's rows: like a model naming a step, it is a
-dependency (a graph edge, the step's fingerprint), not a file to hash or lock. Validation,
+task folders). A data value that names a step reads that `generate:` step's rows: like a model
+naming a step, it is a dependency (a graph edge, the step's fingerprint), not a file to hash or lock. Validation,
 the step graph, `RECIPE.lock`, fingerprints and the runner all need this list; they all take it
 from `walk_inputs`, so a key that names an input is known in exactly one place (here).
 

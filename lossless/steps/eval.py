@@ -132,7 +132,13 @@ def run_eval(
     out_dir.mkdir(parents=True, exist_ok=True)
     title = f"eval {step.name} (reference: {reference})"
     payload = report.eval_payload(
-        step.name, scores, reference, skills, breaches, lm_eval, gate_error and gate_error.message
+        step.name,
+        scores,
+        reference,
+        skills,
+        breaches,
+        lm_eval,
+        gate_error.message if gate_error else None,
     )
     json_path = report.write_json(out_dir / "eval.json", payload)
     data = chart_data(scores, reference, skills, step.gate, breaches)
