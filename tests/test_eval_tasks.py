@@ -202,3 +202,33 @@ def test_a_search_is_not_constrained_by_task_gates() -> None:
     assert build_search(block, {"forgetting": source}).constraints == {
         "general": {"max_regression": 0.02}
     }
+
+
+def test_a_recipe_with_every_task_key_validates(tmp_path: Path) -> None:
+    from lossless.validation.recipe_check import check_text
+
+    (tmp_path / "my_tasks").mkdir()
+    (tmp_path / "general.jsonl").write_text('{"text": "a"}\n')
+    text = """\
+eval:
+  forgetting:
+    models: [org/instruct, org/merged]
+    data: {general: general.jsonl}
+    tasks: [hellaswag, {name: arc_easy, num_fewshot: 5}, {name: mine, role: new}]
+    num_fewshot: 0
+    include_path: ./my_tasks
+    apply_chat_template: true
+    fewshot_as_multiturn: false
+    system_instruction: Answer briefly.
+    chat_template: chatml
+    limit: 0.25
+    log_samples: true
+    gate:
+      general: {metric: loss, max_regression: 0.02}
+      arc_easy: {metric: "acc,none", max_regression: 0.05}
+      mine: {metric: "exact_match,strict-match", min_score: 0.5}
+"""
+    _, problems = check_text(text, "r.yaml", recipe_dir=tmp_path)
+    assert [p.message for p in problems] == []
+    _, problems = check_text(text.replace("0.25", "2.5"), "r.yaml", recipe_dir=tmp_path)
+    assert [p.path for p in problems] == [("eval", "forgetting", "limit")]  # a count or a fraction

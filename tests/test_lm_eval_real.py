@@ -35,7 +35,7 @@ def loglikelihood(model, tokenizer, context: str, continuation: str) -> float:
     return float(sum(logits[i - 1, whole[i]] for i in range(start, len(whole))))
 
 
-def test_a_local_task_through_lm_eval(tmp_path: Path, monkeypatch) -> None:
+def test_a_local_task_through_lm_eval(tmp_path: Path, monkeypatch, capfd) -> None:
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -57,7 +57,11 @@ def test_a_local_task_through_lm_eval(tmp_path: Path, monkeypatch) -> None:
     }
     step = EvalStep("forgetting", tuple(map(ModelRef.parse, models)), {}, settings=settings)
     out = tmp_path / "out"
+    capfd.readouterr()
     result = run_eval(step, model_dirs=models, out_dir=out, recipe_dir=RECIPE_DIR, quiet=True)
+    said = "".join(capfd.readouterr())
+    # Quiet: none of lm-eval's bars, warnings or `git describe` errors (its own report).
+    assert "loglikelihood requests" not in said and "[Task: " not in said and "fatal" not in said
 
     data = json.loads((out / "eval.json").read_text())
     assert data["tasks"]["tiny_qa"] == {

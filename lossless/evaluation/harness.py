@@ -21,8 +21,9 @@ import difflib
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,7 @@ def harness_settings(
     )
 
 
-def task_manager(step_name: str, harness: HarnessSettings) -> Any:
+def task_manager(step_name: str, harness: HarnessSettings, *, quiet: bool = False) -> Any:
     """lm-eval's TaskManager, with every task name checked before any model is loaded.
 
     Indexing lm-eval's own ~10k task files takes seconds to tens of seconds; when every task
@@ -159,6 +160,7 @@ def task_manager(step_name: str, harness: HarnessSettings) -> Any:
     require_lm_eval()
     from lm_eval.tasks import TaskManager
 
+    _quiet_logs(quiet)
     names = [spec.name for spec in harness.tasks]
     include = [str(p) for p in harness.include_path] or None
     if include:
@@ -285,12 +287,14 @@ def _in_directory(path: Path | None) -> Iterator[None]:
 
 @contextmanager
 def _no_stderr(quiet: bool) -> Iterator[None]:
-    """-q: lm-eval's subprocesses (`git describe` for its report) write to stderr directly."""
+    """-q: lm-eval's tqdm bars (sys.stderr) and its subprocesses (`git describe` for its report,
+    straight to file descriptor 2) say nothing; errors still raise."""
     if not quiet:
         yield
         return
+    sys.stderr.flush()
     saved = os.dup(2)
-    with open(os.devnull, "w") as devnull:
+    with open(os.devnull, "w") as devnull, redirect_stderr(devnull):
         os.dup2(devnull.fileno(), 2)
         try:
             yield

@@ -93,7 +93,7 @@ def run_eval(
     missing = [m for m in order if m not in model_dirs]
     if missing:
         raise LosslessError(f"eval {step.name!r}: no model directory for {', '.join(missing)}")
-    harness, manager = _prepare_tasks(step, recipe_dir, trust_remote_code)  # before any scoring
+    harness, manager = _prepare_tasks(step, recipe_dir, trust_remote_code, quiet)  # first
     datasets, rows = _load_datasets(step, recipe_dir)
     _precheck_gates(step, datasets, metrics, harness)
 
@@ -163,7 +163,7 @@ def run_eval(
 
 
 def _prepare_tasks(
-    step: EvalStep, recipe_dir: Path, trust_remote_code: bool
+    step: EvalStep, recipe_dir: Path, trust_remote_code: bool, quiet: bool
 ) -> tuple[HarnessSettings | None, Any]:
     """The step's task settings and lm-eval's task index, or (None, None) without `tasks:`."""
     if not step.settings.get("tasks"):
@@ -174,7 +174,7 @@ def _prepare_tasks(
     harness = harness_settings(
         step.name, step.settings, recipe_dir, trust_remote_code=trust_remote_code
     )
-    return harness, task_manager(step.name, harness)
+    return harness, task_manager(step.name, harness, quiet=quiet)
 
 
 @dataclass(frozen=True)
