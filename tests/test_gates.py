@@ -8,8 +8,9 @@ import pytest
 
 from lossless.errors import LosslessError
 from lossless.evaluation.gates import check_gates, default_metric, regression
+from lossless.evaluation.skills import dataset_skills
 
-FORMATS = {"general": "chat", "code": "text"}
+SKILLS = dataset_skills({"general": "chat", "code": "text"})
 
 
 def scores(general_em: float, code_loss: float, ref_em: float = 0.80, ref_loss: float = 2.0):
@@ -37,13 +38,13 @@ def test_regression_closed_form() -> None:
 def test_relative_gate_passes_at_and_below_threshold() -> None:
     gate = {"general": {"max_regression": 0.10}}  # exact_match by default for chat data
     # 0.72 vs 0.80 is exactly 10 % worse: allowed (the limit is inclusive).
-    assert check_gates(gate, scores(0.72, 2.0), reference="base", formats=FORMATS) == []
-    assert check_gates(gate, scores(0.90, 2.0), reference="base", formats=FORMATS) == []
+    assert check_gates(gate, scores(0.72, 2.0), reference="base", skills=SKILLS) == []
+    assert check_gates(gate, scores(0.90, 2.0), reference="base", skills=SKILLS) == []
 
 
 def test_relative_gate_fails_with_message() -> None:
     gate = {"general": {"max_regression": 0.02}}
-    [breach] = check_gates(gate, scores(0.70, 2.0), reference="base", formats=FORMATS)
+    [breach] = check_gates(gate, scores(0.70, 2.0), reference="base", skills=SKILLS)
     assert (breach.model, breach.dataset, breach.metric) == ("merged", "general", "exact_match")
     assert breach.value == 0.70 and breach.threshold == 0.02 and breach.reference_value == 0.80
     assert breach.message() == (
@@ -54,21 +55,21 @@ def test_relative_gate_fails_with_message() -> None:
 
 def test_absolute_gate_on_loss() -> None:
     gate = {"code": {"max_regression": 0.25, "relative": False}}  # loss by default on text data
-    assert check_gates(gate, scores(0.8, 2.25), reference="base", formats=FORMATS) == []
-    [breach] = check_gates(gate, scores(0.8, 2.5), reference="base", formats=FORMATS)
+    assert check_gates(gate, scores(0.8, 2.25), reference="base", skills=SKILLS) == []
+    [breach] = check_gates(gate, scores(0.8, 2.5), reference="base", skills=SKILLS)
     assert breach.metric == "loss" and not breach.relative
     assert breach.message() == (
         "merged on code: loss 2.5000 regressed 0.5000 vs base (2.0000); "
         "max_regression is 0.25 (absolute)"
     )
     # A lower loss is never a regression, however large the change.
-    assert check_gates(gate, scores(0.8, 0.5), reference="base", formats=FORMATS) == []
+    assert check_gates(gate, scores(0.8, 0.5), reference="base", skills=SKILLS) == []
 
 
 def test_min_score_floor_and_ceiling() -> None:
     floor = {"general": {"min_score": 0.75}}
-    assert check_gates(floor, scores(0.75, 2.0), reference="base", formats=FORMATS) == []
-    [breach] = check_gates(floor, scores(0.5, 2.0), reference="base", formats=FORMATS)
+    assert check_gates(floor, scores(0.75, 2.0), reference="base", skills=SKILLS) == []
+    [breach] = check_gates(floor, scores(0.5, 2.0), reference="base", skills=SKILLS)
     assert breach.rule == "min_score"
     assert (
         breach.message()
@@ -76,8 +77,8 @@ def test_min_score_floor_and_ceiling() -> None:
     )
     # For loss the "worst acceptable score" is a ceiling.
     ceiling = {"code": {"min_score": 2.1}}
-    assert check_gates(ceiling, scores(0.8, 2.0), reference="base", formats=FORMATS) == []
-    [breach] = check_gates(ceiling, scores(0.8, 2.3), reference="base", formats=FORMATS)
+    assert check_gates(ceiling, scores(0.8, 2.0), reference="base", skills=SKILLS) == []
+    [breach] = check_gates(ceiling, scores(0.8, 2.3), reference="base", skills=SKILLS)
     assert "loss 2.3000 is above the maximum min_score 2.1" in breach.message()
 
 
@@ -87,7 +88,7 @@ def test_reference_is_not_gated_and_all_breaches_reported() -> None:
         "code": {"metric": "loss", "max_regression": 0.01},
     }
     # The reference (0.80) is below min_score 0.9 itself but is the yardstick, so it is not gated.
-    breaches = check_gates(gate, scores(0.79, 2.1), reference="base", formats=FORMATS)
+    breaches = check_gates(gate, scores(0.79, 2.1), reference="base", skills=SKILLS)
     assert [(b.dataset, b.rule) for b in breaches] == [
         ("general", "min_score"),
         ("general", "max_regression"),
@@ -97,14 +98,14 @@ def test_reference_is_not_gated_and_all_breaches_reported() -> None:
 
 
 def test_gate_mistakes_are_clear_errors() -> None:
-    with pytest.raises(LosslessError, match="'missing', which is not in this eval step"):
-        check_gates(
-            {"missing": {"min_score": 1}}, scores(0.8, 2), reference="base", formats=FORMATS
-        )
+    with pytest.raises(
+        LosslessError, match="'missing', which is no dataset of this eval step's `data:` nor a task"
+    ):
+        check_gates({"missing": {"min_score": 1}}, scores(0.8, 2), reference="base", skills=SKILLS)
     with pytest.raises(LosslessError, match="metric 'exact_match', which was not measured"):
         check_gates(
             {"code": {"metric": "exact_match", "min_score": 0.5}},
             scores(0.8, 2),
             reference="base",
-            formats=FORMATS,
+            skills=SKILLS,
         )

@@ -234,3 +234,30 @@ def test_lock_check_detects_a_model_changed_in_place(
     capsys.readouterr()
     assert cli(["lock", str(recipe), "--check"]) == 1
     assert "./models/a: content changed since it was locked" in capsys.readouterr().err
+
+
+def test_task_folders_are_locked_and_fingerprinted(tmp_path: Path) -> None:
+    """`include_path` (lm-eval task YAMLs and what lies beside them) is an input like data."""
+    import yaml
+
+    from lossless.engine.fingerprint import path_identity
+
+    tasks = tmp_path / "my_tasks"
+    tasks.mkdir()
+    (tasks / "t.yaml").write_text("task: t\n")
+    (tasks / "utils.py").write_text("A = 1\n")
+    doc = yaml.safe_load(
+        "eval:\n  e:\n    models: [org/a]\n    tasks: [t]\n    include_path: [./my_tasks, other]\n"
+    )
+    inputs = recipe_inputs(build_recipe(str(tmp_path / "r.yaml"), [doc]))
+    assert [(i.path, i.ref, i.kind) for i in inputs[1:]] == [
+        ((0, "eval", "e", "include_path", 0), "./my_tasks", "data"),
+        ((0, "eval", "e", "include_path", 1), "other", "data"),
+    ]
+    before = lock_entries(inputs[1:2], tmp_path)
+    assert before["./my_tasks"]["kind"] == "dir"
+    identity = path_identity(tasks)
+    (tasks / "utils.py").write_text("A = 2\n")  # same size, new code
+    assert path_identity(tasks) != identity
+    [change] = compare_lock(before, lock_entries(inputs[1:2], tmp_path))
+    assert change.startswith("./my_tasks: content changed since it was locked")

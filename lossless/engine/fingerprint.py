@@ -34,6 +34,7 @@ _CONTENT_HASHED = (
     ".jsonl",
     ".csv",
     ".parquet",
+    ".py",  # an lm-eval task folder's `!function` code (and remote modelling code)
 )
 
 

@@ -1,135 +1,195 @@
-"""How an eval is shown: a terminal table, `eval.json` with every number, a grouped bar chart.
+"""How an eval is shown: a terminal table and `eval.json` with every number (the chart: chart.py).
 
-Each model is compared with the reference model on each dataset's headline metric (exact_match for
-chat/instruction data, loss otherwise):
+Each model is compared with the reference model on every metric of every skill (a dataset or
+an lm-eval task):
     role: old  → retention %: 100 × score / reference (for loss: 100 × reference / loss), so 100 %
                  means nothing was forgotten and 95 % means 5 % of the old skill is gone;
     role: new  → gain: score − reference (for loss: reference − loss), so > 0 means it learned.
+The direction of a task's metric is lm-eval's own (`higher_is_better`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lossless.evaluation.gates import LOWER_IS_BETTER, Breach, Scores
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What the report needs to know about one dataset of an eval step."""
-
-    name: str
-    path: str
-    format: str  # chat | instruction | completion | text
-    role: str  # old | new
-    metric: str  # the headline metric, e.g. "exact_match"
-
-
-def retention_pct(metric: str, value: float, reference: float) -> float | None:
-    """exact_match 0.72 vs 0.80 → 90.0; loss 2.5 vs 2.0 → 80.0; None when the ratio is undefined."""
-    if metric in LOWER_IS_BETTER:
-        return 100.0 * reference / value if value else None
-    return 100.0 * value / reference if reference else None
-
-
-def gain(metric: str, value: float, reference: float) -> float:
-    """exact_match 0.60 vs 0.20 → +0.40; loss 1.5 vs 2.0 → +0.5 (loss went down by 0.5)."""
-    return reference - value if metric in LOWER_IS_BETTER else value - reference
+from lossless.evaluation.gates import Breach, Scores, gate_metric
+from lossless.evaluation.metrics import ALL_METRICS
+from lossless.evaluation.skills import SkillInfo, gain, is_metric, retention_pct
 
 
 def changes(
-    scores: Scores, reference: str | None, datasets: Mapping[str, DatasetInfo]
+    scores: Scores, reference: str | None, skills: Mapping[str, SkillInfo]
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """model → dataset → {"metric", "retention_pct"} (old) or {"metric", "gain"} (new)."""
+    """model → skill → {"metric", "role", "retention_pct"} (old) or {..., "gain"} (new), on each
+    skill's headline metric."""
     if reference is None or reference not in scores:
         return {}
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for model, per_dataset in scores.items():
+    for model, per_skill in scores.items():
         if model == reference:
             continue
-        for name, info in datasets.items():
-            value = per_dataset.get(name, {}).get(info.metric)
-            ref = scores[reference].get(name, {}).get(info.metric)
-            if value is None or ref is None:
-                continue
-            entry: dict[str, Any] = {"metric": info.metric, "role": info.role}
-            if info.role == "new":
-                entry["gain"] = gain(info.metric, value, ref)
-            else:
-                entry["retention_pct"] = retention_pct(info.metric, value, ref)
-            out.setdefault(model, {})[name] = entry
+        for name, info in skills.items():
+            change = _change(info, info.metric, per_skill, scores[reference])
+            if change is not None:
+                out.setdefault(model, {})[name] = {
+                    "metric": info.metric,
+                    "role": info.role,
+                    **change,
+                }
     return out
 
 
+def _change(
+    info: SkillInfo,
+    metric: str,
+    per_skill: Mapping[str, Mapping[str, float]],
+    ref_scores: Mapping[str, Mapping[str, float]],
+) -> dict[str, Any] | None:
+    value = per_skill.get(info.name, {}).get(metric)
+    ref = ref_scores.get(info.name, {}).get(metric)
+    if value is None or ref is None:
+        return None
+    lower = info.lower_is_better(metric)
+    if info.role == "new":
+        return {"gain": gain(lower, value, ref)}
+    return {"retention_pct": retention_pct(lower, value, ref)}
+
+
+def metric_rows(scores: Scores, info: SkillInfo) -> list[str]:
+    """The metrics shown for a skill: its headline first, then the others it has (in lm-eval's
+    order for a task, loss / perplexity / exact_match for a dataset)."""
+    seen: list[str] = []
+    for per_skill in scores.values():
+        seen += [k for k in per_skill.get(info.name, {}) if is_metric(k) and k not in seen]
+    if not info.is_task:
+        seen.sort(key=lambda k: ALL_METRICS.index(k) if k in ALL_METRICS else len(ALL_METRICS))
+    return [info.metric] + [k for k in seen if k != info.metric] if info.metric in seen else seen
+
+
 def render_table(
-    scores: Scores, reference: str | None, datasets: Mapping[str, DatasetInfo], title: str
+    scores: Scores,
+    reference: str | None,
+    skills: Mapping[str, SkillInfo],
+    title: str,
+    gates: Mapping[str, Mapping[str, Any]] | None = None,
+    breaches: list[Breach] | None = None,
 ) -> Any:
-    """A rich Table: one row per model, one column per dataset, headline metric and its change."""
+    """A rich Table: a row per skill and metric, a column per model (value and its change)."""
     from rich.table import Table
 
-    delta = changes(scores, reference, datasets)
+    gates = gates or {}
+    broken = {(b.model, b.dataset, b.metric) for b in breaches or []}
     table = Table(title=title)
-    table.add_column("model")
-    for info in datasets.values():
-        table.add_column(f"{info.name}\n{info.metric} ({info.role})", justify="right")
-    for model, per_dataset in scores.items():
-        cells = [f"{model} (reference)" if model == reference else model]
-        for name, info in datasets.items():
-            value = per_dataset.get(name, {}).get(info.metric)
-            cell = "-" if value is None else f"{value:.4f}"
-            change = delta.get(model, {}).get(name, {})
-            if change.get("retention_pct") is not None:
-                pct = change["retention_pct"]
-                colour = "green" if pct >= 100 else "red"
-                cell += f"  [{colour}]{pct:.1f} %[/{colour}]"
-            elif "gain" in change:
-                colour = "green" if change["gain"] >= 0 else "red"
-                cell += f"  [{colour}]{change['gain']:+.4f}[/{colour}]"
-            cells.append(cell)
-        table.add_row(*cells)
+    table.add_column("skill")
+    table.add_column("metric")
+    for model in scores:
+        header = f"{model}\n(reference)" if model == reference else model
+        table.add_column(header, justify="right")
+    table.add_column("gate")
+    for name, info in skills.items():
+        gated = gate_metric(gates[name], info) if name in gates else None
+        for i, metric in enumerate(metric_rows(scores, info)):
+            arrow = "↓" if info.lower_is_better(metric) else "↑"
+            cells = [f"{name} ({info.role})" if i == 0 else "", f"{metric} {arrow}"]
+            for model, per_skill in scores.items():
+                cells.append(_cell(info, metric, model, per_skill, scores, reference, broken))
+            cells.append(_gate_text(gates[name]) if metric == gated else "")
+            table.add_row(*cells)
     return table
+
+
+def _cell(
+    info: SkillInfo,
+    metric: str,
+    model: str,
+    per_skill: Mapping[str, Mapping[str, float]],
+    scores: Scores,
+    reference: str | None,
+    broken: set[tuple[str, str, str]],
+) -> str:
+    measured = per_skill.get(info.name, {})
+    value = measured.get(metric)
+    if value is None:
+        return "-"
+    cell = _number(value)
+    stderr = measured.get(f"{metric.partition(',')[0]}_stderr")
+    if stderr is not None:
+        cell += f" ±{stderr:.3f}"
+    if reference is None or model == reference or reference not in scores:
+        return cell
+    change = _change(info, metric, per_skill, scores[reference]) or {}
+    bad = (model, info.name, metric) in broken
+    if change.get("retention_pct") is not None:
+        pct = change["retention_pct"]
+        colour = "red" if bad else ("green" if pct >= 100 else "yellow")
+        cell += f"  [{colour}]{pct:.1f} %[/{colour}]"
+    elif "gain" in change:
+        colour = "red" if bad else ("green" if change["gain"] > 0 else "yellow")
+        cell += f"  [{colour}]{_number(change['gain'], sign=True)}[/{colour}]"
+    return cell + (" ✗" if bad else "")
+
+
+def _number(value: float, *, sign: bool = False) -> str:
+    """0.6120, 2.3010, or 1.2539e+07 for a perplexity in the millions."""
+    spec = "+" if sign else ""
+    return f"{value:{spec}.4f}" if abs(value) < 1e5 else f"{value:{spec}.4e}"
+
+
+def _gate_text(gate: Mapping[str, Any]) -> str:
+    parts = []
+    if gate.get("max_regression") is not None:
+        limit = float(gate["max_regression"])
+        relative = gate.get("relative", True)
+        parts.append(
+            f"max_regression {limit * 100:g} %" if relative else f"max_regression {limit:g}"
+        )
+    if gate.get("min_score") is not None:
+        parts.append(f"min_score {float(gate['min_score']):g}")
+    return ", ".join(parts)
 
 
 def eval_payload(
     step_name: str,
     scores: Scores,
     reference: str | None,
-    datasets: Mapping[str, DatasetInfo],
+    skills: Mapping[str, SkillInfo],
     breaches: list[Breach],
-    tasks: Mapping[str, Any],
+    lm_eval: Mapping[str, Any],
+    gate_error: str | None = None,
 ) -> dict[str, Any]:
-    """Everything `eval.json` holds: scores, changes vs the reference, gates, lm_eval results."""
+    """Everything `eval.json` holds: skills, scores, changes vs the reference, gates, lm-eval's
+    own output per model (`lm_eval`: results, configs, versions, n-shot, ...)."""
+    gates: dict[str, Any] = {
+        "passed": not breaches and gate_error is None,
+        "breaches": [
+            {
+                "model": b.model,
+                "dataset": b.dataset,
+                "metric": b.metric,
+                "value": b.value,
+                "rule": b.rule,
+                "threshold": b.threshold,
+                "reference_value": b.reference_value,
+                "relative": b.relative,
+                "message": b.message(),
+            }
+            for b in breaches
+        ],
+    }
+    if gate_error is not None:
+        gates["error"] = gate_error
     return {
         "step": step_name,
         "reference": reference,
-        "datasets": {
-            name: {"path": i.path, "format": i.format, "role": i.role, "metric": i.metric}
-            for name, i in datasets.items()
-        },
+        "datasets": {n: i.to_json() for n, i in skills.items() if not i.is_task},
+        "tasks": {n: i.to_json() for n, i in skills.items() if i.is_task},
         "scores": {m: {d: dict(v) for d, v in per.items()} for m, per in scores.items()},
-        "changes": changes(scores, reference, datasets),
-        "gates": {
-            "passed": not breaches,
-            "breaches": [
-                {
-                    "model": b.model,
-                    "dataset": b.dataset,
-                    "metric": b.metric,
-                    "value": b.value,
-                    "rule": b.rule,
-                    "threshold": b.threshold,
-                    "reference_value": b.reference_value,
-                    "relative": b.relative,
-                    "message": b.message(),
-                }
-                for b in breaches
-            ],
-        },
-        "tasks": dict(tasks),
+        "changes": changes(scores, reference, skills),
+        "gates": gates,
+        "lm_eval": dict(lm_eval),
     }
 
 
@@ -137,35 +197,6 @@ def write_json(path: Path, payload: Mapping[str, Any]) -> Path:
     # NaN (a dataset with no answer tokens) is written as null so any JSON reader can load it.
     path.write_text(json.dumps(_no_nan(payload), indent=2, sort_keys=False) + "\n")
     return path
-
-
-def write_chart(
-    path: Path, scores: Scores, datasets: Mapping[str, DatasetInfo], title: str
-) -> tuple[Path | None, str | None]:
-    """A grouped bar chart (datasets on x, one bar per model) → (path, None) or (None, why not)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return None, "no chart: matplotlib is not installed (pip install matplotlib)"
-
-    models = list(scores)
-    names = list(datasets)
-    width = 0.8 / max(1, len(models))
-    fig = Figure(figsize=(max(4.0, 1.6 * len(names) * max(1, len(models)) ** 0.5), 3.6))
-    FigureCanvasAgg(fig)  # attaches itself to the figure; no global pyplot state
-    ax = fig.add_subplot()
-    for m, model in enumerate(models):
-        heights = [scores[model].get(n, {}).get(datasets[n].metric, 0.0) for n in names]
-        positions = [i + (m - (len(models) - 1) / 2) * width for i in range(len(names))]
-        ax.bar(positions, heights, width=width, label=model)
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([f"{n}\n{datasets[n].metric} ({datasets[n].role})" for n in names])
-    ax.set_title(title)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
-    return path, None
 
 
 def _no_nan(value: Any) -> Any:

@@ -172,7 +172,8 @@ def eval_scores(eval_json: Mapping[str, Any], model: str) -> list[Score]:
     """`model`'s headline numbers from an `eval.json` payload (datasets and lm-eval tasks)."""
     per_dataset = eval_json.get("scores", {}).get(model, {})
     out = []
-    for name, info in eval_json.get("datasets", {}).items():
+    skills = {**eval_json.get("datasets", {}), **(eval_json.get("tasks") or {})}
+    for name, info in skills.items():
         value = per_dataset.get(name, {}).get(info.get("metric"))
         if isinstance(value, int | float):
             out.append(Score(name, str(info["metric"]), float(value), str(eval_json.get("step"))))

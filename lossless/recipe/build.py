@@ -107,7 +107,13 @@ def build_search(block: Mapping[str, Any], evals: Mapping[str, EvalStep]) -> Mer
         objective=SearchObjective(
             dataset=objective["dataset"], metric=objective.get("metric"), goal=objective.get("goal")
         ),
-        constraints=dict(block.get("constraints", source.gate)),
+        # By default the eval's gates on its datasets: trials are not run through lm-eval, so
+        # gates on its `tasks:` are checked by the eval step itself, once, on the best merge.
+        constraints=dict(
+            block["constraints"]
+            if "constraints" in block
+            else {k: v for k, v in source.gate.items() if k in source.data}
+        ),
         trials=block.get("trials"),
         sampler=block.get("sampler", "grid"),
         seed=int(block.get("seed", 0)),

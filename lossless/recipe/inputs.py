@@ -1,9 +1,9 @@
 """Every input of a recipe, found by one walk over its YAML documents.
 
 A recipe reads models (hub ids, local directories, other steps), adapters (`model+lora`, apply
-steps) and data (training and eval files, `init:` configs, tokenizer corpora, prompts). A data
-value that names a step reads that `generate:` step's rows: like a model naming a step, it is a
-dependency (a graph edge, the step's fingerprint), not a file to hash or lock. Validation,
+steps) and data (training and eval files, `init:` configs, tokenizer corpora, prompts, lm-eval
+task folders). A data value that names a step reads that `generate:` step's rows: like a model
+naming a step, it is a dependency (a graph edge, the step's fingerprint), not a file to hash or lock. Validation,
 the step graph, `RECIPE.lock`, fingerprints and the runner all need this list; they all take it
 from `walk_inputs`, so a key that names an input is known in exactly one place (here).
 
@@ -230,6 +230,8 @@ def _eval_inputs(owner: str, p: YamlPath, block: Mapping[str, Any]) -> list[Inpu
     if isinstance(data, Mapping):
         for dataset, spec in data.items():
             found += _collect(owner, (*p, "data", dataset), spec, "data")
+    # lm-eval task folders: their YAMLs (and data kept beside them) are inputs like data files.
+    found += _collect(owner, (*p, "include_path"), block.get("include_path"), "data", many=True)
     return found
 
 

@@ -21,6 +21,7 @@ from lossless.evaluation.gates import (
     default_metric,
     regression,
 )
+from lossless.evaluation.skills import dataset_skills
 from lossless.recipe.model import SearchObjective
 
 TRIAL = "trial"  # the name a trial's merge has in the scores handed to check_gates
@@ -83,7 +84,7 @@ def judge(
     value = float(scores[objective.dataset][metric])
     signed = value if maximizes(objective, formats) else -value
     both: Scores = {reference: reference_scores, TRIAL: scores}
-    breaches = check_gates(constraints, both, reference=reference, formats=formats)
+    breaches = check_gates(constraints, both, reference=reference, skills=dataset_skills(formats))
     values, margins = {}, {}
     for dataset, gate in constraints.items():
         cmetric = constraint_metric(gate, dataset, formats)

@@ -1,13 +1,15 @@
-"""The `eval:` step: score every model on every held-out dataset, report, and enforce the gates.
+"""The `eval:` step: score every model on every held-out dataset and lm-eval task, report, gate.
 
     eval:
       forgetting:
         models: [Qwen/Qwen2-7B-Instruct, merged]     # the first one is the reference by default
         data: {general: data/general.jsonl, new_skill: {path: data/new.jsonl, role: new}}
-        gate: {general: {max_regression: 0.02}}
+        tasks: [arc_easy, {name: hellaswag, num_fewshot: 10}]   # needs `pip install lm-eval`
+        gate: {general: {max_regression: 0.02}, arc_easy: {metric: acc, max_regression: 0.05}}
 
-Writes `eval.json` (every number) and `eval.png` (grouped bars) into `out_dir`, prints a table,
-then raises GateFailed if any gate was breached, after the reports exist, so CI can show them.
+Writes `eval.json` (every number) and `eval.png` (retention % with the gate lines) into
+`out_dir`, prints a table, then raises GateFailed if any gate was breached, after the reports
+exist, so CI can show them. Each model is loaded once for its datasets and its tasks.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 from lossless.errors import GateFailed, LosslessError
 from lossless.evaluation.gates import Breach, check_gates, default_metric
 from lossless.evaluation.metrics import ALL_METRICS, EXACT_MATCH_FORMATS
-from lossless.evaluation.report import DatasetInfo
+from lossless.evaluation.skills import SkillInfo, saved_skills
 from lossless.recipe.model import EvalStep
 
 if TYPE_CHECKING:
     from lossless.engine.context import StepContext
+    from lossless.evaluation.harness import HarnessSettings
+    from lossless.evaluation.task_results import TaskScore
 
 DEFAULT_BATCH_SIZE = 8
 MAX_EVAL_LEN = 4096  # tokens per example; the model's max_position_embeddings if smaller
@@ -33,16 +37,16 @@ MAX_EVAL_LEN = 4096  # tokens per example; the model's max_position_embeddings i
 
 @dataclass(frozen=True)
 class EvalResult:
-    """What an eval step measured; `scores` is model → dataset → metric → value."""
+    """What an eval step measured; `scores` is model → skill (dataset or task) → metric → value."""
 
     step: str
     scores: dict[str, dict[str, dict[str, float]]]
     reference: str | None
-    datasets: dict[str, DatasetInfo]
+    datasets: dict[str, SkillInfo]  # every skill: the datasets, then the tasks
     breaches: tuple[Breach, ...]
     json_path: Path
     chart_path: Path | None
-    tasks: dict[str, dict[str, dict[str, float]]]  # model → lm_eval task → metric → value
+    lm_eval: dict[str, dict[str, Any]]  # model → lm-eval's own output (results, configs, ...)
 
 
 def run(step: EvalStep, ctx: StepContext) -> None:
@@ -62,6 +66,7 @@ def run(step: EvalStep, ctx: StepContext) -> None:
                 out_dir=ctx.out_dir,
                 recipe_dir=ctx.recipe_dir,
                 quiet=ctx.options.quiet,
+                trust_remote_code=ctx.options.trust_remote_code,
             )
     except GateFailed as failed:  # point at where the numbers will live once published
         raise GateFailed(
@@ -76,13 +81,14 @@ def run_eval(
     out_dir: Path,
     recipe_dir: Path,
     quiet: bool = False,
+    trust_remote_code: bool = False,
 ) -> EvalResult:
     """Measure, report, gate. Raises GateFailed (exit 1) listing every breach."""
     from rich.console import Console
 
     from lossless.evaluation import report
+    from lossless.evaluation.chart import chart_data, write_chart
 
-    settings = step.settings
     metrics = _metrics(step)
     reference = str(step.reference) if step.reference else str(step.models[0])
     # The reference is measured too, first, even when it is not in `models:`.
@@ -90,65 +96,95 @@ def run_eval(
     missing = [m for m in order if m not in model_dirs]
     if missing:
         raise LosslessError(f"eval {step.name!r}: no model directory for {', '.join(missing)}")
-    tasks = [str(t) for t in settings.get("tasks") or []]
-    if tasks:
-        from lossless.evaluation.harness import require_lm_eval
-
-        require_lm_eval()  # fail before hours of scoring, not after
-
+    harness, manager = _prepare_tasks(step, recipe_dir, trust_remote_code, quiet)  # first
     datasets, rows = _load_datasets(step, recipe_dir, quiet)
-    _precheck_gates(step, datasets, metrics)
+    _precheck_gates(step, datasets, metrics, harness)
 
     scores: dict[str, dict[str, dict[str, float]]] = {}
-    task_scores: dict[str, dict[str, dict[str, float]]] = {}
+    task_rows: dict[str, dict[str, TaskScore]] = {}
+    lm_eval: dict[str, dict[str, Any]] = {}
     for model_name in order:
-        scores[model_name] = _score_model(
-            step, Path(model_dirs[model_name]), model_name, datasets, rows, metrics, quiet
+        model, tokenizer = _load_model(step, Path(model_dirs[model_name]), model_name)
+        scores[model_name] = _score_datasets(
+            step, model, tokenizer, model_name, datasets, rows, metrics, quiet
         )
-        if tasks:
-            from lossless.evaluation.harness import run_tasks
+        if harness is not None:
+            from lossless.evaluation.harness import run_tasks, write_samples
+            from lossless.evaluation.task_results import task_scores, task_skills
 
-            task_scores[model_name] = run_tasks(
-                Path(model_dirs[model_name]),
-                tasks,
-                batch_size=int(settings.get("batch_size", DEFAULT_BATCH_SIZE)),
-                limit=settings.get("max_samples"),
-                seed=int(settings.get("seed", 0)),
-            )
+            output = run_tasks(model, tokenizer, harness, manager, label=model_name, quiet=quiet)
+            if harness.log_samples:
+                write_samples(out_dir / "samples", model_name, output.pop("samples", {}))
+            lm_eval[model_name] = output
+            task_rows[model_name] = task_scores(output, [t.name for t in harness.tasks])
+            scores[model_name].update({n: row.scores for n, row in task_rows[model_name].items()})
+        del model, tokenizer  # before the next model is loaded
+        _empty_cache()
 
-    breaches = check_gates(
-        step.gate,
-        scores,
-        reference=reference,
-        formats={n: d.format for n, d in datasets.items()},
-    )
+    skills = dict(datasets)
+    if harness is not None:
+        roles = {t.name: t.role for t in harness.tasks}
+        skills.update(task_skills(task_rows.get(reference, {}), roles))
+    try:
+        breaches, gate_error = (
+            check_gates(step.gate, scores, reference=reference, skills=skills),
+            None,
+        )
+    except LosslessError as error:  # a task metric lm-eval did not report: known only now
+        breaches, gate_error = [], error
     out_dir.mkdir(parents=True, exist_ok=True)
     title = f"eval {step.name} (reference: {reference})"
-    payload = report.eval_payload(step.name, scores, reference, datasets, breaches, task_scores)
+    payload = report.eval_payload(
+        step.name,
+        scores,
+        reference,
+        skills,
+        breaches,
+        lm_eval,
+        gate_error.message if gate_error else None,
+    )
     json_path = report.write_json(out_dir / "eval.json", payload)
-    chart_path, chart_note = report.write_chart(out_dir / "eval.png", scores, datasets, title)
+    data = chart_data(scores, reference, skills, step.gate, breaches)
+    chart_path, chart_note = write_chart(out_dir / "eval.png", data, title)
     if not quiet:  # the numbers are in eval.json either way
-        Console().print(report.render_table(scores, reference, datasets, title))
+        Console().print(report.render_table(scores, reference, skills, title, step.gate, breaches))
     if chart_note:
         Console(stderr=True).print(f"[yellow]{chart_note}[/yellow]")
+    if gate_error is not None:
+        raise gate_error
     _raise_for_breaches(step, breaches, json_path)
     return EvalResult(
         step=step.name,
         scores=scores,
         reference=reference,
-        datasets=datasets,
+        datasets=skills,
         breaches=tuple(breaches),
         json_path=json_path,
         chart_path=chart_path,
-        tasks=task_scores,
+        lm_eval=lm_eval,
     )
+
+
+def _prepare_tasks(
+    step: EvalStep, recipe_dir: Path, trust_remote_code: bool, quiet: bool
+) -> tuple[HarnessSettings | None, Any]:
+    """The step's task settings and lm-eval's task index, or (None, None) without `tasks:`."""
+    if not step.settings.get("tasks"):
+        return None, None
+    from lossless.evaluation.harness import harness_settings, require_lm_eval, task_manager
+
+    require_lm_eval()  # fail before hours of scoring, not after
+    harness = harness_settings(
+        step.name, step.settings, recipe_dir, trust_remote_code=trust_remote_code
+    )
+    return harness, task_manager(step.name, harness, quiet=quiet)
 
 
 @dataclass(frozen=True)
 class EvalInputs:
     """An eval step's datasets read once, for scoring many models one at a time (merge search)."""
 
-    datasets: dict[str, DatasetInfo]
+    datasets: dict[str, SkillInfo]
     rows: dict[str, list[dict[str, Any]]]
     metrics: tuple[str, ...]
 
@@ -157,17 +193,22 @@ def prepare_inputs(step: EvalStep, recipe_dir: Path, *, quiet: bool = False) -> 
     """Read and check the step's data (and its gates against it) before any model is loaded."""
     metrics = _metrics(step)
     datasets, rows = _load_datasets(step, recipe_dir, quiet)
-    _precheck_gates(step, datasets, metrics)
+    _precheck_gates(step, datasets, metrics, None)
     return EvalInputs(datasets, rows, metrics)
 
 
 def score_model(
     step: EvalStep, inputs: EvalInputs, model_dir: Path, model_name: str, *, quiet: bool = False
 ) -> dict[str, dict[str, float]]:
-    """One model's scores, dataset → metric → value, exactly as `run_eval` computes them."""
-    return _score_model(
-        step, model_dir, model_name, inputs.datasets, inputs.rows, inputs.metrics, quiet
-    )
+    """One model's dataset scores, dataset → metric → value, exactly as `run_eval` computes them."""
+    model, tokenizer = _load_model(step, model_dir, model_name)
+    try:
+        return _score_datasets(
+            step, model, tokenizer, model_name, inputs.datasets, inputs.rows, inputs.metrics, quiet
+        )
+    finally:
+        del model
+        _empty_cache()
 
 
 def check_saved_gates(step: EvalStep, out_dir: Path) -> None:
@@ -179,19 +220,19 @@ def check_saved_gates(step: EvalStep, out_dir: Path) -> None:
         saved = json.loads(json_path.read_text())
         scores = {
             model: {
-                dataset: {k: float("nan") if v is None else float(v) for k, v in metrics.items()}
-                for dataset, metrics in per_dataset.items()
+                skill: {k: float("nan") if v is None else float(v) for k, v in metrics.items()}
+                for skill, metrics in per_skill.items()
             }
-            for model, per_dataset in saved["scores"].items()
+            for model, per_skill in saved["scores"].items()
         }
-        formats = {name: info["format"] for name, info in saved["datasets"].items()}
+        skills = saved_skills(saved)
         reference = saved["reference"]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise LosslessError(
             f"eval {step.name!r}: cannot read its saved results {json_path}: {exc}",
             hint=f"rerun it with --force {step.name}",
         ) from exc
-    breaches = check_gates(step.gate, scores, reference=reference, formats=formats)
+    breaches = check_gates(step.gate, scores, reference=reference, skills=skills)
     _raise_for_breaches(step, breaches, json_path)
 
 
@@ -217,7 +258,7 @@ def _metrics(step: EvalStep) -> tuple[str, ...]:
 
 def _load_datasets(
     step: EvalStep, recipe_dir: Path, quiet: bool = False
-) -> tuple[dict[str, DatasetInfo], dict[str, list[dict[str, Any]]]]:
+) -> tuple[dict[str, SkillInfo], dict[str, list[dict[str, Any]]]]:
     """Each `data:` entry (a file, a dataset directory, a hub dataset at its pinned commit) read
     once (rows shared by every model), its format detected."""
     from lossless.recipe.references import data_kind
@@ -225,7 +266,8 @@ def _load_datasets(
     from lossless.training.settings import DataSource
 
     default_max = step.settings.get("max_samples")
-    infos: dict[str, DatasetInfo] = {}
+    metrics = _metrics(step)
+    infos: dict[str, SkillInfo] = {}
     rows: dict[str, list[dict[str, Any]]] = {}
     for name, spec in step.data.items():
         spec = {"path": spec} if isinstance(spec, str) else dict(spec)
@@ -249,25 +291,33 @@ def _load_datasets(
         fmt = spec.get("format") or "auto"
         if fmt == "auto":
             fmt = detect_format(data, path)
-        metrics = _metrics(step)
         metric = default_metric(fmt)
         if metric not in metrics:  # e.g. metrics: [loss] on chat data
             metric = "loss" if "loss" in metrics else metrics[0]
-        infos[name] = DatasetInfo(name, str(path), fmt, str(spec.get("role", "old")), metric)
+        infos[name] = SkillInfo(name, str(path), fmt, str(spec.get("role", "old")), metric)
         rows[name] = data
     return infos, rows
 
 
 def _precheck_gates(
-    step: EvalStep, datasets: Mapping[str, DatasetInfo], metrics: tuple[str, ...]
+    step: EvalStep,
+    datasets: Mapping[str, SkillInfo],
+    metrics: tuple[str, ...],
+    harness: HarnessSettings | None,
 ) -> None:
-    """Gate mistakes found before any model is loaded (check_gates would find them only after)."""
+    """Gate mistakes found before any model is loaded (check_gates would find them only after).
+
+    A gate on a task can only name a task of `tasks:` here; which metrics it reports is known
+    once lm-eval has run it."""
+    tasks = [t.name for t in harness.tasks] if harness is not None else []
     for name, gate in step.gate.items():
         where = f"eval.{step.name}.gate.{name}"
+        if name in tasks and name not in datasets:
+            continue
         if name not in datasets:
             raise LosslessError(
-                f"{where}: no dataset {name!r} in this step's `data:`",
-                hint=f"gate one of: {', '.join(datasets) or '(none)'}",
+                f"{where}: no dataset {name!r} in this step's `data:` nor task in its `tasks:`",
+                hint=f"gate one of: {', '.join([*datasets, *tasks]) or '(none)'}",
             )
         metric = str(gate.get("metric") or default_metric(datasets[name].format))
         if metric not in metrics:
@@ -283,25 +333,11 @@ def _precheck_gates(
             )
 
 
-def _score_model(
-    step: EvalStep,
-    model_dir: Path,
-    model_name: str,
-    datasets: Mapping[str, DatasetInfo],
-    rows: Mapping[str, list[dict[str, Any]]],
-    metrics: tuple[str, ...],
-    quiet: bool,
-) -> dict[str, dict[str, float]]:
-    """Load one model once, score it on every dataset, free it."""
+def _load_model(step: EvalStep, model_dir: Path, model_name: str) -> tuple[Any, Any]:
+    """(model, tokenizer) from a model dir: safetensors only, fp32 on CPU, eval mode."""
     import torch
-    from rich.progress import Progress
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lossless.evaluation.metrics import score_examples
-    from lossless.training.datasets import to_examples
-
-    settings = step.settings
-    torch.manual_seed(int(settings.get("seed", 0)))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype: Any = "auto" if device == "cuda" else torch.float32  # CPU: exact fp32 numbers
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -315,7 +351,35 @@ def _score_model(
             f"eval {step.name!r}: cannot load {model_name} from {model_dir}: {exc}",
             hint="eval reads Hugging Face model dirs with .safetensors weights",
         ) from exc
-    model = model.to(device).eval()
+    return model.to(device).eval(), tokenizer
+
+
+def _empty_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _score_datasets(
+    step: EvalStep,
+    model: Any,
+    tokenizer: Any,
+    model_name: str,
+    datasets: Mapping[str, SkillInfo],
+    rows: Mapping[str, list[dict[str, Any]]],
+    metrics: tuple[str, ...],
+    quiet: bool,
+) -> dict[str, dict[str, float]]:
+    """One loaded model's scores on every dataset."""
+    import torch
+    from rich.progress import Progress
+
+    from lossless.evaluation.metrics import score_examples
+    from lossless.training.datasets import to_examples
+
+    settings = step.settings
+    torch.manual_seed(int(settings.get("seed", 0)))
     max_len = min(MAX_EVAL_LEN, int(getattr(model.config, "max_position_embeddings", MAX_EVAL_LEN)))
     max_new = settings.get("max_new_tokens")
     result: dict[str, dict[str, float]] = {}
@@ -335,7 +399,4 @@ def _score_model(
                 max_new_tokens=int(max_new) if max_new else None,
                 progress=partial(bar.advance, task),
             )
-    del model
-    if device == "cuda":
-        torch.cuda.empty_cache()
     return result

@@ -131,6 +131,19 @@ def _check_data_file(c: Checker, d: int, path: YamlPath, item: Input) -> None:
     value = written if isinstance(written, str) else item.value
     if path[-1] == "prompts":  # semantic.py says it
         return
+    if "include_path" in path:  # an lm-eval task folder, never a hub id
+        found = local_path(value, c.recipe_dir)
+        if found is None or not found.is_dir():
+            c.add(
+                d,
+                path,
+                f"task folder `{value}` does not exist"
+                + ("" if found is None else " (it is a file, not a folder)"),
+                code="missing-path",
+                hint="a folder of lm-eval task YAMLs, relative to the recipe's directory "
+                "(then the current directory)",
+            )
+        return
     if data_kind(value, c.step_names, c.recipe_dir) != "local":
         return  # a step's rows, or a hub dataset (`org/name`): read when the step runs
     if local_path(value, c.recipe_dir) is None:

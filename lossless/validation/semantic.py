@@ -33,6 +33,7 @@ from lossless.recipe.references import (
 )
 from lossless.validation.checker import Checker
 from lossless.validation.data_rules import check_eval_data, check_train_data
+from lossless.validation.eval_rules import check_eval
 from lossless.validation.inputs_check import check_inputs, local_locator
 from lossless.validation.merge_rules import check_merge
 from lossless.validation.search_rules import check_search
@@ -191,19 +192,9 @@ def _check_step(c: Checker, d: int, kind: str, name: str, block: dict[str, Any])
                 code="apply-shape",
             )
     else:
-        check_chat_template(c, d, p, block.get("settings"))
+        check_chat_template(c, d, p, block)
         check_eval_data(c, d, p, block)
-        data: dict[str, Any] = block["data"] if isinstance(block.get("data"), dict) else {}
-        for gate in block.get("gate") or {}:
-            if gate not in data:
-                c.add(
-                    d,
-                    (*p, "gate", gate),
-                    f"gate `{gate}` names no dataset of `data`",
-                    at_key=True,
-                    code="unknown-dataset",
-                    hint=did_you_mean(gate, data) or f"datasets: {', '.join(data) or 'none'}",
-                )
+        check_eval(c, d, p, block)
 
 
 def _check_ref(
