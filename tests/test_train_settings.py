@@ -84,7 +84,7 @@ def _fields(cls: type) -> set[str]:
 
 
 def test_schema_train_keys_equal_settings_fields() -> None:
-    schema = load_schema()["$defs"]["train_step"]["properties"]
+    schema = load_schema()["definitions"]["train_step"]["properties"]
     assert set(schema) - {"base"} == _fields(TrainSettings)
     for key in ("lora", "quantization", "prompt_tuning", "prefix_tuning", "ia3", "replay"):
         cls = type(getattr(build_train("t", {"data": "d", key: {"data": "d"}}).settings, key))
