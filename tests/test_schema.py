@@ -93,15 +93,21 @@ def test_id_is_the_raw_url_the_docs_give() -> None:
 
 
 def undescribed(schema: dict[str, Any]) -> list[str]:
-    """Pointers of keys, definitions and object shapes that carry no description."""
+    """Pointers of keys, definitions, map values and object shapes that carry no description.
+
+    An anyOf/oneOf branch needs none: yaml-language-server's hover shows the first description
+    among the schemas a value matches, innermost first, so a branch's would hide its key's."""
     missing = []
     for path, node in subschemas(schema):
         parent = path.split("/")[-2] if path.count("/") >= 2 else ""
         is_key = parent in ("properties", "patternProperties")
         is_definition = path.count("/") == 2 and parent == "definitions"
-        is_object = "properties" in node
+        is_map_value = path.endswith("/additionalProperties") and "$ref" not in node
+        is_branch = parent in ("anyOf", "oneOf")
+        is_object = "properties" in node and not is_branch
         text = node.get("description")
-        if (is_key or is_definition or is_object) and not (isinstance(text, str) and text.strip()):
+        needs = is_key or is_definition or is_map_value or is_object
+        if needs and not (isinstance(text, str) and text.strip()):
             missing.append(path)
     return missing
 
@@ -125,3 +131,11 @@ def test_the_description_check_finds_a_key_without_one() -> None:
 def test_the_keyword_check_finds_a_later_draft_keyword(keyword: str) -> None:
     node = {"type": "object", "properties": {"a": {keyword: {}}}}
     assert [k for _, n in subschemas(node) for k in n if k not in DRAFT7_KEYWORDS] == [keyword]
+
+
+def test_named_merge_parameters_equal_the_method_table() -> None:
+    """Each parameter a method takes is a key of `parameters` with its own description."""
+    from lossless.methods.table import METHODS
+
+    names = {n for spec in METHODS.values() for n in (*spec.model_params, *spec.global_params)}
+    assert set(load_schema()["definitions"]["parameters"]["properties"]) == names
