@@ -1,4 +1,4 @@
-"""Command line: `lossless run | validate | plan | chat | lock`.
+"""Command line: `lossless run | validate | plan | chat | lock | push | schema`.
 
 Each command module in `lossless.commands` owns its arguments (`add_parser`) and its work
 (`main(args) -> exit code`); heavy libraries are imported only inside those, so `--help` and
@@ -15,10 +15,10 @@ import traceback
 from collections.abc import Sequence
 
 from lossless import __version__
-from lossless.commands import chat, lock, plan, push, run, validate
+from lossless.commands import chat, lock, plan, push, run, schema, validate
 from lossless.errors import EXIT_FAILED, EXIT_INVALID, GateFailed, LosslessError, RecipeInvalid
 
-COMMANDS = (run, validate, plan, chat, lock, push)
+COMMANDS = (run, validate, plan, chat, lock, push, schema)
 
 
 def build_parser() -> argparse.ArgumentParser:

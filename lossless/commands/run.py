@@ -26,7 +26,7 @@ def _note(text: str) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True, highlight=False).print(f"[dim]note: {escape(text)}[/]")
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[dim]note: {escape(text)}[/]")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -112,6 +112,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--wait", action="store_true", help="wait for another run holding the lock, do not fail"
+    )
+    p.add_argument(
+        "--no-push",
+        dest="push",
+        action="store_false",
+        help="run without uploading the recipe's `push_to_hub:` outputs",
+    )
+    p.add_argument(
+        "--force-push",
+        action="store_true",
+        help="upload the `push_to_hub:` outputs even when a gate failed (as `lossless push --force`)",
     )
     p.add_argument(
         "--locked", action="store_true", help="refuse to run if an input differs from RECIPE.lock"
@@ -203,6 +214,16 @@ def main(args: argparse.Namespace) -> int:
     )
     if warnings:
         print(render_problems(warnings, "text"), file=sys.stderr)
+    push = args.push
+    if push and recipe.pushes and path != Path(args.recipe):
+        # A recipe taken from a model repo names its author's repos: reproducing it must not
+        # push over them. Edited and run as a file of your own, its `push_to_hub:` is yours.
+        push = False
+        repos = ", ".join(t.repo for t in recipe.pushes.values())
+        _note(
+            f"push_to_hub ({repos}) is not used for a recipe from {args.recipe}: "
+            f"push the result with `lossless push {path} ORG/NAME`"
+        )
     if not args.quiet:
         for flag, note in _NO_OP_FLAGS.items():
             if getattr(args, flag, False):
@@ -241,6 +262,8 @@ def main(args: argparse.Namespace) -> int:
         verify=args.verify,
         wait=args.wait,
         launch=launch,
+        push=push,
+        force_push=args.force_push,
     )
     import time
 

@@ -3,7 +3,8 @@
     run finished in 3m12s: 4 steps (2 ran, 2 fresh)
       output  ./out/qwen2-merged (988.1 MB)
       gates   eval forgetting: passed
-      share   lossless push recipe.yaml org/name
+      share   lossless push recipe.yaml org/name    (or, after `push_to_hub:` uploads:)
+      pushed  merged → org/name: https://huggingface.co/org/name/commit/...
 
 Built from the runner's step statuses and the eval steps' `eval.json`, after the run.
 """
@@ -69,7 +70,9 @@ def summary_lines(runner: Any, results: Sequence[Any] | None, seconds: float) ->
         else:
             verdict = f"FAILED ({len(gates.get('breaches', []))} breach(es))"
         lines.append(f"  gates   eval {step.name}: {verdict}  ({path})")
-    if results is not None and final is not None:
+    for pushed in getattr(runner, "pushed", []):
+        lines.append(f"  pushed  {pushed.step} → {pushed.repo}: {pushed.url}")
+    if results is not None and final is not None and not getattr(runner, "pushed", []):
         lines.append(f"  share   lossless push {recipe.path} ORG/NAME")
     return lines
 

@@ -71,6 +71,8 @@ class RunOptions:
     verify: bool = False  # a fresh step's files must match their recorded sha256, not only sizes
     wait: bool = False  # wait for a run lock held by another process instead of failing
     launch: Launch | None = None  # train steps in a launcher's processes; None: in this process
+    push: bool = True  # upload each `push_to_hub:` output after the run (`--no-push`: False)
+    force_push: bool = False  # push even after a failed gate (`--force-push`)
 
 
 @dataclass(frozen=True)

@@ -193,8 +193,9 @@ class Freshness:
         ]
 
     def needs_files(self, step: ApplyStep) -> bool:
-        """An apply step is written out only when asked, or when training/eval/generate reads it."""
-        if step.save:
+        """An apply step is written out only when asked (`save`, `push_to_hub`), or when
+        training/eval/generate reads it."""
+        if step.save or step.name in self.recipe.pushes:  # a push uploads real files
             return True
         return any(
             isinstance(other, TrainStep | EvalStep | GenerateStep)

@@ -1,7 +1,7 @@
 """Walk the step DAG: skip what is fresh, run the rest through one table of step handlers.
 
-The runner owns the order (`recipe/graph.py`), `--only` / `--force`, the lock, the disk check
-and where each output goes; freshness is `freshness.py`, state records `state.py`, and every
+The runner owns the order (`recipe/graph.py`), `--only` / `--force`, the lock, the disk check,
+where each output goes and when `push_to_hub:` outputs are uploaded (`hub/run_push.py`); freshness is `freshness.py`, state records `state.py`, and every
 output is written into a partial dir and published by `publish.py`. Steps are
 `steps.HANDLERS[step.kind].run(step, ctx)` and never see the runner.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 from pathlib import Path
+from typing import Any
 
 from lossless.engine.context import (
     KnownHashes,
@@ -62,6 +63,7 @@ class Runner:
         self.order: list[Step] = topological_steps(recipe)
         self._final = final_merge(recipe)
         self._step_bytes: int | None = None
+        self.pushed: list[Any] = []  # hub/run_push.Pushed of each `push_to_hub:` upload
 
     def output_rule(self, input_dirs: list[Path] | None = None) -> OutputRule:
         """Where this run may publish (`validation/outputs.py`, the same rule as `validate`)."""
@@ -143,7 +145,7 @@ class Runner:
         from lossless.engine.runlock import lock_path_for, run_locks
 
         if self.options.work_dir is None and is_shared_legacy(self.work_dir):
-            self._note(
+            self.note(
                 f"{self.work_dir} holds the steps of every recipe in this folder (made by an older "
                 "lossless); it is used as it is. Move it to "
                 f"{self.work_dir / Path(self.recipe.path).stem} to give this recipe its own."
@@ -154,8 +156,20 @@ class Runner:
             final = self.output_dir(self._final)
             if not final.is_relative_to(self.work_dir):
                 locks.append(lock_path_for(final, work_dir=False))
-        with run_locks(locks, wait=self.options.wait, say=self._note):
-            return self._run_locked()
+        with run_locks(locks, wait=self.options.wait, say=self.note):
+            try:
+                results = self._run_locked()
+            except GateFailed as failed:
+                if not self.options.push:
+                    raise
+                from lossless.hub.run_push import after_failed_gate
+
+                raise after_failed_gate(self, failed) from None
+            if self.options.push and self.recipe.pushes:
+                from lossless.hub.run_push import push_outputs
+
+                self.pushed = push_outputs(self)  # `push_to_hub:` outputs, in the locks
+            return results
 
     def _run_locked(self) -> list[StepStatus]:
         from lossless.engine import lockfile
@@ -279,7 +293,8 @@ class Runner:
             return target
         return self._execute(step)
 
-    def _note(self, text: str) -> None:
+    def note(self, text: str) -> None:
+        """A dim line on stderr (nothing with -q)."""
         from rich.markup import escape
 
         self._say(f"[dim]{escape(text)}[/]")

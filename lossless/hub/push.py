@@ -57,13 +57,19 @@ def plan_recipe_push(
     out: Path | None = None,
     force: bool = False,
     cache_dir: str | None = None,
+    runner: Any = None,
 ) -> PushPlan:
-    """The upload for a recipe's finished step (default: its final merge, else its last model)."""
+    """The upload for a recipe's finished step (default: its final merge, else its last model).
+
+    `runner`: the run that just finished (`push_to_hub:`), whose options (seed, shard size) the
+    step's freshness depends on, and whose RECIPE.lock text is the one to push."""
     from lossless.engine.context import RunOptions
     from lossless.engine.runner import Runner, final_merge
     from lossless.hub.cards import lineage, render_card
 
-    runner = Runner(recipe, RunOptions(work_dir=work_dir, out=out, cache_dir=cache_dir, quiet=True))
+    if runner is None:
+        options = RunOptions(work_dir=work_dir, out=out, cache_dir=cache_dir, quiet=True)
+        runner = Runner(recipe, options)
     step = _pick_step(recipe, step_name, final_merge(recipe))
     status = runner.status(step)
     if status.state != "fresh" or status.output is None:
@@ -86,7 +92,7 @@ def plan_recipe_push(
     from lossless.engine.lockfile import lock_path
 
     lock = lock_path(recipe.path)
-    lock_text = lock.read_text() if lock.is_file() else None
+    lock_text = runner.lock_text or (lock.read_text() if lock.is_file() else None)
     card = render_card(
         recipe_text,
         name=repo_id.split("/")[-1],

@@ -21,6 +21,7 @@ from lossless.recipe.model import (
     MergeSearch,
     MergeStep,
     ModelRef,
+    PushTarget,
     Recipe,
     Sampling,
     SearchDimension,
@@ -49,7 +50,7 @@ from lossless.training.settings import (
 )
 
 # Keys of a document that belong to lossless, not to the mergekit config of its merge stage.
-LOSSLESS_KEYS = ("generate", "train", "apply", "eval", "output", "name", "search")
+LOSSLESS_KEYS = ("generate", "train", "apply", "eval", "output", "name", "search", "push_to_hub")
 
 
 def _ref(text: str | None) -> ModelRef | None:
@@ -177,8 +178,28 @@ def build_train(name: str, block: Mapping[str, Any]) -> TrainStep:
         name=name,
         base=_ref(block.get("base")),
         settings=build_train_settings(block),
-        block=dict(block),
+        # Where the adapter is pushed is no training setting: out of the digested block.
+        block={k: v for k, v in block.items() if k != "push_to_hub"},
     )
+
+
+def build_push(value: Any) -> PushTarget:
+    """`push_to_hub: org/name` or `{repo, private, revision}`."""
+    if isinstance(value, str):
+        return PushTarget(value)
+    return PushTarget(str(value["repo"]), bool(value.get("private", False)), value.get("revision"))
+
+
+def _pushes(documents: Sequence[Mapping[str, Any]]) -> dict[str, PushTarget]:
+    found = {}
+    for doc in documents:
+        if "push_to_hub" in doc and is_merge_document(doc):
+            found[stage_name(doc)] = build_push(doc["push_to_hub"])
+        for kind in ("train", "apply"):
+            for name, block in (doc.get(kind) or {}).items():
+                if "push_to_hub" in block:
+                    found[name] = build_push(block["push_to_hub"])
+    return found
 
 
 def _strings(value: Any) -> str | tuple[str, ...] | None:
@@ -377,4 +398,5 @@ def build_recipe(path: str, documents: Sequence[Mapping[str, Any]]) -> Recipe:
         steps=tuple(generate + train + apply + merges + list(evals.values())),
         output=output,
         documents=tuple(documents),
+        pushes=_pushes(documents),
     )

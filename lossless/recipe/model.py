@@ -11,6 +11,7 @@ Recipe layout (one YAML document, or several mergekit-multi style documents each
     <mergekit keys>                     # one MergeStep per document (named `name`, default "merged")
     eval:   {step_name: {...}}          # EvalStep
     output: path/to/final/model         # optional; `lossless run RECIPE OUT` overrides it
+    push_to_hub: org/name               # optional, here or on a train/apply step: PushTarget
 """
 
 from __future__ import annotations
@@ -249,6 +250,17 @@ Step = GenerateStep | TrainStep | ApplyStep | MergeStep | EvalStep
 
 
 @dataclass(frozen=True)
+class PushTarget:
+    """`push_to_hub:` of a train, apply or merge step: the hub repo its output is uploaded to
+    after a run whose gates passed (hub/run_push.py). Kept beside the steps, not in them, so
+    that no fingerprint digests it: pushing elsewhere never reruns a step."""
+
+    repo: str
+    private: bool = False
+    revision: str | None = None
+
+
+@dataclass(frozen=True)
 class Recipe:
     path: str  # the file it was read from
     steps: tuple[Step, ...]
@@ -256,6 +268,7 @@ class Recipe:
     documents: tuple[Mapping[str, Any], ...] = ()  # the YAML documents as data, for model cards
     # The recipe's text when it is not the file's: `--set` overrides, written out (commands/run.py).
     text: str | None = None
+    pushes: Mapping[str, PushTarget] = field(default_factory=dict)  # step name → `push_to_hub:`
 
     def step(self, name: str) -> Step:
         for step in self.steps:

@@ -35,10 +35,10 @@ def load_schema() -> dict[str, Any]:
 
 @cache
 def validator() -> Any:
-    """A Draft 2020-12 validator for one recipe document."""
-    from jsonschema import Draft202012Validator
+    """A draft-07 validator for one recipe document (draft-07: what editors' YAML servers speak)."""
+    from jsonschema import Draft7Validator
 
-    return Draft202012Validator(load_schema())
+    return Draft7Validator(load_schema())
 
 
 def top_level_keys() -> list[str]:

@@ -96,7 +96,7 @@ def _schema_problem(error: Any, file: str, lines: list[str], pos: Positions) -> 
     if kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return [make(f"missing required key `{missing}`", path, key=True, code="missing-key")]
-    if kind == "dependentRequired":
+    if kind == "dependencies":  # draft-07's form of "this key needs that key"
         return [
             make(
                 "a merge stage needs `merge_method`",

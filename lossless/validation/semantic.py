@@ -36,6 +36,7 @@ from lossless.validation.data_rules import check_eval_data, check_train_data
 from lossless.validation.eval_rules import check_eval
 from lossless.validation.inputs_check import check_inputs, local_locator
 from lossless.validation.merge_rules import check_merge
+from lossless.validation.push_rules import check_pushes
 from lossless.validation.search_rules import check_search
 
 
@@ -289,6 +290,7 @@ def check_documents(docs: list[Any], c: Checker, *, resolve: bool = False) -> li
         for kind in STEP_SECTIONS:
             for name, block in step_blocks(doc, kind):
                 _check_step(c, d, kind, name, dict(block))
+    check_pushes(c, docs)
     check_inputs(
         c, inputs, local_locator(c.recipe_dir, c.step_names, resolve), allow_crimes=c.allow_crimes
     )
