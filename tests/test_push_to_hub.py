@@ -200,7 +200,7 @@ def test_push_to_hub_problems_are_reported_with_their_lines() -> None:
             4,
             "`me/x` is pushed to twice (first on line 3): the two outputs would overwrite each other's files",
         ),
-        (4, "`push_to_hub` has the wrong shape"),
+        (4, "wrong type: expected boolean"),  # at `private:`
         (
             5,
             "`push_to_hub` at the top of a document pushes its merge stage, and this document has none",

@@ -189,7 +189,7 @@ class Runner:
         self.check_disk_space()
         results = [self._run_or_skip(step) for step in self.selected()]
         if self.options.write_lock and unresolved:
-            self._note(
+            self.note(
                 f"{lockfile.lock_path(self.recipe.path).name} not updated: "
                 + "; ".join(
                     f"{ref} could not be resolved ({why})" for ref, why in unresolved.items()
