@@ -83,20 +83,26 @@ def render_table(
     gates = gates or {}
     broken = {(b.model, b.dataset, b.metric) for b in breaches or []}
     table = Table(title=title)
-    table.add_column("skill")
-    table.add_column("metric")
+    # Names never wrap. Past two models, a cell's change goes under its value, so four models
+    # fit 80 columns without rich breaking "0.0100  1.0 %" at a space of its choosing.
+    stacked = len(scores) > 2
+    table.add_column("skill", no_wrap=True)
+    table.add_column("metric", no_wrap=True)
     for model in scores:
         header = f"{model}\n(reference)" if model == reference else model
         table.add_column(header, justify="right")
-    table.add_column("gate")
+    if gates:
+        table.add_column("gate")
     for name, info in skills.items():
         gated = gate_metric(gates[name], info) if name in gates else None
         for i, metric in enumerate(metric_rows(scores, info)):
             arrow = "↓" if info.lower_is_better(metric) else "↑"
             cells = [f"{name} ({info.role})" if i == 0 else "", f"{metric} {arrow}"]
             for model, per_skill in scores.items():
-                cells.append(_cell(info, metric, model, per_skill, scores, reference, broken))
-            cells.append(_gate_text(gates[name]) if metric == gated else "")
+                cell = _cell(info, metric, model, per_skill, scores, reference, broken)
+                cells.append(cell.replace("  [", "\n[", 1) if stacked else cell)
+            if gates:
+                cells.append(_gate_text(gates[name]) if metric == gated else "")
             table.add_row(*cells)
     return table
 
