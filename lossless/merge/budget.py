@@ -99,3 +99,15 @@ def block_rows(job: TensorJob, sources: Mapping[str, TensorSource], share: int) 
 def streams(job: TensorJob, shape: tuple[int, ...], whole: int, share: int) -> bool:
     """Whether a job is streamed: its method can be, and its whole-tensor math exceeds `share`."""
     return METHODS[job.method].streams and len(shape) >= 2 and shape[0] > 1 and whole > share
+
+
+def replay_bytes(job: TensorJob, share: int) -> int:
+    """What a streamed job's magnitude cut (TIES top-k, breadcrumbs) may hold for the tie-order
+    replay: most of the share, since the cut is decided before any block is merged; 0 for a
+    method without one."""
+    family = getattr(METHODS[job.method].load(), "family", None)
+    if family is None or family.sparsifier not in ("top", "outliers"):
+        return 0
+    if all(float(p.get("density", 1.0)) >= 1 for p in job.model_params):
+        return 0
+    return share * 9 // 10

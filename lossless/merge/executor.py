@@ -41,6 +41,7 @@ from lossless.merge.budget import (
     default_memory,
     job_bytes,
     job_shape,
+    replay_bytes,
     row_bytes,
     streams,
 )
@@ -193,6 +194,7 @@ def _produce_stream(
     shape: tuple[int, ...],
     seed: int | None,
     rows: int,
+    replay: int,
 ) -> None:
     import torch
 
@@ -211,6 +213,7 @@ def _produce_stream(
         dtype=getattr(torch, job.compute_dtype),
         out_dtype=getattr(torch, job.out_dtype),
         generator=generator,
+        replay_memory=replay,
     )
     blocks.produce(parts)
 
@@ -229,14 +232,17 @@ def _stream(
     usable = memory - BASELINE if memory > 2 * BASELINE else memory // 2
     share = usable // workers
 
-    def plan(job: TensorJob) -> tuple[int, int]:
-        """(bytes in flight, rows per block: 0 for the whole tensor at once)."""
+    def plan(job: TensorJob) -> tuple[int, int, int]:
+        """(bytes in flight, rows per block: 0 for the whole tensor at once, bytes the
+        tie-order replay of a magnitude cut may hold)."""
         shape = shapes[job.output]
         whole = job_bytes(job, sources, shape)
         if not streams(job, shape, whole, share):
-            return whole, 0
+            return whole, 0, 0
         rows = block_rows(job, sources, share)
-        return (QUEUED_BLOCKS + 2) * rows * row_bytes(job, sources, shape), rows
+        blocks = (QUEUED_BLOCKS + 2) * rows * row_bytes(job, sources, shape)
+        replay = replay_bytes(job, share)
+        return max(blocks, replay), rows, replay
 
     pending: deque[tuple[TensorJob, int, Future[Any], _Blocks | None]] = deque()
     inflight, next_job = 0, 0
@@ -245,14 +251,14 @@ def _stream(
             while next_job < len(jobs) or pending:
                 while next_job < len(jobs) and len(pending) < workers + 1:
                     job = jobs[next_job]
-                    cost, rows = plan(job)
+                    cost, rows, replay = plan(job)
                     if pending and inflight + cost > usable:
                         break
                     shape = shapes[job.output]
                     blocks = _Blocks() if rows else None
                     if blocks is not None:
                         future = pool.submit(
-                            _produce_stream, blocks, job, sources, shape, seed, rows
+                            _produce_stream, blocks, job, sources, shape, seed, rows, replay
                         )
                     else:
                         future = pool.submit(_compute, job, sources, fns[job.method], shape, seed)
