@@ -98,7 +98,11 @@ def block_rows(job: TensorJob, sources: Mapping[str, TensorSource], share: int) 
 
 def streams(job: TensorJob, shape: tuple[int, ...], whole: int, share: int) -> bool:
     """Whether a job is streamed: its method can be, and its whole-tensor math exceeds `share`."""
-    return METHODS[job.method].streams and len(shape) >= 2 and shape[0] > 1 and whole > share
+    from lossless.methods.streamed_vectors import streamable
+
+    if not (METHODS[job.method].streams and len(shape) >= 2 and shape[0] > 1 and whole > share):
+        return False
+    return streamable(job.method, job.params)
 
 
 def replay_bytes(job: TensorJob, share: int) -> int:

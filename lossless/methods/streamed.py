@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import torch
 
-from lossless.methods import replay_stream, sparsify, streamed_cuts
+from lossless.methods import replay_stream, sparsify, streamed_cuts, streamed_vectors
 from lossless.methods.blocks import BLOCK
 from lossless.methods.linear import linear
 from lossless.methods.table import METHODS
@@ -37,6 +37,7 @@ class Rows(Protocol):
     """Row blocks of one job's inputs."""
 
     shape: tuple[int, ...]
+    has_base: bool  # whether the job has a base model (`base` may be called)
 
     def model(self, i: int, lo: int, hi: int) -> torch.Tensor:
         """Rows [lo, hi) of input model i, in its stored dtype."""
@@ -64,6 +65,11 @@ def stream(
     )
     if method == "linear":
         return stream_linear(rows, model_params, params, **kwargs)
+    if method in streamed_vectors.STREAMED:
+        blocks = row_blocks(rows.shape[0], block_rows)
+        return streamed_vectors.stream_vectors(
+            method, rows, model_params, params, blocks=blocks, dtype=dtype, out_dtype=out_dtype
+        )
     family = METHODS[method].load().family
     return stream_task_arithmetic(
         family, rows, model_params, params, replay_memory=replay_memory, **kwargs

@@ -16,6 +16,7 @@ ROWS, COLS = 40, 4096  # 2.5 blocks of 64K entries; 16 rows = one block
 class MemoryRows:
     def __init__(self, models: Sequence[torch.Tensor], base: torch.Tensor | None) -> None:
         self.models, self._base = list(models), base
+        self.has_base = base is not None
         self.shape = tuple((base if base is not None else models[0]).shape)
 
     def model(self, i: int, lo: int, hi: int) -> torch.Tensor:
@@ -135,3 +136,45 @@ def test_tie_order_replayed_through_views_in_little_memory(method, extra, monkey
     whole, got = _run(method, models, base, model_params, {}, 16, replay_memory=memory)
     assert torch.equal(whole, got)
     assert len(partitions) >= 4  # at least two streamed partitions per model
+
+
+VECTORS = [
+    ("passthrough", 1, False, [{"scale": 0.5}], {}),
+    ("nearswap", 1, True, [{}], {"t": 0.01}),
+    ("ram", 3, True, [{}] * 3, {"epsilon": 0.01}),
+    ("ramplus_tl", 3, True, [{}] * 3, {"epsilon": 0.01, "r": 0.5, "alpha": 0.5}),
+    ("slerp", 1, True, [{}], {"t": 0.3}),
+    ("nuslerp", 2, True, [{"weight": 0.3}, {"weight": 0.6}], {}),
+    ("nuslerp", 2, False, [{"weight": 0.3}, {"weight": 0.6}], {"nuslerp_flatten": False}),
+    ("model_stock", 3, True, [{}] * 3, {}),
+    ("model_stock", 3, True, [{}] * 3, {"filter_wise": True}),
+]
+
+
+@pytest.mark.parametrize(("method", "count", "with_base", "model_params", "params"), VECTORS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_streamed_methods_equal_whole_tensor(method, count, with_base, model_params, params, dtype):
+    base = _smooth(0) if with_base else None
+    models = [_smooth(i + 1) for i in range(count)]
+    fn = METHODS[method].load()
+    cast = [m.to(dtype) for m in models]
+    whole = fn(cast, None if base is None else base.to(dtype), model_params, params)
+    whole = whole.to(torch.bfloat16)
+    for block_rows in (16, 32):
+        parts = streamed.stream(
+            method,
+            MemoryRows(models, base),
+            model_params,
+            params,
+            block_rows=block_rows,
+            dtype=dtype,
+            out_dtype=torch.bfloat16,
+        )
+        assert torch.equal(torch.cat(list(parts)), whole), (method, block_rows)
+
+
+def test_nuslerp_columns_are_not_streamed() -> None:
+    from lossless.methods.streamed_vectors import streamable
+
+    assert not streamable("nuslerp", {"nuslerp_flatten": False, "nuslerp_row_wise": True})
+    assert streamable("nuslerp", {"nuslerp_row_wise": True})  # flattened: one vector
