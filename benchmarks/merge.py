@@ -260,7 +260,30 @@ class Result:
     rss: list[float]
 
 
+def in_child(*args: str) -> str:
+    """Run this script's helper `args` in a fresh process: this one never imports torch, so
+    the children it times start small (a forked child's peak RSS counts its parent's)."""
+    cmd = [sys.executable, __file__, *args]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    if done.returncode:
+        sys.exit(f"{' '.join(args)} failed:\n{done.stderr}")
+    return done.stdout.strip()
+
+
+def helper(argv: list[str]) -> None:
+    """The work done in children: `--write-checkpoint DIR SIZE SEED`, `--compare A B`."""
+    if argv[0] == "--write-checkpoint":
+        write_checkpoint(Path(argv[1]), argv[2], int(argv[3]))
+    else:
+        print(same_tensors(Path(argv[1]), Path(argv[2])))
+
+
 def main() -> None:
+    if sys.argv[1:2] in (["--write-checkpoint"], ["--compare"]):
+        helper(sys.argv[1:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="300M", help=f"comma list of {', '.join(SIZES)}")
     parser.add_argument("--cases", default="", help="comma list of cases (default: all)")
@@ -286,7 +309,7 @@ def main() -> None:
         for i, d in enumerate(dirs):
             if not (d / "model.safetensors.index.json").is_file():
                 print(f"writing {d} ({params / 1e6:.0f}M params, bf16)", flush=True)
-                write_checkpoint(d, size, seed=i)
+                in_child("--write-checkpoint", str(d), size, str(i))
             (d / "config.json").write_text(json.dumps(llama_config(size)))
         for name in chosen:
             case = cases[name]
@@ -343,7 +366,9 @@ def main() -> None:
                     results[tool].rss.append(rss)
                     print(f"  {wall:.1f} s, peak RSS {rss:.2f} GiB", flush=True)
                 if "mergekit" in results and "lossless" in results:
-                    verdict = same_tensors(work / "out-lossless", work / "out-mergekit")
+                    verdict = in_child(
+                        "--compare", str(work / "out-lossless"), str(work / "out-mergekit")
+                    )
                 for tool in ("mergekit", "lossless"):
                     shutil.rmtree(work / f"out-{tool}", ignore_errors=True)
             med = {t: (statistics.median(r.wall), max(r.rss)) for t, r in results.items() if r.wall}
