@@ -9,7 +9,10 @@ the executor's usual workers, and sums the wall time each worker thread spends i
     its own reads and arithmetic count here, not above),
   - math: the elementwise merge of each tensor or block (the casts of its inputs to the
     compute dtype included; linear, or the task-arithmetic chain after the cut),
-  - write: the shard writer (hashing and fsync included).
+  - write: the shard writer (hashing and fsync included),
+  - check: the NaN/Inf check of each tensor read,
+and `execute`, the executor's own wall time (the rest is planning, input checks, the output's
+other files).
 Times are summed over threads, so they can add up to more than the wall time.
 """
 
@@ -63,6 +66,19 @@ def instrument() -> None:
     from lossless.tensors import checkpoint, writer
 
     checkpoint._pread_tensor = timed("read", checkpoint._pread_tensor)
+    checkpoint.check_finite = timed("check", checkpoint.check_finite)
+    from lossless.merge import executor
+
+    run = executor.execute
+
+    def execute(*args: Any, **kwargs: Any) -> Any:  # wall time, around the nested phases
+        start = time.perf_counter()
+        try:
+            return run(*args, **kwargs)
+        finally:
+            TOTALS["execute"] += time.perf_counter() - start
+
+    executor.execute = execute
     for module, names in (
         (sparsify, ("top_magnitude", "middle_magnitude")),
         (streamed_cuts, ("top", "middle")),
@@ -97,7 +113,7 @@ def main() -> None:
         if code:
             sys.exit(f"the merge failed (exit {code})")
     print(f"wall {wall:.1f} s, {torch.get_num_threads()} torch threads")
-    for name in ("read", "decide", "math", "write"):
+    for name in ("execute", "read", "check", "decide", "math", "write"):
         print(f"  {name:<7} {TOTALS[name]:7.1f} s")
 
 
