@@ -159,6 +159,20 @@ def test_non_finite_tensor_is_refused_naming_it(tmp_path: Path) -> None:
     assert Checkpoint(tmp_path, allow_non_finite=True).get("w").isnan().any()
 
 
+def test_rows_read_for_a_streamed_merge_are_checked_too(tmp_path: Path) -> None:
+    w = torch.zeros(6, 4)
+    w[4, 1] = float("nan")
+    save_file({"w": w}, tmp_path / "model.safetensors")
+    checkpoint = Checkpoint(tmp_path, label="m")
+    assert torch.equal(checkpoint.get_rows("w", 0, 2), w[:2])  # clean rows pass
+    assert torch.equal(checkpoint.get_rows("w", 1, 3), w[1:3])  # re-read: checked once
+    with pytest.raises(LosslessError, match=r"tensor 'w' .* 1 non-finite value\(s\) \(1 NaN"):
+        checkpoint.get_rows("w", 3, 6)
+    with pytest.raises(LosslessError, match="1 NaN"):  # out of order: checked on its own
+        Checkpoint(tmp_path, label="m").get_rows("w", 4, 5)
+    assert Checkpoint(tmp_path, allow_non_finite=True).get_rows("w", 3, 6).isnan().any()
+
+
 def test_config_problems_name_key_tensor_and_sizes() -> None:
     from lossless.tensors.checkpoint import config_problems
 

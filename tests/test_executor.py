@@ -296,7 +296,7 @@ def test_a_small_memory_budget_streams_rows_and_writes_the_same_bytes(
         return original(*args, **kwargs)
 
     monkeypatch.setattr(streamed, "stream", counted)
-    execute(plan, srcs, tmp_path / "rows", shard_size=10**9, seed=3, quiet=True, memory=32 << 10)
+    execute(plan, srcs, tmp_path / "rows", shard_size=10**9, seed=3, quiet=True, memory=16 << 10)
     assert len(calls) == sum(len(j.shape) == 2 for j in plan.jobs)  # every matrix streamed
     assert hashes(tmp_path / "whole") == hashes(tmp_path / "rows")
 
@@ -350,3 +350,12 @@ def test_device_cuda_without_cuda_is_a_clear_usage_error(tmp_path: Path) -> None
     recipe = tmp_path / "merge.yml"
     recipe.write_text("merge_method: linear\nmodels: []\n")
     assert main(["run", str(recipe), "--device", "cuda"]) == 2
+
+
+def test_workers_are_fewer_when_the_budget_is_small() -> None:
+    from lossless.merge.budget import GiB, MIN_SHARE, worker_count
+
+    assert worker_count(2, 4 * GiB) == 2
+    assert worker_count(16, 4 * GiB) == 7  # 3.5 GiB usable, half a GiB each at least
+    assert worker_count(2, GiB) == 1
+    assert worker_count(4, MIN_SHARE) == 1  # never none

@@ -149,8 +149,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--memory",
         default=None,
-        help="peak memory budget for merges (4G, 512M; default: a quarter of RAM, 2 to 16G): "
-        "tensors too large for it are merged a block of rows at a time",
+        help="peak memory budget for merges (4G, 512M; default: half the available memory, "
+        "2 to 16G): tensors too large for it are merged a block of rows at a time",
     )
     p.add_argument(
         "--launcher",

@@ -1,7 +1,7 @@
 """How much memory a merge may use, and what that means for one tensor job.
 
-The budget (`--memory 4G`; default a quarter of RAM, between 2 and 16 GiB) is shared by the
-executor's workers. A job whose whole-tensor math fits a worker's share runs whole; one that
+The budget (`--memory 4G`; default half the available memory, between 2 and 16 GiB) is shared
+by the executor's workers. A job whose whole-tensor math fits a worker's share runs whole; one that
 does not, and whose method can stream (`MethodSpec.streams`), runs a block of rows at a time,
 with blocks sized here so the ones in flight fit the share.
 """
@@ -21,6 +21,7 @@ from lossless.tensors.source import TensorSource
 GiB = 1 << 30
 # What the process holds besides tensors in flight: the interpreter, torch, the writer's buffers.
 BASELINE = GiB // 2
+MIN_SHARE = GiB // 2  # a worker's share below this helps no one: fewer workers instead
 QUEUED_BLOCKS = 2  # a streamed tensor's blocks computed ahead of the writer
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": GiB, "T": 1 << 40}
 
@@ -41,15 +42,38 @@ def parse_memory(text: str) -> int:
 
 
 def default_memory() -> int:
-    """$LOSSLESS_MEMORY if set, else a quarter of the machine's RAM
-    (a merge shares it with the page cache it reads through), between 2 and 16 GiB."""
+    """$LOSSLESS_MEMORY if set, else half the memory the machine has available now (a merge
+    shares it with the page cache it reads through and with other work), between 2 and
+    16 GiB."""
     if os.environ.get("LOSSLESS_MEMORY"):
         return parse_memory(os.environ["LOSSLESS_MEMORY"])
+    return min(16 * GiB, max(2 * GiB, available_memory() // 2))
+
+
+def available_memory() -> int:
+    """MemAvailable from /proc/meminfo (free memory plus the page cache that can be dropped);
+    elsewhere half the RAM."""
     try:
-        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
     except (ValueError, OSError, AttributeError):
-        ram = 16 * GiB
-    return min(16 * GiB, max(2 * GiB, ram // 4))
+        return 8 * GiB
+
+
+def usable_memory(memory: int) -> int:
+    """The part of the budget for tensors in flight (less the process's own baseline)."""
+    return memory - BASELINE if memory > 2 * BASELINE else memory // 2
+
+
+def worker_count(cores: int, memory: int) -> int:
+    """As many workers as cores, but no more than the budget gives MIN_SHARE each."""
+    return max(1, min(cores, usable_memory(memory) // MIN_SHARE))
 
 
 def job_shape(job: TensorJob, sources: Mapping[str, TensorSource]) -> tuple[int, ...]:
@@ -98,4 +122,20 @@ def block_rows(job: TensorJob, sources: Mapping[str, TensorSource], share: int) 
 
 def streams(job: TensorJob, shape: tuple[int, ...], whole: int, share: int) -> bool:
     """Whether a job is streamed: its method can be, and its whole-tensor math exceeds `share`."""
-    return METHODS[job.method].streams and len(shape) >= 2 and shape[0] > 1 and whole > share
+    from lossless.methods.streamed_vectors import streamable
+
+    if not (METHODS[job.method].streams and len(shape) >= 2 and shape[0] > 1 and whole > share):
+        return False
+    return streamable(job.method, job.params)
+
+
+def replay_bytes(job: TensorJob, share: int) -> int:
+    """What a streamed job's magnitude cut (TIES top-k, breadcrumbs) may hold for the tie-order
+    replay: most of the share, since the cut is decided before any block is merged; 0 for a
+    method without one."""
+    family = getattr(METHODS[job.method].load(), "family", None)
+    if family is None or family.sparsifier not in ("top", "outliers"):
+        return 0
+    if all(float(p.get("density", 1.0)) >= 1 for p in job.model_params):
+        return 0
+    return share * 9 // 10

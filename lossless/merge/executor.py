@@ -5,12 +5,14 @@ the method's pure function → shape check → cast to the output dtype → the 
 dropped. Worker threads compute upcoming tensors (torch releases the GIL in the math) while the
 calling thread writes finished ones in file order, so memory holds only the tensors in flight.
 
-Memory budget (`memory`, `--memory 4G`): the tensors in flight are kept under it, and a tensor
-whose whole-tensor math would not fit a worker's share of it is streamed instead, when its
-method can be (MethodSpec.streams: linear, the task-arithmetic family): its rows are read,
-merged and written a block at a time (methods/streamed.py), with block rows chosen so the
-block's working set fits, and the same bytes as the whole-tensor math. Other methods hold their
-tensor whole, however large.
+Memory budget (`memory`, `--memory 4G`): the tensors in flight are kept under it; there are as
+many workers as cores, or fewer when the budget would give each less than budget.MIN_SHARE. A
+tensor whose whole-tensor math would not fit a worker's share is streamed instead, when its
+method can be (MethodSpec.streams: every method but multislerp, karcher, sce, arcee_fusion):
+its rows are read, merged and written a block at a time (methods/streamed.py), with block
+rows chosen so the block's working set fits, and the same bytes as the whole-tensor math. A
+magnitude cut (TIES, breadcrumbs) decided first may hold most of the share for its tie-order
+replay (methods/replay_stream.py). The other methods hold their tensor whole, however large.
 
 Resume: after each shard is complete and fsynced, a line `{file, sha256}` is appended to
 `lossless-journal.jsonl` in the output dir. A rerun into the same dir re-hashes the journalled
@@ -35,14 +37,16 @@ from typing import TYPE_CHECKING, Any
 
 from lossless.errors import LosslessError
 from lossless.merge.budget import (
-    BASELINE,
     QUEUED_BLOCKS,
     block_rows,
     default_memory,
     job_bytes,
     job_shape,
+    replay_bytes,
     row_bytes,
     streams,
+    usable_memory,
+    worker_count,
 )
 from lossless.merge.jobs import MergePlan, TensorJob
 from lossless.methods.table import METHODS
@@ -193,6 +197,7 @@ def _produce_stream(
     shape: tuple[int, ...],
     seed: int | None,
     rows: int,
+    replay: int,
 ) -> None:
     import torch
 
@@ -211,6 +216,7 @@ def _produce_stream(
         dtype=getattr(torch, job.compute_dtype),
         out_dtype=getattr(torch, job.out_dtype),
         generator=generator,
+        replay_memory=replay,
     )
     blocks.produce(parts)
 
@@ -226,17 +232,20 @@ def _stream(
     """Yield computed tensors (or a streamed tensor's blocks) in job order while up to
     `workers` threads compute ahead, the bytes in flight under `memory` less the baseline."""
     fns = {name: METHODS[name].load() for name in {job.method for job in jobs}}
-    usable = memory - BASELINE if memory > 2 * BASELINE else memory // 2
+    usable = usable_memory(memory)
     share = usable // workers
 
-    def plan(job: TensorJob) -> tuple[int, int]:
-        """(bytes in flight, rows per block: 0 for the whole tensor at once)."""
+    def plan(job: TensorJob) -> tuple[int, int, int]:
+        """(bytes in flight, rows per block: 0 for the whole tensor at once, bytes the
+        tie-order replay of a magnitude cut may hold)."""
         shape = shapes[job.output]
         whole = job_bytes(job, sources, shape)
         if not streams(job, shape, whole, share):
-            return whole, 0
+            return whole, 0, 0
         rows = block_rows(job, sources, share)
-        return (QUEUED_BLOCKS + 2) * rows * row_bytes(job, sources, shape), rows
+        blocks = (QUEUED_BLOCKS + 2) * rows * row_bytes(job, sources, shape)
+        replay = replay_bytes(job, share)
+        return max(blocks, replay), rows, replay
 
     pending: deque[tuple[TensorJob, int, Future[Any], _Blocks | None]] = deque()
     inflight, next_job = 0, 0
@@ -245,14 +254,14 @@ def _stream(
             while next_job < len(jobs) or pending:
                 while next_job < len(jobs) and len(pending) < workers + 1:
                     job = jobs[next_job]
-                    cost, rows = plan(job)
+                    cost, rows, replay = plan(job)
                     if pending and inflight + cost > usable:
                         break
                     shape = shapes[job.output]
                     blocks = _Blocks() if rows else None
                     if blocks is not None:
                         future = pool.submit(
-                            _produce_stream, blocks, job, sources, shape, seed, rows
+                            _produce_stream, blocks, job, sources, shape, seed, rows, replay
                         )
                     else:
                         future = pool.submit(_compute, job, sources, fns[job.method], shape, seed)
@@ -311,7 +320,8 @@ def execute(
     done = _resume(out_dir, shards, plan_digest(plan, shards, seed))
     by_name = {job.output: job for job in plan.jobs}
     todo = [by_name[slot.name] for shard in shards[len(done) :] for slot in shard.slots]
-    workers = max(1, num_threads or os.cpu_count() or 1)
+    memory = memory or default_memory()
+    workers = worker_count(max(1, num_threads or os.cpu_count() or 1), memory)
     total_bytes = sum(slot.end - slot.begin for shard in shards for slot in shard.slots)
     done_bytes = sum(slot.end - slot.begin for shard in shards[: len(done)] for slot in shard.slots)
 
@@ -319,7 +329,7 @@ def execute(
     task = progress.add_task("merging", total=total_bytes, completed=done_bytes) if progress else 0
     tensors_done = len(plan.jobs) - len(todo)
     with torch_threads(max(1, (os.cpu_count() or 1) // workers)):
-        stream = _stream(todo, sources, shapes, workers, seed, memory or default_memory())
+        stream = _stream(todo, sources, shapes, workers, seed, memory)
         try:
             if progress:
                 progress.start()

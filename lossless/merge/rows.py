@@ -25,6 +25,7 @@ class JobRows:
         self, job: TensorJob, sources: Mapping[str, TensorSource], shape: tuple[int, ...]
     ) -> None:
         self.job, self.sources, self.shape = job, sources, shape
+        self.has_base = job.base is not None
         self._whole: dict[tuple[str, str], torch.Tensor] = {}
 
     def _read(self, ref: TensorRef, lo: int, hi: int) -> torch.Tensor:

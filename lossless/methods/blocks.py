@@ -9,6 +9,7 @@ the same order as on the whole tensor (tests/methods check this bit for bit).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 BLOCK = 1 << 16  # entries per block
 
@@ -17,3 +18,27 @@ def block_slices(count: int) -> Iterator[slice]:
     """Consecutive slices of BLOCK entries covering range(count); the last may be shorter."""
     for start in range(0, count, BLOCK):
         yield slice(start, start + BLOCK)
+
+
+class Gram:
+    """Dot products of a few vectors summed block by block: each 64K block's products in
+    float64, added in order. A tensor streamed in row blocks that start on block boundaries
+    adds the same numbers in the same order as the whole tensor, so the scalars a method
+    derives from them (norms, cosines) are the same floats whatever the memory budget."""
+
+    def __init__(self, count: int) -> None:
+        import torch
+
+        self.total = torch.zeros(count, count, dtype=torch.float64)
+
+    def add(self, vectors: list[Any]) -> None:
+        """Add flat vectors (same length, starting on a block boundary of the tensor)."""
+        import torch
+
+        for part in block_slices(vectors[0].numel()):
+            stacked = torch.stack([v[part].double() for v in vectors])
+            for i in range(len(vectors)):
+                self.total[i, i:] += (stacked[i : i + 1] * stacked[i:]).sum(dim=1)
+
+    def value(self, i: int, j: int) -> float:
+        return float(self.total[min(i, j), max(i, j)])

@@ -7,10 +7,13 @@ t = 1: the average itself; orthogonal ones (c = 0) give the base.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+
+from lossless.methods.blocks import Gram
 
 
 def mean_pairwise_cosine(offsets: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -31,6 +34,29 @@ def interpolation_ratio(cos: torch.Tensor, count: int) -> torch.Tensor:
     return torch.where(singular, torch.zeros_like(cos), (count * cos) / safe)
 
 
+def ratio_from_gram(gram: Gram, count: int) -> float:
+    """The interpolation ratio of the whole task vectors, from their dot products (float64):
+    the mean pairwise cosine (norm products floored at 1e-6), then interpolation_ratio."""
+    cosines = []
+    for i in range(count):
+        for j in range(i + 1, count):
+            norms = math.sqrt(gram.value(i, i)) * math.sqrt(gram.value(j, j))
+            cosines.append(min(1.0, max(-1.0, gram.value(i, j) / max(norms, 1e-6))))
+    cos = sum(cosines) / len(cosines)
+    denominator = 1 + (count - 1) * cos
+    return 0.0 if abs(denominator) < 1e-6 else count * cos / denominator
+
+
+def stock_combine(
+    ratio: float | torch.Tensor, tensors: Sequence[torch.Tensor], base: torch.Tensor
+) -> torch.Tensor:
+    """ratio·average + (1 − ratio)·base, entry by entry: any block of the tensor."""
+    if not isinstance(ratio, torch.Tensor):
+        ratio = torch.tensor(ratio, dtype=base.dtype, device=base.device)
+    average = sum(tensors) / len(tensors)
+    return ratio * average + (1 - ratio) * base
+
+
 def model_stock(
     tensors: Sequence[torch.Tensor],
     base: torch.Tensor,
@@ -39,14 +65,14 @@ def model_stock(
     *,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Whole tensor as one vector, or one ratio per row with `filter_wise` (1-D: one row)."""
-    shape = base.shape
+    """Whole tensor as one vector (its cosines from dot products summed block by block in
+    float64, blocks.Gram, as the streamed merge sums them), or one ratio per row with
+    `filter_wise` (1-D: one row)."""
     if params.get("filter_wise", False):
         w0 = base.unsqueeze(0) if base.dim() == 1 else base
         ws = [w.unsqueeze(0) for w in tensors] if base.dim() == 1 else list(tensors)
-    else:
-        w0 = base.reshape(-1)
-        ws = [w.reshape(-1) for w in tensors]
-    ratio = interpolation_ratio(mean_pairwise_cosine([w - w0 for w in ws]), len(ws))
-    average = sum(ws) / len(ws)
-    return (ratio * average + (1 - ratio) * w0).reshape(shape)
+        ratio = interpolation_ratio(mean_pairwise_cosine([w - w0 for w in ws]), len(ws))
+        return stock_combine(ratio, ws, w0).reshape(base.shape)
+    gram = Gram(len(tensors))
+    gram.add([(w - base).reshape(-1) for w in tensors])
+    return stock_combine(ratio_from_gram(gram, len(tensors)), tensors, base)

@@ -9,7 +9,8 @@ low 16 bits of the entries in that bin, which names the exact value. Memory: two
 strictly beyond it and how many equal it, which says whether the entries tied at the cut need
 the tie order of torch's sort (sort_replay) or are all kept.
 
-NaN sorts beyond +inf (its bits are larger), as torch's sort puts it.
+NaN sorts beyond +inf (its bits are larger), as torch's sort puts it; `Rank.finite` says
+whether any inf or NaN was seen (the tie-order replay takes no NaN).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 BINS = 1 << 16
+INF_BITS = 0x7F800000  # +inf; NaNs lie above it
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class Rank:
     value: float
     beyond: int  # entries strictly before it in the sort (larger, or smaller when ascending)
     equal: int  # entries equal to it, itself included
+    finite: bool = True  # no inf or NaN among the magnitudes
 
     def all_tied_kept(self, k: int) -> bool:
         """Whether the first k of the sort are exactly the entries up to and at the value."""
@@ -64,4 +67,6 @@ def kth_magnitude(
         low += torch.bincount(bits[(bits >> 16) == top] & 0xFFFF, minlength=BINS)
     bottom, before_low = _locate(low, k - before, largest)
     pattern = torch.tensor([(top << 16) | bottom], dtype=torch.int32)
-    return Rank(float(pattern.view(torch.float32)), before + before_low, int(low[bottom]))
+    finite = not bool(high[INF_BITS >> 16 :].any())
+    value = float(pattern.view(torch.float32))
+    return Rank(value, before + before_low, int(low[bottom]), finite)

@@ -49,16 +49,39 @@ def ram(
 ) -> torch.Tensor:
     if not tensors:
         return base
-    c = contributions(tensors, base, float(params.get("epsilon", 1e-5)))
+    c = contributions(tensors, base, epsilon_of(params))
     return base + _merge(c, None).reshape_as(base)
 
 
-def overlap_boost(c: Contributions, r: float, alpha: float, epsilon: float) -> torch.Tensor:
+def overlap_counts(c: Contributions) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per model: how many of its contributing entries are shared, and how many unique
+    (integers: a streamed merge adds them up block by block exactly)."""
+    return (c.contributes & c.shared).sum(dim=1), (c.contributes & c.unique).sum(dim=1)
+
+
+def overlap_boost(
+    shared: torch.Tensor, unique: torch.Tensor, r: float, alpha: float, epsilon: float
+) -> torch.Tensor:
     """Per model 1 + r·clamp(shared/unique, 0, alpha): r 0.1, alpha 0.2 → at most ×1.02."""
-    shared = (c.contributes & c.shared).sum(dim=1)
-    unique = (c.contributes & c.unique).sum(dim=1)
     rho = shared / unique.clamp(min=epsilon)
     return 1 + r * rho.clamp(min=0, max=alpha)
+
+
+def boost_params(params: Mapping[str, Any]) -> tuple[float, float, float]:
+    """(r, alpha, epsilon) of ramplus_tl."""
+    return float(params.get("r", 0.1)), float(params.get("alpha", 0.2)), epsilon_of(params)
+
+
+def epsilon_of(params: Mapping[str, Any]) -> float:
+    return float(params.get("epsilon", 1e-5))
+
+
+def merge_boosted(
+    tensors: Sequence[torch.Tensor], base: torch.Tensor, epsilon: float, boost: torch.Tensor
+) -> torch.Tensor:
+    """RAM with the unique entries scaled by `boost`: any block of the tensor."""
+    c = contributions(tensors, base, epsilon)
+    return base + _merge(c, boost).reshape_as(base)
 
 
 def ramplus_tl(
@@ -75,7 +98,6 @@ def ramplus_tl(
     """
     if not tensors:
         return base
-    epsilon = float(params.get("epsilon", 1e-5))
-    c = contributions(tensors, base, epsilon)
-    boost = overlap_boost(c, float(params.get("r", 0.1)), float(params.get("alpha", 0.2)), epsilon)
-    return base + _merge(c, boost).reshape_as(base)
+    r, alpha, epsilon = boost_params(params)
+    shared, unique = overlap_counts(contributions(tensors, base, epsilon))
+    return merge_boosted(tensors, base, epsilon, overlap_boost(shared, unique, r, alpha, epsilon))

@@ -148,25 +148,114 @@ def _pairs(left: Iterator[np.ndarray], right: Iterator[np.ndarray]) -> Iterator[
         lbuf, rbuf = lbuf[n:], rbuf[n:]
 
 
-def replay_top_k(keys: np.ndarray, k: int) -> tuple[float, np.ndarray] | None:
+def depth_limit(n: int) -> int:
+    """libstdc++: 2·floor(log2 n) partitions deep, then heapsort."""
+    return 2 * (n.bit_length() - 1)
+
+
+class _AllIds:
+    """The original index of every key of the range, made at the first step that moves keys
+    (before it, a key's index is its position but for the first pivot swap)."""
+
+    threshold: float | None = None
+
+    def __init__(self, n: int) -> None:
+        self.dtype = np.int32 if n < 2**31 else np.int64
+        self.ids: np.ndarray | None = None
+        self.swapped = 0  # the first step's pivot swap, while `ids` is None
+
+    def at(self, pos: np.ndarray) -> np.ndarray:
+        return self.ids[pos] if self.ids is not None else _first_step_ids(pos, self.swapped)
+
+    def pivot_swap(self, chosen: int) -> None:
+        if self.ids is None:
+            self.swapped = chosen
+        else:
+            self.ids[0], self.ids[chosen] = self.ids[chosen], self.ids[0]
+
+    def begin(self, lo: int, hi: int) -> None:
+        """A step that keeps [lo, hi) starts moving keys."""
+        if self.ids is None:
+            self.kept, self.shift = _first_step_range(lo, hi, self.swapped, self.dtype), lo
+        else:
+            self.kept, self.shift = self.ids, 0
+
+    def swap(self, keys: np.ndarray, lpos: np.ndarray, rpos: np.ndarray, left: bool) -> None:
+        """Before keys[lpos] and keys[rpos] trade places; only the kept side is written."""
+        if left:
+            self.kept[lpos] = self.at(rpos)
+        else:
+            self.kept[rpos - self.shift] = self.at(lpos)
+
+    def end(self, lo: int, hi: int) -> None:
+        self.ids = self.kept[lo - self.shift : hi - self.shift]
+
+
+class _TiedIds:
+    """Only the indices of the keys equal to `threshold` (known beforehand), by position:
+    4 bytes a key less than _AllIds, for ranges too large to hold twice (replay_stream.py)."""
+
+    def __init__(self, positions: np.ndarray, ids: np.ndarray, threshold: float) -> None:
+        order = np.argsort(positions, kind="stable")
+        self.pos, self.ids, self.threshold = positions[order], ids[order], threshold
+
+    def at(self, pos: np.ndarray) -> np.ndarray:
+        return self.ids[np.searchsorted(self.pos, pos)]
+
+    def _move(self, src: np.ndarray, dst: np.ndarray) -> None:
+        self.moved[np.searchsorted(self.pos, src)] = dst
+
+    def pivot_swap(self, chosen: int) -> None:
+        moved = self.pos.copy()
+        moved[self.pos == 0], moved[self.pos == chosen] = chosen, 0
+        self._settle(moved)
+
+    def begin(self, lo: int, hi: int) -> None:
+        self.moved = self.pos.copy()
+
+    def swap(self, keys: np.ndarray, lpos: np.ndarray, rpos: np.ndarray, left: bool) -> None:
+        # both ways: a tied key leaving the kept side must not stay listed there
+        tied_l, tied_r = keys[lpos] == self.threshold, keys[rpos] == self.threshold
+        if tied_l.any():
+            self._move(lpos[tied_l], rpos[tied_l])
+        if tied_r.any():
+            self._move(rpos[tied_r], lpos[tied_r])
+
+    def end(self, lo: int, hi: int) -> None:
+        inside = (self.moved >= lo) & (self.moved < hi)
+        self.ids = self.ids[inside]
+        self._settle(self.moved[inside] - lo)
+
+    def _settle(self, positions: np.ndarray) -> None:
+        order = np.argsort(positions, kind="stable")
+        self.pos, self.ids = positions[order], self.ids[order]
+
+
+def replay_top_k(
+    keys: np.ndarray,
+    k: int,
+    *,
+    tied: tuple[np.ndarray, np.ndarray, float] | None = None,
+    depth: int | None = None,
+) -> tuple[float, np.ndarray] | None:
     """The k first entries of a descending `torch.argsort(keys)` on CPU, as (threshold, tied):
     every key above `threshold` and the entries at `tied` (sorted indices) of the keys equal to
     it. `keys` (1-D float32, no NaN, 0 < k < len) is scrambled. None where the replay stops
     (the introsort's depth limit, never met on real tensors): sort instead.
 
-    Each step works on the range still holding position k, re-based to start at 0; `ids` holds
-    the original index of each of its keys (None in the first step: no key has moved yet).
+    Each step works on the range still holding position k, re-based to start at 0, and follows
+    where the original index of each key went. A range that the sort reached after partitions
+    of a larger array (replay_stream.py) comes with `tied`: the positions and original indices
+    of its keys equal to the threshold (the k-th largest key, known beforehand), the only ones
+    followed, and the `depth` of partitions left.
     """
-    n = keys.size
-    dtype = np.int32 if n < 2**31 else np.int64
-    ids: np.ndarray | None = None
-    swapped = 0  # the first step's pivot swap, while `ids` is None
-    depth = 2 * (n.bit_length() - 1)  # libstdc++: 2·floor(log2 n) partitions deep, then heapsort
+    ids: _AllIds | _TiedIds = _AllIds(keys.size) if tied is None else _TiedIds(*tied)
+    depth = depth_limit(keys.size) if depth is None else depth
     picked: list[tuple[float, np.ndarray]] = []  # (pivot, ids of keys equal to it) before k
     pivot = math.nan
 
-    def ids_at(pos: np.ndarray) -> np.ndarray:
-        return ids[pos] if ids is not None else _first_step_ids(pos, swapped)
+    def picks(value: float) -> bool:
+        return ids.threshold is None or value == ids.threshold
 
     while keys.size > SMALL and 0 < k < keys.size:
         if depth == 0:
@@ -175,10 +264,7 @@ def replay_top_k(keys: np.ndarray, k: int) -> tuple[float, np.ndarray] | None:
         size = keys.size
         chosen = _pivot_slot(keys)
         keys[0], keys[chosen] = keys[chosen], keys[0]
-        if ids is None:
-            swapped = chosen
-        else:
-            ids[0], ids[chosen] = ids[chosen], ids[0]
+        ids.pivot_swap(chosen)
         pivot = float(keys[0])
         le, ge = _block_counts(keys, 1, size, pivot)
         swaps = _swap_count(keys, 1, size, pivot, le, ge)
@@ -193,30 +279,32 @@ def replay_top_k(keys: np.ndarray, k: int) -> tuple[float, np.ndarray] | None:
             _stop_stream(keys, 1, size, pivot, ge, swaps, left=False),
         )
         if k < cut:  # go on in the left part; only its side of each swap matters
-            kept = ids if ids is not None else _first_step_range(0, cut, swapped, dtype)
+            ids.begin(0, cut)
             for lpos, rpos in pairs:
+                ids.swap(keys, lpos, rpos, left=True)
                 keys[lpos] = keys[rpos]
-                kept[lpos] = ids_at(rpos)
-            keys, ids = keys[:cut], kept[:cut]
+            ids.end(0, cut)
+            keys = keys[:cut]
         else:  # the left part is all before k: note its keys equal to the pivot, go right
-            picked.append((pivot, ids_at(np.zeros(1, dtype=np.int64))))
-            shift = 0 if ids is not None else cut  # the first step's ids start at `cut`
-            kept = ids if ids is not None else _first_step_range(cut, size, swapped, dtype)
+            if picks(pivot):
+                picked.append((pivot, ids.at(np.zeros(1, dtype=np.int64))))
+            ids.begin(cut, size)
             for lpos, rpos in pairs:
                 at_pivot = keys[rpos] == pivot
-                if at_pivot.any():
-                    picked.append((pivot, ids_at(rpos[at_pivot])))
+                if at_pivot.any() and picks(pivot):
+                    picked.append((pivot, ids.at(rpos[at_pivot])))
+                ids.swap(keys, lpos, rpos, left=False)
                 keys[rpos] = keys[lpos]
-                kept[rpos - shift] = ids_at(lpos)
-            keys, ids, k = keys[cut:], kept[cut - shift :], k - cut
+            ids.end(cut, size)
+            keys, k = keys[cut:], k - cut
     if k > 0:  # k falls in a range of at most 16: the final insertion sort is stable
         take = np.argsort(-keys, kind="stable")[:k]
         threshold = float(keys[take[-1]])
-        picked.append((threshold, ids_at(take[keys[take] == threshold])))
+        picked.append((threshold, ids.at(take[keys[take] == threshold])))
     else:  # k is a partition cut: the last left part ends with its pivot
         threshold = pivot
-    tied = [chunk for value, chunk in picked if value == threshold]
-    return threshold, np.sort(np.concatenate(tied).astype(np.int64))
+    chunks = [chunk for value, chunk in picked if value == threshold]
+    return threshold, np.sort(np.concatenate(chunks).astype(np.int64))
 
 
 @functools.cache

@@ -8,11 +8,9 @@ task_arithmetic.py sees the same numbers in the same order: the bytes equal the 
 
 The TIES family needs decisions over the whole task vector first; each is made in streaming
 passes that recompute `model − base` block by block from the inputs:
-- top-k (ties) and the two cuts of breadcrumbs: the exact cut value and the counts beyond and at
-  it by radix select (radix.py, two passes). When the entries tied at the cut are all kept, the
-  mask is `|delta| >= cut`. When only some are, which ones is decided by the order of torch's
-  sort (sort_replay), which needs the magnitudes whole: they are gathered, float32, one task
-  vector (4 bytes an entry) at a time — the one step whose memory grows with the tensor.
+- top-k (ties) and the two cuts of breadcrumbs (streamed_cuts.py): the exact cut by radix
+  select; which of the entries tied at it are kept, when not all are, by a replay of torch's
+  sort order that holds no more than its memory (replay_stream.py).
 - random drops (dare, della): the draws of model i start where model i−1's ended, so a first
   pass draws every model's mask in order (and sums the L1 norms when rescaling), noting the
   generator's state before each; the merge pass draws them again from those states.
@@ -28,7 +26,7 @@ from typing import Any, Protocol
 
 import torch
 
-from lossless.methods import radix, sparsify
+from lossless.methods import replay_stream, sparsify, streamed_cuts, streamed_vectors
 from lossless.methods.blocks import BLOCK
 from lossless.methods.linear import linear
 from lossless.methods.table import METHODS
@@ -39,6 +37,7 @@ class Rows(Protocol):
     """Row blocks of one job's inputs."""
 
     shape: tuple[int, ...]
+    has_base: bool  # whether the job has a base model (`base` may be called)
 
     def model(self, i: int, lo: int, hi: int) -> torch.Tensor:
         """Rows [lo, hi) of input model i, in its stored dtype."""
@@ -57,15 +56,24 @@ def stream(
     dtype: torch.dtype,
     out_dtype: torch.dtype,
     generator: torch.Generator | None = None,
+    replay_memory: int = 1 << 30,
 ) -> Iterator[torch.Tensor]:
-    """The output row blocks of `method` (one whose MethodSpec says `streams`), in order."""
+    """The output row blocks of `method` (one whose MethodSpec says `streams`), in order.
+    `replay_memory`: bytes a magnitude cut's tie-order replay may hold (streamed_cuts.py)."""
     kwargs: dict[str, Any] = dict(
         block_rows=block_rows, dtype=dtype, out_dtype=out_dtype, generator=generator
     )
     if method == "linear":
         return stream_linear(rows, model_params, params, **kwargs)
+    if method in streamed_vectors.STREAMED:
+        blocks = row_blocks(rows.shape[0], block_rows)
+        return streamed_vectors.stream_vectors(
+            method, rows, model_params, params, blocks=blocks, dtype=dtype, out_dtype=out_dtype
+        )
     family = METHODS[method].load().family
-    return stream_task_arithmetic(family, rows, model_params, params, **kwargs)
+    return stream_task_arithmetic(
+        family, rows, model_params, params, replay_memory=replay_memory, **kwargs
+    )
 
 
 def row_alignment(shape: Sequence[int]) -> int:
@@ -104,6 +112,7 @@ def stream_task_arithmetic(
     dtype: torch.dtype,
     out_dtype: torch.dtype,
     generator: torch.Generator | None = None,
+    replay_memory: int = 1 << 30,
 ) -> Iterator[torch.Tensor]:
     """The chain of task_arithmetic.merge_task_vectors over row blocks."""
     blocks = row_blocks(rows.shape[0], block_rows)
@@ -119,10 +128,21 @@ def stream_task_arithmetic(
         for lo, hi in blocks:
             yield lo * row, task_vector(rows.model(i, lo, hi), rows.base(lo, hi), dtype)
 
-    deciders = [
-        _decide(
-            family.sparsifier, functools.partial(deltas, i), count, p, rescale, generator, dtype
+    def flat(i: int, lo: int, hi: int) -> torch.Tensor:
+        """Entries [lo, hi) of model i's flat task vector, from the rows holding them."""
+        first, last = lo // row, -(-hi // row)
+        delta = task_vector(rows.model(i, first, last), rows.base(first, last), dtype)
+        return delta.reshape(-1)[lo - first * row : hi - first * row]
+
+    chunk = max(1, 4 * replay_stream.GRID // row) * row  # whole rows, ~256K entries a read
+    vectors = [
+        streamed_cuts.TaskVector(
+            functools.partial(deltas, i), functools.partial(flat, i), count, chunk, replay_memory
         )
+        for i in range(models)
+    ]
+    deciders = [
+        _decide(family.sparsifier, vectors[i], p, rescale, generator, dtype)
         for i, p in enumerate(model_params)
     ]
     for lo, hi in blocks:
@@ -141,7 +161,7 @@ def stream_task_arithmetic(
 
 # (model rows, base rows, flat start of the block) → the Kept to apply to that block
 Decider = Callable[[torch.Tensor, torch.Tensor, int], sparsify.Kept]
-Deltas = Callable[[], Iterator[tuple[int, torch.Tensor]]]
+Deltas = streamed_cuts.Deltas
 
 
 def _fixed(kept: sparsify.Kept) -> Decider:
@@ -150,90 +170,23 @@ def _fixed(kept: sparsify.Kept) -> Decider:
 
 def _decide(
     kind: str | None,
-    deltas: Deltas,
-    count: int,
+    vector: streamed_cuts.TaskVector,
     p: Mapping[str, Any],
     rescale: bool,
     generator: torch.Generator | None,
     dtype: torch.dtype,
 ) -> Decider:
+    deltas = vector.deltas
     density = float(p.get("density", 1.0))
     if kind is None or density >= 1:
         return _fixed(sparsify.KEEP_ALL)
     if kind == "top":
-        kept = _top(deltas, count, density, dtype)
+        kept = streamed_cuts.top(vector, density, dtype)
     elif kind == "outliers":
-        kept = _middle(deltas, count, density, float(p.get("gamma", 0.01)))
+        kept = streamed_cuts.middle(vector, density, float(p.get("gamma", 0.01)))
     else:
         return _drawn(kind, deltas, p, density, rescale, generator, dtype)
     return _fixed(_rescaled(deltas, kept, dtype) if rescale else kept)
-
-
-def _magnitudes(deltas: Deltas) -> Callable[[], Iterator[torch.Tensor]]:
-    def blocks() -> Iterator[torch.Tensor]:
-        for _, delta in deltas():
-            yield sparsify._ranking_magnitudes(delta)
-
-    return blocks
-
-
-def _whole_magnitudes(deltas: Deltas, count: int) -> torch.Tensor:
-    """Every |delta| in one float32 tensor: what the sort-order tie break needs."""
-    out = torch.empty(count, dtype=torch.float32)
-    for start, delta in deltas():
-        out[start : start + delta.numel()] = delta.abs().reshape(-1)
-    return out
-
-
-def _at_least(value: float) -> sparsify.Selector:
-    def select(block: torch.Tensor, start: int) -> torch.Tensor:
-        mask = sparsify.float_mask(block)
-        return torch.ge(sparsify._ranking_magnitudes(block), value, out=mask)
-
-    return select
-
-
-def _at_most(value: float) -> sparsify.Selector:
-    def select(block: torch.Tensor, start: int) -> torch.Tensor:
-        mask = sparsify.float_mask(block)
-        return torch.le(sparsify._ranking_magnitudes(block), value, out=mask)
-
-    return select
-
-
-def _top(deltas: Deltas, count: int, density: float, dtype: torch.dtype) -> sparsify.Kept:
-    if density <= 0 or count == 0:
-        return sparsify.KEEP_NONE
-    keep = max(1, int(density * count))
-    rank = radix.kth_magnitude(_magnitudes(deltas), keep, largest=True)
-    if rank.all_tied_kept(keep):
-        return sparsify.Kept(_at_least(rank.value), dtype)
-    # some of the entries at the cut are kept: torch's sort order decides which
-    select = sparsify.top_k_selector(
-        _whole_magnitudes(deltas, count), keep, remake=lambda: _whole_magnitudes(deltas, count)
-    )
-    return sparsify.Kept(select, dtype)
-
-
-def _middle(deltas: Deltas, count: int, density: float, gamma: float) -> sparsify.Kept:
-    keep = int(density * count)
-    smallest = max(0, count - keep - int(gamma * count))
-    ends = (smallest + keep, smallest)
-    selectors: list[sparsify.Selector] = []
-    for end in ends:
-        if end <= 0 or end >= count:
-            fill = 1.0 if end >= count else 0.0
-            selectors.append(lambda block, start, fill=fill: torch.full_like(block, fill))
-            continue
-        rank = radix.kth_magnitude(_magnitudes(deltas), end, largest=False)
-        if not rank.all_tied_kept(end):
-            break
-        selectors.append(_at_most(rank.value))
-    if keep and len(selectors) == 2:
-        first, second = selectors
-        return sparsify.Kept(lambda block, start: first(block, start) - second(block, start))
-    # ties at a cut split by the sort order (or nothing kept): the whole-tensor decision
-    return sparsify.middle_magnitude(_whole_magnitudes(deltas, count), density, gamma)
 
 
 def _rescaled(deltas: Deltas, kept: sparsify.Kept, dtype: torch.dtype) -> sparsify.Kept:

@@ -261,6 +261,7 @@ METHODS: dict[str, MethodSpec] = _register(
         min_models=1,
         max_models=1,
         global_params={"t": UNIT},
+        streams=True,
     ),
     MethodSpec(
         "nuslerp",
@@ -271,6 +272,7 @@ METHODS: dict[str, MethodSpec] = _register(
         max_models=2,
         model_params={"weight": WEIGHT},
         global_params={"nuslerp_flatten": FLAG_TRUE, "nuslerp_row_wise": FLAG_FALSE},
+        streams=True,
     ),
     _task_arithmetic(
         "task_arithmetic", "base + weighted sum of task vectors", normalize=False, rescale=False
@@ -332,6 +334,7 @@ METHODS: dict[str, MethodSpec] = _register(
         min_models=1,
         max_models=1,
         model_params={"scale": ParamSpec(default=1.0)},
+        streams=True,
     ),
     MethodSpec(
         "model_stock",
@@ -340,6 +343,7 @@ METHODS: dict[str, MethodSpec] = _register(
         base="required",
         min_models=2,
         global_params={"filter_wise": FLAG_FALSE},
+        streams=True,
     ),
     MethodSpec(
         "multislerp",
@@ -379,6 +383,7 @@ METHODS: dict[str, MethodSpec] = _register(
         min_models=1,
         max_models=1,
         global_params={"t": ParamSpec(minimum=0.0, exclusive_minimum=True)},
+        streams=True,
     ),
     MethodSpec(
         "arcee_fusion",
@@ -396,6 +401,7 @@ METHODS: dict[str, MethodSpec] = _register(
         base="required",
         min_models=0,
         global_params={"epsilon": ParamSpec(default=1e-5, minimum=0.0)},
+        streams=True,
     ),
     MethodSpec(
         "ramplus_tl",
@@ -408,5 +414,6 @@ METHODS: dict[str, MethodSpec] = _register(
             "r": ParamSpec(default=0.1),
             "alpha": ParamSpec(default=0.2),
         },
+        streams=True,
     ),
 )

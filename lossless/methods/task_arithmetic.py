@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from lossless.methods import sparsify
-from lossless.methods.blocks import block_slices
+from lossless.methods.blocks import BLOCK, block_slices
 
 # (a function making the whole task vector, per-model params, rescale, generator) → the entries
 # that survive. A function, not the tensor: a sparsifier may overwrite what it gets and make it
@@ -61,35 +61,35 @@ def weight_column(model_params: Sequence[Mapping[str, Any]], like: torch.Tensor)
     return weights.view(-1, *([1] * (like.dim() - 1)))
 
 
+def sum_models(stacked: torch.Tensor) -> torch.Tensor:
+    """`stacked.sum(dim=0)` with the same bits. For half floats torch adds the rows in order
+    onto +0 in float32 and rounds once; doing that here is 1.8× faster on CPU for a few models
+    (tests/methods/test_task_arithmetic.py checks the bits, signed zeros and cancellations
+    included). float32 sums of 5 or more rows are split by torch differently: they stay torch's."""
+    if stacked.dtype not in (torch.bfloat16, torch.float16):
+        return stacked.sum(dim=0)
+    total = torch.zeros(stacked.shape[1:], dtype=torch.float32, device=stacked.device)
+    for row in stacked:
+        total.add_(row)
+    return total.to(stacked.dtype)
+
+
 def elect_sign_mask(weighted: torch.Tensor) -> torch.Tensor:
     """1.0 where an entry's sign equals the sign of the sum over models (ties go to +), else
     0.0, in weighted's dtype (float_mask: the values of mergekit's bool or int8 mask).
 
     Zeros never agree, so a trimmed entry counts neither in the sum nor in the divisor.
     """
-    total = weighted.sum(dim=0)
+    total = sum_models(weighted)
     majority = torch.ge(total, 0, out=sparsify.float_mask(total)) * 2 - 1
     return torch.eq(weighted.sign(), majority, out=sparsify.float_mask(weighted))
 
 
-def disjoint_merge(
-    weighted: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor, normalize: bool
-) -> torch.Tensor:
-    """Sum of the agreeing entries, divided by the sum of their weights if `normalize`."""
-    merged = (weighted * mask).sum(dim=0)
-    if normalize:
-        divisor = (weights * mask).sum(dim=0)
-        # a zero divisor becomes 1; the others gain +0.0, which changes no bit of them
-        divisor.add_(torch.eq(divisor, 0, out=sparsify.float_mask(divisor)))
-        merged = merged / divisor
-    return merged
-
-
 def plain_merge(weighted: torch.Tensor, weights: torch.Tensor, normalize: bool) -> torch.Tensor:
     """Sum of all weighted deltas, divided by the weight sum (unless it is ~0) if `normalize`."""
-    merged = weighted.sum(dim=0)
+    merged = sum_models(weighted)
     if normalize:
-        divisor = weights.sum(dim=0)
+        divisor = sum_models(weights)
         divisor.masked_fill_(divisor.abs() < 1e-8, 1)
         merged = merged / divisor
     return merged
@@ -156,18 +156,28 @@ def combine(
     # int8_mask only saves memory in mergekit; the mask's values are the same either way.
     scale = float(params.get("lambda", 1.0))
     weights = weight_column(model_params, torch.empty(0, 0, dtype=dtype, device=base.device))
+    unit = bool((weights == 1).all())  # ×1.0 changes no bit: skipped
     flat, ref = out.view(-1), base.reshape(-1)
     models = [tensor.reshape(-1) for tensor in tensors]
+    # the task vectors of one block, stacked, reused block after block (in place from here on:
+    # each op below is the one the whole-tensor chain runs, with the same bits)
+    stacked = torch.empty(len(models), min(BLOCK, flat.numel()), dtype=dtype, device=base.device)
     for part in block_slices(flat.numel()):
         anchor = ref[part].to(dtype)
-        deltas = [
-            k.apply(torch.sub(exact_in(m[part], dtype), anchor), start + part.start)
-            for k, m in zip(kept, models, strict=True)
-        ]
-        weighted = torch.stack(deltas, dim=0) * weights
+        weighted = stacked[:, : anchor.numel()]
+        for row, k, m in zip(weighted, kept, models, strict=True):
+            delta = torch.sub(exact_in(m[part], dtype), anchor, out=row)
+            if k.select is not None or k.zero:
+                row.copy_(k.apply(delta, start + part.start))
+        if not unit:
+            weighted.mul_(weights)
         if elect_sign:
             agree = elect_sign_mask(weighted)
-            merged = disjoint_merge(weighted, weights, agree, normalize)
+            merged = sum_models(weighted.mul_(agree))  # the agreeing entries
+            if normalize:  # ÷ the sum of their weights; a zero divisor becomes 1
+                divisor = sum_models(agree if unit else agree.mul_(weights))
+                divisor.add_(torch.eq(divisor, 0, out=sparsify.float_mask(divisor)))
+                merged = merged / divisor
         else:
             merged = plain_merge(weighted, weights, normalize)
         if scale != 1:

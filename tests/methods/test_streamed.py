@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from lossless.methods import radix, streamed
+from lossless.methods import radix, replay_stream, streamed
 from lossless.methods.table import METHODS
 
 ROWS, COLS = 40, 4096  # 2.5 blocks of 64K entries; 16 rows = one block
@@ -16,6 +16,7 @@ ROWS, COLS = 40, 4096  # 2.5 blocks of 64K entries; 16 rows = one block
 class MemoryRows:
     def __init__(self, models: Sequence[torch.Tensor], base: torch.Tensor | None) -> None:
         self.models, self._base = list(models), base
+        self.has_base = base is not None
         self.shape = tuple((base if base is not None else models[0]).shape)
 
     def model(self, i: int, lo: int, hi: int) -> torch.Tensor:
@@ -38,12 +39,13 @@ def _smooth(seed: int) -> torch.Tensor:
     return (torch.randn(ROWS, COLS, generator=g) * 0.02).bfloat16()
 
 
-def _run(method: str, models, base, model_params, params, block_rows: int, seed: int = 5):
+def _run(method: str, models, base, model_params, params, block_rows: int, seed: int = 5, **kwargs):
     spec = METHODS[method]
     whole_fn = spec.load()
-    kwargs = {"dtype": torch.float32, "out_dtype": torch.bfloat16}
+    kwargs = {"dtype": torch.float32, "out_dtype": torch.bfloat16, **kwargs}
     g = torch.Generator().manual_seed(seed) if spec.randomised else None
-    whole = whole_fn(models, base, model_params, params, generator=g, **kwargs)
+    dtypes = {name: kwargs[name] for name in ("dtype", "out_dtype")}
+    whole = whole_fn(models, base, model_params, params, generator=g, **dtypes)
     g = torch.Generator().manual_seed(seed) if spec.randomised else None
     blocks = list(
         streamed.stream(
@@ -113,3 +115,66 @@ def test_row_alignment_makes_blocks_of_whole_64k_blocks() -> None:
     assert streamed.row_alignment((10, 3000)) == 8192  # gcd(3000, 64K) = 8
     assert streamed.row_alignment((28672, 8192)) * 8192 % (1 << 16) == 0
     assert streamed.row_alignment((5, 3)) == 1 << 16
+
+
+@pytest.mark.parametrize(("method", "extra"), [("ties", {}), ("breadcrumbs_ties", {"gamma": 0.05})])
+def test_tie_order_replayed_through_views_in_little_memory(method, extra, monkeypatch) -> None:
+    """With room for an eighth of a task vector's keys, the cut's ties are replayed through
+    streamed partitions (replay_stream.py): still the whole-tensor path's bits."""
+    monkeypatch.setattr(replay_stream, "GRID", 1024)
+    partitions = []
+    real = replay_stream.Partition
+    monkeypatch.setattr(
+        replay_stream, "Partition", lambda level: partitions.append(1) or real(level)
+    )
+    base, models = _levels(0, 7), [_levels(1, 7), _levels(2, 7)]
+    model_params = [
+        {"weight": 0.7, "density": 0.5, **extra},
+        {"weight": 1.3, "density": 0.3, **extra},
+    ]
+    memory = ROWS * COLS * 4 // 8
+    whole, got = _run(method, models, base, model_params, {}, 16, replay_memory=memory)
+    assert torch.equal(whole, got)
+    assert len(partitions) >= 4  # at least two streamed partitions per model
+
+
+VECTORS = [
+    ("passthrough", 1, False, [{"scale": 0.5}], {}),
+    ("nearswap", 1, True, [{}], {"t": 0.01}),
+    ("ram", 3, True, [{}] * 3, {"epsilon": 0.01}),
+    ("ramplus_tl", 3, True, [{}] * 3, {"epsilon": 0.01, "r": 0.5, "alpha": 0.5}),
+    ("slerp", 1, True, [{}], {"t": 0.3}),
+    ("nuslerp", 2, True, [{"weight": 0.3}, {"weight": 0.6}], {}),
+    ("nuslerp", 2, False, [{"weight": 0.3}, {"weight": 0.6}], {"nuslerp_flatten": False}),
+    ("model_stock", 3, True, [{}] * 3, {}),
+    ("model_stock", 3, True, [{}] * 3, {"filter_wise": True}),
+]
+
+
+@pytest.mark.parametrize(("method", "count", "with_base", "model_params", "params"), VECTORS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_streamed_methods_equal_whole_tensor(method, count, with_base, model_params, params, dtype):
+    base = _smooth(0) if with_base else None
+    models = [_smooth(i + 1) for i in range(count)]
+    fn = METHODS[method].load()
+    cast = [m.to(dtype) for m in models]
+    whole = fn(cast, None if base is None else base.to(dtype), model_params, params)
+    whole = whole.to(torch.bfloat16)
+    for block_rows in (16, 32):
+        parts = streamed.stream(
+            method,
+            MemoryRows(models, base),
+            model_params,
+            params,
+            block_rows=block_rows,
+            dtype=dtype,
+            out_dtype=torch.bfloat16,
+        )
+        assert torch.equal(torch.cat(list(parts)), whole), (method, block_rows)
+
+
+def test_nuslerp_columns_are_not_streamed() -> None:
+    from lossless.methods.streamed_vectors import streamable
+
+    assert not streamable("nuslerp", {"nuslerp_flatten": False, "nuslerp_row_wise": True})
+    assert streamable("nuslerp", {"nuslerp_row_wise": True})  # flattened: one vector

@@ -245,3 +245,19 @@ def test_inputs_in_their_stored_dtype_give_the_same_bits_as_cast_inputs() -> Non
         )
         assert stored.dtype == torch.bfloat16
         assert torch.equal(_bits(stored), _bits(cast)), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("count", [1, 2, 3, 6, 9])
+def test_sum_models_has_the_bits_of_torch_sum(dtype: torch.dtype, count: int) -> None:
+    from lossless.methods.task_arithmetic import sum_models
+
+    g = torch.Generator().manual_seed(count)
+    x = (torch.randn(count, 70001, generator=g) * torch.rand(count, 1, generator=g) * 10).to(dtype)
+    x[:, ::7] = -0.0  # -0 + -0 is -0, but torch's sum starts from +0
+    x[:, 1::11] = 0.0
+    if count > 1:
+        x[1, 2::13] = -x[0, 2::13]  # cancellations
+    expected, got = x.sum(dim=0), sum_models(x)
+    assert got.dtype == expected.dtype
+    assert torch.equal(got.view(torch.uint8), expected.view(torch.uint8))

@@ -1,0 +1,129 @@
+"""Row-block streaming for the methods outside the task-arithmetic family.
+
+Each is one of three shapes, and streams with the whole-tensor path's bits:
+- entry by entry (passthrough, nearswap, ram; nuslerp without flattening and model_stock's
+  `filter_wise`, whose vectors are rows): the method itself on each block of rows;
+- scalars from dot products of whole tensors (slerp, nuslerp flattened, model_stock): a first
+  pass sums them block by block (blocks.Gram, as the whole path does), then the combination
+  runs on each block;
+- counts over the whole tensor (ramplus_tl's overlap boost): a first pass adds up integers.
+
+Not streamed (the executor merges their tensors whole): nuslerp with `nuslerp_row_wise` (its
+vectors are columns), multislerp and karcher (iterations over whole-tensor directions), sce
+(torch.topk's tie order over the variance) and arcee_fusion (quantiles of a sample).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from lossless.methods import model_stock, ram, slerp
+from lossless.methods.blocks import Gram
+from lossless.methods.table import METHODS
+
+ELEMENTWISE = {"passthrough", "nearswap", "ram"}
+STREAMED = ELEMENTWISE | {"slerp", "nuslerp", "model_stock", "ramplus_tl"}
+
+
+def streamable(method: str, params: Mapping[str, Any]) -> bool:
+    """False for the one parameter choice that keeps a streaming method (MethodSpec.streams)
+    whole: nuslerp's columns (`nuslerp_row_wise` without `nuslerp_flatten`)."""
+    if method == "nuslerp":
+        return bool(params.get("nuslerp_flatten", True)) or not params.get("nuslerp_row_wise")
+    return True
+
+
+def stream_vectors(
+    method: str,
+    rows: Any,
+    model_params: Sequence[Mapping[str, Any]],
+    params: Mapping[str, Any],
+    *,
+    blocks: list[tuple[int, int]],
+    dtype: torch.dtype,
+    out_dtype: torch.dtype,
+) -> Iterator[torch.Tensor]:
+    """The output row blocks of `method`; `rows` as streamed.Rows, inputs cast to `dtype` as
+    the executor casts whole tensors."""
+    count = len(model_params)
+    has_base = bool(getattr(rows, "has_base", True)) and METHODS[method].base != "unused"
+
+    def read(lo: int, hi: int) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        tensors = [rows.model(i, lo, hi).to(dtype) for i in range(count)]
+        base = rows.base(lo, hi).to(dtype) if has_base else None
+        return tensors, base
+
+    combine = _combiner(method, read, blocks, model_params, params)
+    for lo, hi in blocks:
+        tensors, base = read(lo, hi)
+        yield combine(tensors, base).to(out_dtype)
+
+
+def _gram(read: Any, blocks: list[tuple[int, int]], vectors: Any, count: int) -> Gram:
+    gram = Gram(count)
+    for lo, hi in blocks:
+        gram.add([v.reshape(-1) for v in vectors(*read(lo, hi))])
+    return gram
+
+
+def _combiner(
+    method: str,
+    read: Any,
+    blocks: list[tuple[int, int]],
+    model_params: Sequence[Mapping[str, Any]],
+    params: Mapping[str, Any],
+) -> Any:
+    """(tensors, base) of a block → the merged block; any whole-tensor pass made first."""
+    fn = METHODS[method].load()
+    if method in ELEMENTWISE or (method == "model_stock" and params.get("filter_wise")):
+        return lambda tensors, base: fn(tensors, base, model_params, params)
+    if method == "slerp":
+        t = float(params["t"])
+
+        def both(tensors: list[torch.Tensor], base: torch.Tensor) -> list[torch.Tensor]:
+            work = slerp.work_dtype(base)
+            return [base.to(work), tensors[0].to(work)]
+
+        coefficients = slerp.slerp_coefficients(t, _gram(read, blocks, both, 2))
+        return lambda tensors, base: slerp.slerp_combine(coefficients, base, tensors[0])
+    if method == "nuslerp":
+        if not params.get("nuslerp_flatten", True):  # rows: entry by entry as far as blocks go
+            return lambda tensors, base: fn(tensors, base, model_params, params)
+        t = slerp.nuslerp_t([float(p["weight"]) for p in model_params])
+
+        def deltas(tensors: list[torch.Tensor], base: torch.Tensor | None) -> list[torch.Tensor]:
+            return list(tensors) if base is None else [x - base for x in tensors]
+
+        sines = slerp.nuslerp_flat_coefficients(t, _gram(read, blocks, deltas, 2))
+
+        def nuslerp_block(tensors: list[torch.Tensor], base: torch.Tensor | None) -> torch.Tensor:
+            merged = slerp.nuslerp_flat_combine(t, sines, *deltas(tensors, base))
+            return merged if base is None else base + merged
+
+        return nuslerp_block
+    if method == "model_stock":
+        count = len(model_params)
+
+        def offsets(tensors: list[torch.Tensor], base: torch.Tensor) -> list[torch.Tensor]:
+            return [w - base for w in tensors]
+
+        ratio = model_stock.ratio_from_gram(_gram(read, blocks, offsets, count), count)
+        return lambda tensors, base: model_stock.stock_combine(ratio, tensors, base)
+    if method == "ramplus_tl":
+        r, alpha, epsilon = ram.boost_params(params)
+        shared = unique = torch.zeros(len(model_params), dtype=torch.int64)
+        for lo, hi in blocks:
+            tensors, base = read(lo, hi)
+            if tensors:
+                more_shared, more_unique = ram.overlap_counts(
+                    ram.contributions(tensors, base, epsilon)
+                )
+                shared, unique = shared + more_shared, unique + more_unique
+        boost = ram.overlap_boost(shared, unique, r, alpha, epsilon)
+        return lambda tensors, base: (
+            ram.merge_boosted(tensors, base, epsilon, boost) if tensors else base
+        )
+    raise ValueError(f"{method} does not stream")
