@@ -353,7 +353,7 @@ def test_device_cuda_without_cuda_is_a_clear_usage_error(tmp_path: Path) -> None
 
 
 def test_workers_are_fewer_when_the_budget_is_small() -> None:
-    from lossless.merge.budget import GiB, MIN_SHARE, worker_count
+    from lossless.merge.budget import MIN_SHARE, GiB, worker_count
 
     assert worker_count(2, 4 * GiB) == 2
     assert worker_count(16, 4 * GiB) == 7  # 3.5 GiB usable, half a GiB each at least
