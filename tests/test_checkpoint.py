@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from lossless.errors import LosslessError
-from lossless.tensors.checkpoint import Checkpoint, read_header
+from lossless.tensors.checkpoint import Checkpoint
+from lossless.tensors.safetensors_header import read_header
 from tests.factories import make_model, read_tensors
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from lossless.errors import LosslessError
 from lossless.merge.jobs import TensorJob
 from lossless.methods.table import METHODS
-from lossless.tensors.checkpoint import DTYPE_BYTES
+from lossless.tensors.safetensors_header import DTYPE_BYTES
 from lossless.tensors.source import TensorSource
 
 GiB = 1 << 30

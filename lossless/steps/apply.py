@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
 from lossless.recipe.model import ApplyStep, ModelRef
-from lossless.tensors.checkpoint import SAFETENSORS_TO_TORCH
+from lossless.tensors.safetensors_header import SAFETENSORS_TO_TORCH
 
 if TYPE_CHECKING:
     from lossless.engine.context import StepContext

@@ -156,7 +156,7 @@ def _read_weights(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
     if weights.is_file():
         from safetensors.torch import load_file
 
-        from lossless.tensors.checkpoint import read_header
+        from lossless.tensors.safetensors_header import read_header
 
         read_header(weights)  # refuses a corrupt or hostile header before any tensor is read
         return load_file(str(weights))

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from lossless.errors import LosslessError
-from lossless.tensors.checkpoint import DTYPE_BYTES, INDEX, SINGLE, TORCH_TO_SAFETENSORS
+from lossless.tensors.checkpoint import INDEX, SINGLE
+from lossless.tensors.safetensors_header import DTYPE_BYTES, TORCH_TO_SAFETENSORS
 
 if TYPE_CHECKING:
     import torch

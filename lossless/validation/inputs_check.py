@@ -73,7 +73,8 @@ class Facts:
 
 
 def read_facts(directory: Path) -> Facts:
-    from lossless.tensors.checkpoint import INDEX, SINGLE, _weight_map, read_header
+    from lossless.tensors.checkpoint import INDEX, SINGLE, _weight_map
+    from lossless.tensors.safetensors_header import read_header
 
     facts = Facts(directory)
     config = directory / "config.json"
