@@ -29,7 +29,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from merge import SIZES, VOCAB, llama_shapes, run_child, write_checkpoint
+from children import run_child
+from merge import SIZES, llama_config, llama_shapes, write_checkpoint
 
 RANK, ALPHA = 16, 32
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -52,23 +53,6 @@ def write_adapter(path: Path, shapes: list[tuple[str, tuple[int, ...]]], seed: i
     save_file(tensors, str(path / "adapter_model.safetensors"))
     config = {"peft_type": "LORA", "r": RANK, "lora_alpha": ALPHA, "target_modules": TARGETS}
     (path / "adapter_config.json").write_text(json.dumps(config))
-
-
-def llama_config(hidden: int, inter: int, layers: int) -> dict[str, object]:
-    """A config transformers can load the random checkpoints with (for the peft case)."""
-    return {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
-        "hidden_size": hidden,
-        "intermediate_size": inter,
-        "num_hidden_layers": layers,
-        "num_attention_heads": hidden // 64,
-        "num_key_value_heads": 4,
-        "head_dim": 64,
-        "vocab_size": VOCAB,
-        "tie_word_embeddings": False,
-        "dtype": "bfloat16",
-    }
 
 
 CHILD = """
@@ -132,16 +116,15 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for size in args.sizes.split(","):
-        hidden, inter, layers = SIZES[size]
-        shapes = llama_shapes(hidden, inter, layers)
+        shapes = llama_shapes(size)
         params = sum(math.prod(s) for _, s in shapes)
         root = args.dir / size
         base, instruct, adapter = root / "base", root / "instruct", root / "adapter"
         for seed, d in enumerate((base, instruct)):
             if not (d / "model.safetensors.index.json").is_file():
                 print(f"writing {d} ({params / 1e6:.0f}M params, bf16)", flush=True)
-                write_checkpoint(d, shapes, seed=seed)
-                (d / "config.json").write_text(json.dumps(llama_config(hidden, inter, layers)))
+                write_checkpoint(d, size, seed=seed)
+                (d / "config.json").write_text(json.dumps(llama_config(size)))
         if not (adapter / "adapter_model.safetensors").is_file():
             write_adapter(adapter, shapes, seed=7)
         results = {}

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from merge import run_child
+from children import run_child
 
 ROWS = [{"prompt": f"add {i} and {i + 3}:", "completion": f" {2 * i + 3}"} for i in range(256)]
 

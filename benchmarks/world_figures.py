@@ -40,7 +40,13 @@ def norm(tensors) -> float:  # type: ignore[no-untyped-def]
 def main(argv: list[str]) -> int:
     from lossless.tensors.adapters import load_adapter
 
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
     work = Path(argv[0]) if argv else ROOT / "recipes" / ".lossless" / "quickstart"
+    if not (work / "base").is_dir():
+        print(f"{work / 'base'} not found: run `lossless run recipes/quickstart.yaml` first")
+        return 2
     base, instruct = weights(work / "base"), weights(work / "instruct")
     linear = [k for k in base if k.endswith("proj.weight")]
     size, size_linear = norm(base.values()), norm(base[k] for k in linear)
