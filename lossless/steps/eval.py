@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossless.errors import GateFailed, LosslessError
-from lossless.evaluation.gates import Breach, check_gates, default_metric
-from lossless.evaluation.metrics import ALL_METRICS, EXACT_MATCH_FORMATS
+from lossless.evaluation.eval_data import eval_metrics, load_eval_datasets, precheck_gates
+from lossless.evaluation.gates import Breach, check_gates
 from lossless.evaluation.skills import SkillInfo, saved_skills
 from lossless.recipe.model import EvalStep
 
@@ -89,7 +89,7 @@ def run_eval(
     from lossless.evaluation import report
     from lossless.evaluation.chart import chart_data, write_chart
 
-    metrics = _metrics(step)
+    metrics = eval_metrics(step)
     reference = str(step.reference) if step.reference else str(step.models[0])
     # The reference is measured too, first, even when it is not in `models:`.
     order = [reference] + [str(m) for m in step.models if str(m) != reference]
@@ -97,8 +97,8 @@ def run_eval(
     if missing:
         raise LosslessError(f"eval {step.name!r}: no model directory for {', '.join(missing)}")
     harness, manager = _prepare_tasks(step, recipe_dir, trust_remote_code, quiet)  # first
-    datasets, rows = _load_datasets(step, recipe_dir, quiet)
-    _precheck_gates(step, datasets, metrics, harness)
+    datasets, rows = load_eval_datasets(step, recipe_dir, quiet)
+    precheck_gates(step, datasets, metrics, harness)
 
     scores: dict[str, dict[str, dict[str, float]]] = {}
     task_rows: dict[str, dict[str, TaskScore]] = {}
@@ -191,9 +191,9 @@ class EvalInputs:
 
 def prepare_inputs(step: EvalStep, recipe_dir: Path, *, quiet: bool = False) -> EvalInputs:
     """Read and check the step's data (and its gates against it) before any model is loaded."""
-    metrics = _metrics(step)
-    datasets, rows = _load_datasets(step, recipe_dir, quiet)
-    _precheck_gates(step, datasets, metrics, None)
+    metrics = eval_metrics(step)
+    datasets, rows = load_eval_datasets(step, recipe_dir, quiet)
+    precheck_gates(step, datasets, metrics, None)
     return EvalInputs(datasets, rows, metrics)
 
 
@@ -243,94 +243,6 @@ def _raise_for_breaches(step: EvalStep, breaches: list[Breach], json_path: Path)
             f"eval {step.name!r}: {len(breaches)} gate(s) breached:\n{lines}",
             hint=f"every number is in {json_path}",
         )
-
-
-def _metrics(step: EvalStep) -> tuple[str, ...]:
-    metrics = tuple(str(m) for m in step.settings.get("metrics") or ALL_METRICS)
-    unknown = [m for m in metrics if m not in ALL_METRICS]
-    if unknown:
-        raise LosslessError(
-            f"eval.{step.name}.metrics: unknown metric(s) {', '.join(unknown)}",
-            hint=f"choose from {', '.join(ALL_METRICS)}",
-        )
-    return metrics
-
-
-def _load_datasets(
-    step: EvalStep, recipe_dir: Path, quiet: bool = False
-) -> tuple[dict[str, SkillInfo], dict[str, list[dict[str, Any]]]]:
-    """Each `data:` entry (a file, a dataset directory, a hub dataset at its pinned commit) read
-    once (rows shared by every model), its format detected."""
-    from lossless.recipe.references import data_kind
-    from lossless.training.datasets import detect_format, load_source
-    from lossless.training.settings import DataSource
-
-    default_max = step.settings.get("max_samples")
-    metrics = _metrics(step)
-    infos: dict[str, SkillInfo] = {}
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for name, spec in step.data.items():
-        spec = {"path": spec} if isinstance(spec, str) else dict(spec)
-        where = f"eval.{step.name}.data.{name}"
-        source = DataSource(
-            spec["path"],
-            split=spec.get("split"),
-            subset=spec.get("subset"),
-            revision=spec.get("revision"),
-        )
-        local = Path(source.path)
-        local = local if local.is_absolute() else recipe_dir / local
-        if data_kind(source.path, (), recipe_dir) != "hub" and not local.exists():
-            raise LosslessError(
-                f"{where}: data file {local} does not exist",
-                hint="paths are relative to the recipe's directory; a hub dataset is `org/name`",
-            )
-        data, path = load_source(source, recipe_dir, quiet=quiet)
-        limit = spec.get("max_samples", default_max)
-        data = data[: int(limit)] if limit else data
-        fmt = spec.get("format") or "auto"
-        if fmt == "auto":
-            fmt = detect_format(data, path)
-        metric = default_metric(fmt)
-        if metric not in metrics:  # e.g. metrics: [loss] on chat data
-            metric = "loss" if "loss" in metrics else metrics[0]
-        infos[name] = SkillInfo(name, str(path), fmt, str(spec.get("role", "old")), metric)
-        rows[name] = data
-    return infos, rows
-
-
-def _precheck_gates(
-    step: EvalStep,
-    datasets: Mapping[str, SkillInfo],
-    metrics: tuple[str, ...],
-    harness: HarnessSettings | None,
-) -> None:
-    """Gate mistakes found before any model is loaded (check_gates would find them only after).
-
-    A gate on a task can only name a task of `tasks:` here; which metrics it reports is known
-    once lm-eval has run it."""
-    tasks = [t.name for t in harness.tasks] if harness is not None else []
-    for name, gate in step.gate.items():
-        where = f"eval.{step.name}.gate.{name}"
-        if name in tasks and name not in datasets:
-            continue
-        if name not in datasets:
-            raise LosslessError(
-                f"{where}: no dataset {name!r} in this step's `data:` nor task in its `tasks:`",
-                hint=f"gate one of: {', '.join([*datasets, *tasks]) or '(none)'}",
-            )
-        metric = str(gate.get("metric") or default_metric(datasets[name].format))
-        if metric not in metrics:
-            raise LosslessError(
-                f"{where}: metric {metric!r} is not measured",
-                hint=f"add it to `metrics:` (measured: {', '.join(metrics)})",
-            )
-        if metric == "exact_match" and datasets[name].format not in EXACT_MATCH_FORMATS:
-            raise LosslessError(
-                f"{where}: exact_match needs prompts and answers, but {name!r} is "
-                f"{datasets[name].format} data",
-                hint="gate it on `metric: loss` instead",
-            )
 
 
 def _load_model(step: EvalStep, model_dir: Path, model_name: str) -> tuple[Any, Any]:

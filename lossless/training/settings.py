@@ -1,7 +1,7 @@
 """A train step's settings as typed, frozen data: every key `schema/recipe.schema.json` allows in a
 `train:` block, with the default the trainer uses when the key is absent.
 
-Built once, with the recipe (`recipe/build.py: build_train_settings`), after the schema and the
+Built once, with the recipe (`recipe/train_block.py: build_train_settings`), after the schema and the
 semantic pass accepted the block; `steps/train.py` and `training/` read these fields and nothing
 else. Torch-free: `lossless validate` builds them.
 
