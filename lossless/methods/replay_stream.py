@@ -298,12 +298,7 @@ class View(Level):
                 if swapped.size and partner is None:
                     partner = p.left_stops(min(j, p.swaps - 1), forward=False, ids=with_ids)
                 j -= int(stops.size)
-            if swapped.size:
-                assert partner is not None
-                partner_keys, partner_ids = partner.take(swapped.size)
-                keys[swapped] = partner_keys
-                if ids is not None:
-                    ids[swapped] = partner_ids
+            _swap_in(keys, ids, swapped, partner)
             yield keys, ids
             pos += n
 
@@ -338,12 +333,7 @@ class View(Level):
                 if swapped.size and partner is None:
                     partner = p.left_stops(j, forward=True, ids=with_ids)
                 j += int(stops.size)
-            if swapped.size:
-                assert partner is not None
-                partner_keys, partner_ids = partner.take(swapped.size)
-                keys[swapped] = partner_keys
-                if ids is not None:
-                    ids[swapped] = partner_ids
+            _swap_in(keys, ids, swapped, partner)
             yield keys, ids
             pos -= n
 
@@ -393,3 +383,16 @@ def _gather(level: Level, threshold: float) -> tuple[np.ndarray, tuple[np.ndarra
         ids.append(chunk_ids[at])
         pos += chunk_keys.size
     return keys, (np.concatenate(positions), np.concatenate(ids))
+
+
+def _swap_in(
+    keys: np.ndarray, ids: np.ndarray | None, swapped: np.ndarray, partner: Reader | None
+) -> None:
+    """Put the partner side's next stops (and their ids) at the `swapped` positions, in place."""
+    if not swapped.size:
+        return
+    assert partner is not None
+    partner_keys, partner_ids = partner.take(swapped.size)
+    keys[swapped] = partner_keys
+    if ids is not None:
+        ids[swapped] = partner_ids

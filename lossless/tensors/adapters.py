@@ -25,9 +25,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lossless.errors import LosslessError
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     import torch
@@ -185,19 +187,29 @@ def _pattern_value(patterns: Mapping[str, Any], module: str, default: Any) -> An
     return default
 
 
-def _build(path: Path, config: Mapping[str, Any], tensors: dict[str, torch.Tensor]) -> Adapter:
-    adapter = Adapter(path=path, config=config)
-    parts: dict[str, dict[str, torch.Tensor]] = {}  # module → role → tensor
-    for key, tensor in tensors.items():
+def group_adapter_keys(
+    entries: Mapping[str, T],
+) -> tuple[dict[str, dict[str, T]], dict[str, T]]:
+    """An adapter file's entries (tensors, or their shapes) by what they are: LoRA factors as
+    module → role ("A", "B", "emb_A", ...) → entry, and whole tensors peft saved (modules_to_save,
+    trained biases, an embedding's base weight) by the model's own name (`base_layer.` is peft's
+    wrapper level, absent from the model's names). Shared with `lossless validate`'s check."""
+    parts: dict[str, dict[str, T]] = {}
+    replaced: dict[str, T] = {}
+    for key, entry in entries.items():
         name = key.removeprefix(PREFIX)
         for suffix, role in LORA_SUFFIXES.items():
             if name.endswith(suffix):
-                parts.setdefault(name.removesuffix(suffix), {})[role] = tensor
+                parts.setdefault(name.removesuffix(suffix), {})[role] = entry
                 break
         else:
-            # A whole tensor saved by peft: modules_to_save, trained biases, or an embedding's
-            # base weight; `base_layer.` is peft's wrapper level, absent from the model's names.
-            adapter.replaced[name.replace(".base_layer.", ".")] = tensor
+            replaced[name.replace(".base_layer.", ".")] = entry
+    return parts, replaced
+
+
+def _build(path: Path, config: Mapping[str, Any], tensors: dict[str, torch.Tensor]) -> Adapter:
+    adapter = Adapter(path=path, config=config)
+    parts, adapter.replaced = group_adapter_keys(tensors)
     rank_pattern = config.get("rank_pattern") or {}
     alpha_pattern = config.get("alpha_pattern") or {}
     for module, found in parts.items():

@@ -28,7 +28,7 @@ def check_adapter(
     target: str,
     find: Callable[[str], Facts | None],
 ) -> None:
-    from lossless.tensors.adapters import CONFIG, LORA_SUFFIXES, PREFIX
+    from lossless.tensors.adapters import CONFIG, group_adapter_keys
 
     facts = find(adapter)
     if facts is None:
@@ -53,16 +53,7 @@ def check_adapter(
     if facts.defect:
         c.add(d, path, f"adapter `{adapter}`: {facts.defect}", code="bad-adapter")
         return
-    parts: dict[str, dict[str, tuple[int, ...]]] = {}
-    replaced: dict[str, tuple[int, ...]] = {}
-    for key, shape in facts.shapes.items():
-        name = key.removeprefix(PREFIX)
-        for suffix, role in LORA_SUFFIXES.items():
-            if name.endswith(suffix):
-                parts.setdefault(name.removesuffix(suffix), {})[role] = shape
-                break
-        else:
-            replaced[name.replace(".base_layer.", ".")] = shape
+    parts, replaced = group_adapter_keys(facts.shapes)
     wants: dict[str, tuple[int, ...]] = dict(replaced)
     for module, found in parts.items():
         embedding = "emb_A" in found
