@@ -5,6 +5,7 @@
     python benchmarks/merge.py --sizes 70B-layer --memory 4G --mergekit /tmp/mk/bin/mergekit-yaml
         # Llama-3-70B's largest tensors (128256 × 8192 embeddings and lm_head, 28672 × 8192 MLP
         # matrices, one decoder layer: 3B parameters, 5.9 GB a checkpoint, 18 GB of disk)
+    python benchmarks/merge.py --device cuda --mergekit ...   # on a GPU: beside mergekit --cuda
 
 mergekit is never a dependency: install it in a virtualenv of its own
 (`python -m venv /tmp/mk && /tmp/mk/bin/pip install torch==2.13.0 mergekit==0.1.5`) and name
@@ -293,11 +294,20 @@ def main() -> None:
     parser.add_argument("--memory", default="", help="lossless --memory (4G); default: its own")
     parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds (median)")
     parser.add_argument("--keep", action="store_true", help="keep the checkpoints afterwards")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: lossless --device cuda beside mergekit-yaml --cuda",
+    )
     args = parser.parse_args()
     lossless = [sys.executable, "-m", "lossless", "run", "-q", "--no-copy-tokenizer"]
+    lossless += ["--device", args.device]
     if args.memory:
         lossless += ["--memory", args.memory]
     mergekit = [args.mergekit, "--no-copy-tokenizer", "--quiet"] if args.mergekit else None
+    if mergekit is not None and args.device == "cuda":
+        mergekit.append("--cuda")
     rows = []
     for size in args.sizes.split(","):
         shapes = llama_shapes(size)

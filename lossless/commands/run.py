@@ -12,13 +12,12 @@ from lossless.errors import EXIT_OK, GateFailed, LosslessError, UsageError
 if TYPE_CHECKING:
     from lossless.engine.context import Launch
 
-# mergekit-yaml flags that mean nothing for a streaming CPU executor: accepted, with a note.
+# mergekit-yaml flags that mean nothing for lossless's streaming executor: accepted, noted.
+# (`--cuda` and `--read-to-gpu` choose the GPU, as `--device cuda`: merge/device.py.)
 _NO_OP_FLAGS = {
     "low_cpu_memory": "--low-cpu-memory: lossless always streams tensor by tensor",
-    "cuda": "--cuda: merges run on the CPU",
     "clone_tensors": "--clone-tensors: tensors are never shared between outputs here",
-    "read_to_gpu": "--read-to-gpu: merges run on the CPU",
-    "multi_gpu": "--multi-gpu: merges run on the CPU",
+    "multi_gpu": "--multi-gpu: lossless merges on one device (the first GPU with --device cuda)",
 }
 
 
@@ -130,9 +129,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--transformers-cache", help="hub cache directory (mergekit's flag; same as HF_HUB_CACHE)"
     )
-    # mergekit-yaml flags that change nothing on a CPU-only streaming executor: accepted, noted.
-    for flag in ("--low-cpu-memory", "--cuda", "--clone-tensors", "--read-to-gpu", "--multi-gpu"):
+    # mergekit-yaml flags that change nothing on lossless's streaming executor: accepted, noted.
+    for flag in ("--low-cpu-memory", "--clone-tensors", "--multi-gpu"):
         p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--cuda", action="store_true", help="merge on the GPU (mergekit's flag; --device cuda)"
+    )
+    p.add_argument(
+        "--read-to-gpu",
+        action="store_true",
+        help="mergekit's flag: as --device cuda (inputs always go to the GPU as they are read)",
+    )
     p.add_argument(
         "--safe-serialization",
         dest="safe_serialization",
@@ -176,7 +183,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--device",
         choices=("cpu", "cuda", "auto"),
         default=None,
-        help="where merge math runs (only cpu is implemented; cuda is refused when absent)",
+        help="where merge math runs (default cpu; auto: cuda when torch sees a GPU); "
+        "cuda without one is refused before any work",
     )
     p.set_defaults(handler=main)
 
@@ -192,8 +200,9 @@ def main(args: argparse.Namespace) -> int:
 
     if args.quiet:
         silence_third_party()
-    if args.device == "cuda":
-        _require_cuda()
+    from lossless.merge.device import resolve_device
+
+    device = resolve_device(args.device, cuda=args.cuda, read_to_gpu=args.read_to_gpu)
     launch = _launch(args)
     try:
         path = recipe_file(args.recipe, cache_dir=args.transformers_cache, quiet=args.quiet)
@@ -228,8 +237,8 @@ def main(args: argparse.Namespace) -> int:
         for flag, note in _NO_OP_FLAGS.items():
             if getattr(args, flag, False):
                 _note(note)
-        if args.device and args.device != "cpu":
-            _note(f"--device {args.device}: merges run on the CPU")
+        if not device.is_cpu:
+            _note(f"merges run on {device.describe()}")
         if not args.safe_serialization:
             _note("--no-safe-serialization: outputs are always safetensors")
     memory = None
@@ -242,6 +251,7 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError(error.message, hint=error.hint) from None
     options = RunOptions(
         memory=memory,
+        device=device,
         work_dir=Path(args.work_dir) if args.work_dir else None,
         out=Path(args.out) if args.out else None,
         force=frozenset(args.force),
@@ -309,16 +319,3 @@ def _launch(args: argparse.Namespace) -> Launch | None:
     if problem is not None:
         raise UsageError(problem[0], hint=problem[1])
     return launch
-
-
-def _require_cuda() -> None:
-    """--device cuda on a machine without CUDA: said before any work, instead of silently
-    merging on the CPU. (mergekit's --cuda and --read-to-gpu stay accepted no-ops.)"""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise UsageError(
-            "--device cuda was asked for, but torch sees no CUDA device "
-            f"(torch {torch.__version__}, cuda build {torch.version.cuda or 'none'})",
-            hint="drop the flag (or use --device auto) to merge on the CPU",
-        )

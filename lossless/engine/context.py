@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lossless.merge.device import CPU, MergeDevice
+
 if TYPE_CHECKING:
     from lossless.engine.resolver import Resolver
     from lossless.recipe.model import Recipe
@@ -56,6 +58,7 @@ class RunOptions:
     seed: int | None = None
     shard_size: int = 5_000_000_000
     memory: int | None = None  # merges' peak-memory budget in bytes (`--memory`); None: default
+    device: MergeDevice = CPU  # where merge math runs (`--device`, merge/device.py)
     num_threads: int | None = None
     allow_crimes: bool = False
     copy_tokenizer: bool = True

@@ -48,7 +48,8 @@ from lossless.merge.budget import (
     usable_memory,
     worker_count,
 )
-from lossless.merge.jobs import MergePlan, TensorJob
+from lossless.merge.device import CPU, MergeDevice, device_memory
+from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
 from lossless.methods.table import METHODS
 from lossless.tensors.source import TensorSource
 from lossless.tensors.writer import ShardSpec, ShardWriter, layout_shards, sha256_file, write_index
@@ -125,15 +126,24 @@ def _compute(
     fn: Callable[..., Any],
     shape: tuple[int, ...],
     seed: int | None,
+    device: MergeDevice = CPU,
 ) -> torch.Tensor:
     import torch
 
     spec = METHODS[job.method]
     compute, out_dtype = getattr(torch, job.compute_dtype), getattr(torch, job.out_dtype)
-    # a method that casts its inputs itself gets them as stored (bf16 stays 2 bytes an entry)
-    cast = (lambda t: t) if spec.casts_inputs else (lambda t: t.to(compute))
-    tensors = [cast(sources[r.model].get(r.tensor)) for r in job.sources]
-    base = None if job.base is None else cast(sources[job.base.model].get(job.base.tensor))
+    target = device.torch()
+
+    def read(ref: TensorRef) -> torch.Tensor:
+        """The input on the device, moved in its stored dtype (bf16: 2 bytes an entry), cast
+        there, unless the method casts block by block itself."""
+        tensor = sources[ref.model].get(ref.tensor)
+        if not device.is_cpu:
+            tensor = tensor.to(target)
+        return tensor if spec.casts_inputs else tensor.to(compute)
+
+    tensors = [read(r) for r in job.sources]
+    base = None if job.base is None else read(job.base)
     kwargs: dict[str, Any] = {}
     if spec.randomised:
         kwargs["generator"] = torch.Generator().manual_seed(tensor_seed(seed, job.output))
@@ -146,7 +156,7 @@ def _compute(
             f"expected {shape}",
             hint="the inputs' shapes differ; check the models are the same architecture",
         )
-    return out.to(out_dtype)
+    return out.to(out_dtype).cpu()
 
 
 class _Blocks:
@@ -198,6 +208,7 @@ def _produce_stream(
     seed: int | None,
     rows: int,
     replay: int,
+    device: MergeDevice = CPU,
 ) -> None:
     import torch
 
@@ -207,9 +218,10 @@ def _produce_stream(
     generator = None
     if METHODS[job.method].randomised:
         generator = torch.Generator().manual_seed(tensor_seed(seed, job.output))
+    job_rows = JobRows(job, sources, shape, device=None if device.is_cpu else device.torch())
     parts = stream(
         job.method,
-        JobRows(job, sources, shape),
+        job_rows,
         list(job.model_params),
         dict(job.params),
         block_rows=rows,
@@ -218,7 +230,10 @@ def _produce_stream(
         generator=generator,
         replay_memory=replay,
     )
-    blocks.produce(parts)
+    try:
+        blocks.produce(part.cpu() for part in parts)
+    finally:
+        job_rows.close()
 
 
 def _stream(
@@ -228,6 +243,7 @@ def _stream(
     workers: int,
     seed: int | None,
     memory: int,
+    device: MergeDevice = CPU,
 ) -> Generator[tuple[TensorJob, torch.Tensor | _Blocks], None, None]:
     """Yield computed tensors (or a streamed tensor's blocks) in job order while up to
     `workers` threads compute ahead, the bytes in flight under `memory` less the baseline."""
@@ -261,10 +277,11 @@ def _stream(
                     blocks = _Blocks() if rows else None
                     if blocks is not None:
                         future = pool.submit(
-                            _produce_stream, blocks, job, sources, shape, seed, rows, replay
+                            _produce_stream, blocks, job, sources, shape, seed, rows, replay, device
                         )
                     else:
-                        future = pool.submit(_compute, job, sources, fns[job.method], shape, seed)
+                        fn = fns[job.method]
+                        future = pool.submit(_compute, job, sources, fn, shape, seed, device)
                     pending.append((job, cost, future, blocks))
                     inflight += cost
                     next_job += 1
@@ -298,10 +315,12 @@ def execute(
     seed: int | None = None,
     quiet: bool = False,
     memory: int | None = None,
+    device: MergeDevice = CPU,
 ) -> list[Path]:
     """Write the plan's tensors as safetensors shards (+ index) into `out_dir`, resuming a
     previous interrupted run into the same dir. Returns the files written (shards, index).
-    `memory`: the budget for tensors in flight, in bytes (default: `default_memory()`)."""
+    `memory`: the budget for tensors in flight, in bytes (default: `default_memory()`);
+    `device`: where the math runs (merge/device.py)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     missing = sorted({r.model for j in plan.jobs for r in (*j.sources, j.base) if r} - set(sources))
     if missing:
@@ -321,6 +340,9 @@ def execute(
     by_name = {job.output: job for job in plan.jobs}
     todo = [by_name[slot.name] for shard in shards[len(done) :] for slot in shard.slots]
     memory = memory or default_memory()
+    free = device_memory(device)
+    if free is not None:  # the tensors in flight live on the device too: the smaller bound
+        memory = min(memory, free * 9 // 10)
     workers = worker_count(max(1, num_threads or os.cpu_count() or 1), memory)
     total_bytes = sum(slot.end - slot.begin for shard in shards for slot in shard.slots)
     done_bytes = sum(slot.end - slot.begin for shard in shards[: len(done)] for slot in shard.slots)
@@ -329,7 +351,7 @@ def execute(
     task = progress.add_task("merging", total=total_bytes, completed=done_bytes) if progress else 0
     tensors_done = len(plan.jobs) - len(todo)
     with torch_threads(max(1, (os.cpu_count() or 1) // workers)):
-        stream = _stream(todo, sources, shapes, workers, seed, memory)
+        stream = _stream(todo, sources, shapes, workers, seed, memory, device)
         try:
             if progress:
                 progress.start()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from lossless.engine.publish import check_not_input, open_partial, publish
 from lossless.errors import LosslessError
+from lossless.merge.device import CPU, MergeDevice
 from lossless.merge.executor import JOURNAL, execute
 from lossless.merge.jobs import MergePlan
 from lossless.merge.model_card import render_model_card
@@ -94,6 +95,7 @@ def assemble_output(
     seed: int | None = None,
     quiet: bool = False,
     memory: int | None = None,
+    device: MergeDevice = CPU,
 ) -> dict[str, str]:
     """Merge `plan` into the partial dir `tmp` with config, tokenizer, recipe and card; return
     the sha256 of the shards (hashed while written). `chat_template` is already resolved (see
@@ -111,6 +113,7 @@ def assemble_output(
         seed=seed,
         quiet=quiet,
         memory=memory,
+        device=device,
     )
     dtype = _output_dtype(plan)
     config_key = plan.config_source or (plan.jobs[0].sources[0].model if plan.jobs else None)

@@ -38,7 +38,7 @@ class Gram:
         for part in block_slices(vectors[0].numel()):
             stacked = torch.stack([v[part].double() for v in vectors])
             for i in range(len(vectors)):
-                self.total[i, i:] += (stacked[i : i + 1] * stacked[i:]).sum(dim=1)
+                self.total[i, i:] += (stacked[i : i + 1] * stacked[i:]).sum(dim=1).cpu()
 
     def value(self, i: int, j: int) -> float:
         return float(self.total[min(i, j), max(i, j)])

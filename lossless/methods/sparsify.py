@@ -50,7 +50,10 @@ class Kept:
         if self.select is None:
             return delta
         # a bool mask multiplies as 1.0/0.0 in `work` dtype, the float mask mergekit builds
-        masked = delta.to(self.work or delta.dtype) * self.select(delta, start)
+        mask = self.select(delta, start)
+        if mask.device != delta.device:  # decided on the host for a device merge (merge/device.py)
+            mask = mask.to(delta.device)
+        masked = delta.to(self.work or delta.dtype) * mask
         if self.factor is not None:
             masked = masked * self.factor
         return masked.to(delta.dtype)
@@ -208,6 +211,15 @@ def top_k_selector(
     """
     magnitudes = _owned_magnitudes(delta, remake)
     count = magnitudes.numel()
+    if magnitudes.device.type != "cpu":
+        threshold = torch.kthvalue(magnitudes, count - keep + 1).values
+        above, at = magnitudes > threshold, magnitudes == threshold
+        if int(above.sum()) + int(at.sum()) == keep:  # no tie straddles the cut: no order needed
+            mask = above | at
+            return lambda block, start: mask[start : start + block.numel()]
+        # which of the tied entries are kept follows torch's CPU sort (CUDA orders ties
+        # otherwise): replayed on a host copy, as a CPU merge would
+        magnitudes, remake = magnitudes.float().cpu(), None
     if replayable(magnitudes, keep):
         cut = replay_first(magnitudes, keep)
         if cut is not None:
@@ -245,6 +257,8 @@ def middle_magnitude(delta: torch.Tensor, density: float, gamma: float) -> Kept:
     """
     if density >= 1:
         return KEEP_ALL
+    if delta.device.type != "cpu":  # both cuts replay torch's CPU sort: decided on the host
+        return middle_magnitude(delta.cpu(), density, gamma)
     count = delta.numel()
     keep = int(density * count)
     outliers = int(gamma * count)
@@ -271,8 +285,9 @@ def _prefix(cut: TopCut | None, end: int, count: int) -> Selector:
 
 
 def random_work_dtype(delta: torch.Tensor) -> torch.dtype:
-    """torch.bernoulli lacks float16 on CPU: work in float32 there (bf16 stays bf16)."""
-    if delta.device.type != "cpu" or delta.dtype == torch.bfloat16:
+    """torch.bernoulli lacks float16 on CPU, where every draw is made (merge/device.py): work in
+    float32 (bf16 stays bf16)."""
+    if delta.dtype == torch.bfloat16:
         return delta.dtype
     return torch.float32
 
@@ -282,7 +297,7 @@ def random_entries(delta: torch.Tensor, density: float, generator: torch.Generat
     if density >= 1:
         return KEEP_ALL
     work = random_work_dtype(delta)
-    probabilities = torch.full_like(delta, density, dtype=work)
+    probabilities = torch.full_like(delta, density, dtype=work, device="cpu")
     return dense(torch.bernoulli(probabilities, generator=generator), work)
 
 
@@ -301,7 +316,9 @@ def random_by_rank(
         return KEEP_NONE
     check_della(density, epsilon)
     work = random_work_dtype(delta)
-    probabilities = rank_probabilities(delta, density, epsilon, work)
+    # drawn on the host by the CPU generator, from ranks made there: a device merge draws
+    # the same masks as a CPU one (merge/device.py)
+    probabilities = rank_probabilities(delta.cpu(), density, epsilon, work)
     return dense(torch.bernoulli(probabilities, generator=generator), work)
 
 

@@ -123,15 +123,17 @@ def stream_task_arithmetic(
 
     count = math.prod(rows.shape)
 
+    # The decisions (cuts, draws, L1 sums) are made on the host whatever the device: the same
+    # entries and factors as a CPU merge (merge/device.py). `.cpu()` is a no-op on the CPU.
     def deltas(i: int) -> Iterator[tuple[int, torch.Tensor]]:
-        """(flat start, task-vector rows) of model i, block by block in order."""
+        """(flat start, task-vector rows) of model i, block by block in order, on the host."""
         for lo, hi in blocks:
-            yield lo * row, task_vector(rows.model(i, lo, hi), rows.base(lo, hi), dtype)
+            yield lo * row, task_vector(rows.model(i, lo, hi), rows.base(lo, hi), dtype).cpu()
 
     def flat(i: int, lo: int, hi: int) -> torch.Tensor:
         """Entries [lo, hi) of model i's flat task vector, from the rows holding them."""
         first, last = lo // row, -(-hi // row)
-        delta = task_vector(rows.model(i, first, last), rows.base(first, last), dtype)
+        delta = task_vector(rows.model(i, first, last), rows.base(first, last), dtype).cpu()
         return delta.reshape(-1)[lo - first * row : hi - first * row]
 
     chunk = max(1, 4 * replay_stream.GRID // row) * row  # whole rows, ~256K entries a read
@@ -150,7 +152,7 @@ def stream_task_arithmetic(
         inputs = [rows.model(i, lo, hi) for i in range(models)]
         start = lo * row
         kept = [d(inputs[i], base, start) for i, d in enumerate(deciders)]
-        out = torch.empty(base.shape, dtype=out_dtype)
+        out = torch.empty(base.shape, dtype=out_dtype, device=base.device)
         if models == 0:
             out.copy_(base.to(dtype))
         else:
@@ -251,7 +253,7 @@ def _drawn(
     replay = torch.Generator().set_state(state)
 
     def decide(model: torch.Tensor, base: torch.Tensor, start: int) -> sparsify.Kept:
-        delta = task_vector(model, base, dtype)
+        delta = task_vector(model, base, dtype).cpu()  # drawn on the host, as the first pass
         return block_kept(start, draw(delta, replay), factor)
 
     return decide

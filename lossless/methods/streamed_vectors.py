@@ -121,9 +121,9 @@ def _combiner(
                 more_shared, more_unique = ram.overlap_counts(
                     ram.contributions(tensors, base, epsilon)
                 )
-                shared, unique = shared + more_shared, unique + more_unique
+                shared, unique = shared + more_shared.cpu(), unique + more_unique.cpu()
         boost = ram.overlap_boost(shared, unique, r, alpha, epsilon)
         return lambda tensors, base: (
-            ram.merge_boosted(tensors, base, epsilon, boost) if tensors else base
+            ram.merge_boosted(tensors, base, epsilon, boost.to(base.device)) if tensors else base
         )
     raise ValueError(f"{method} does not stream")

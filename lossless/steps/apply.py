@@ -58,5 +58,6 @@ def run(step: ApplyStep, ctx: StepContext) -> dict[str, str]:
         shard_size=options.shard_size,
         num_threads=options.num_threads,
         memory=options.memory,
+        device=options.device,
         quiet=options.quiet,
     )

@@ -140,6 +140,7 @@ def run(step: MergeStep, ctx: StepContext) -> dict[str, str]:
             shard_size=options.shard_size,
             num_threads=options.num_threads,
             memory=options.memory,
+            device=options.device,
             seed=options.seed,
             quiet=options.quiet,
         )
