@@ -47,6 +47,7 @@ SIZES = {
     "70B-layer": (8192, 28672, 1, 128256, 64, 8),
 }
 SHARD_BYTES = 1 << 30
+USE_GPU = False  # --device cuda: the children may see the GPU
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,9 @@ class ChildFailed(Exception):
 def timed(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
     """Run `cmd`: (wall seconds, its own peak RSS in GiB, stdout). `os.wait4` gives that
     process's rusage alone. A failure raises ChildFailed (mergekit may run out of memory)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    if not USE_GPU:  # a CPU benchmark: neither tool may find a GPU
+        env["CUDA_VISIBLE_DEVICES"] = ""
     out_file, err_file = cwd / "child.out", cwd / "child.err"
     with out_file.open("w") as out, err_file.open("w") as err:
         start = time.perf_counter()
@@ -306,8 +309,11 @@ def main() -> None:
     if args.memory:
         lossless += ["--memory", args.memory]
     mergekit = [args.mergekit, "--no-copy-tokenizer", "--quiet"] if args.mergekit else None
-    if mergekit is not None and args.device == "cuda":
-        mergekit.append("--cuda")
+    if args.device == "cuda":
+        global USE_GPU
+        USE_GPU = True
+        if mergekit is not None:
+            mergekit.append("--cuda")
     rows = []
     for size in args.sizes.split(","):
         shapes = llama_shapes(size)
