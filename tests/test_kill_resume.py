@@ -191,3 +191,11 @@ def test_newest_complete_skips_each_kind_of_torn_checkpoint(tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]
     shutil.rmtree(good)
     assert newest_complete(tmp_path) is None
+
+
+def test_newest_complete_discards_torn_checkpoints_silently_when_quiet(tmp_path: Path) -> None:
+    torn = tmp_path / "checkpoint-3"
+    torn.mkdir()  # no trainer_state.json
+    notes: list[str] = []
+    assert newest_complete(tmp_path, note=notes.append, quiet=True) is None
+    assert notes == [] and not torn.exists()

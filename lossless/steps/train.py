@@ -237,7 +237,7 @@ def run_train(
         from lossless.training.progress import rich_progress_callback
 
         trainer.add_callback(rich_progress_callback(f"train {step.name}"))
-    resume = newest_complete(out_dir / "checkpoints")  # torn ones are discarded, with a note
+    resume = newest_complete(out_dir / "checkpoints", quiet=quiet)  # torn ones are discarded
     t0 = time.perf_counter()
     with torch_threads(_training_threads(model)), _tensorboard_dir(s, out_dir / "logs"):
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)

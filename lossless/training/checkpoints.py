@@ -55,9 +55,11 @@ def torn_reason(checkpoint: Path) -> str | None:
     return None
 
 
-def newest_complete(checkpoints: Path, note: Callable[[str], None] = _note) -> Path | None:
+def newest_complete(
+    checkpoints: Path, note: Callable[[str], None] = _note, *, quiet: bool = False
+) -> Path | None:
     """`checkpoints/checkpoint-N` with the largest N that is complete; newer torn ones are
-    deleted (lossless wrote them, in its partial dir) with a note each."""
+    deleted (lossless wrote them, in its partial dir) with a note each, unless `quiet`."""
     if not checkpoints.is_dir():
         return None
     found = [p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
@@ -65,6 +67,7 @@ def newest_complete(checkpoints: Path, note: Callable[[str], None] = _note) -> P
         why = torn_reason(candidate)
         if why is None:
             return candidate
-        note(f"discarded the torn checkpoint {candidate.name} ({why}); resuming from an older one")
+        if not quiet:
+            note(f"discarded the torn checkpoint {candidate.name} ({why}); resuming from an older")
         shutil.rmtree(candidate, ignore_errors=True)
     return None

@@ -158,7 +158,8 @@ def run_launched(
     """Train `step` on the launcher's ranks into `out_dir`; its metrics, once checked."""
     from lossless.training.checkpoints import newest_complete
 
-    newest_complete(out_dir / "checkpoints")  # torn checkpoints go here, not in N ranks at once
+    # torn checkpoints go here, not in N ranks at once
+    newest_complete(out_dir / "checkpoints", quiet=quiet)
     with tempfile.TemporaryDirectory(prefix="lossless-launch-") as scratch:
         spec = Path(scratch) / "spec.json"
         spec.write_text(
