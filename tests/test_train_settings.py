@@ -79,6 +79,15 @@ def test_nested_blocks_are_typed() -> None:
     assert s.lora.target_modules == ("q_proj", "v_proj") and s.warmup == pytest.approx(0.1)
 
 
+def test_lora_alpha_keeps_its_fraction() -> None:
+    def alpha(value: float) -> float:
+        block = {"base": "org/m", "data": "d.jsonl", "lora": {"alpha": value}}
+        return build_train("t", block).settings.lora.alpha
+
+    assert alpha(24.5) == 24.5  # the update's scale is alpha / r: a cast to int changed it
+    assert alpha(32) == 32 and isinstance(alpha(32.0), int)
+
+
 def _fields(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 

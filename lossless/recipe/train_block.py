@@ -94,7 +94,7 @@ def build_train_settings(block: Mapping[str, Any]) -> TrainSettings:
         init=_init(block.get("init")),
         lora=LoraSettings(
             r=int(lora.get("r", 8)),
-            alpha=int(lora.get("alpha", 16)),
+            alpha=_whole_if_integral(lora.get("alpha", 16)),
             dropout=float(lora.get("dropout", 0.0)),
             target_modules=_strings(lora.get("target_modules")) or "all-linear",
             modules_to_save=tuple(modules_to_save) if modules_to_save is not None else None,
@@ -174,3 +174,9 @@ def build_train_settings(block: Mapping[str, Any]) -> TrainSettings:
         if distill
         else None,
     )
+
+
+def _whole_if_integral(value: float) -> int | float:
+    """lora.alpha as written: 16 stays 16, 24.5 stays 24.5 (a cast to int changed the scale)."""
+    number = float(value)
+    return int(number) if number.is_integer() else number

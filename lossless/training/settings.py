@@ -49,7 +49,7 @@ def is_mixture(data: Data) -> bool:
 @dataclass(frozen=True)
 class LoraSettings:
     r: int = 8
-    alpha: int = 16
+    alpha: int | float = 16  # peft's lora_alpha: the update is scaled by alpha / r
     dropout: float = 0.0
     target_modules: str | tuple[str, ...] = "all-linear"
     modules_to_save: tuple[str, ...] | None = None
