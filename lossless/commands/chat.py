@@ -150,7 +150,7 @@ def _load(
         tokenizer = AutoTokenizer.from_pretrained(
             model_dir if has_tokenizer else weights_dir, trust_remote_code=trust_remote_code
         )
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             weights_dir, dtype="auto", trust_remote_code=trust_remote_code
         )
         if base_dir is not None:

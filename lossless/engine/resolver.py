@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from lossless.errors import LosslessError
 from lossless.recipe.model import (
@@ -293,7 +293,7 @@ def with_data_files(step: StepT, resolver: Resolver) -> StepT:
     if isinstance(step, TrainStep):  # settings are typed: rebuild them from the new block
         from lossless.recipe.build import build_train
 
-        return build_train(step.name, block)
+        return cast(StepT, build_train(step.name, block))
     changes: dict[str, Any] = {"settings": block}
     if isinstance(step, EvalStep):
         changes["data"] = block.get("data", step.data)

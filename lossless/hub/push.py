@@ -212,7 +212,9 @@ def _evals_of(
 ) -> tuple[list[tuple[dict[str, Any], Path]], list[str], list[str]]:
     """(eval.json payload, its dir) of every finished eval that measured `step_name`, every
     breached gate among them, and notes on evals of it that have not run."""
-    evals, failed, notes = [], [], []
+    evals: list[tuple[dict[str, Any], Path]] = []
+    failed: list[str] = []
+    notes: list[str] = []
     for step in recipe.steps:
         if not isinstance(step, EvalStep) or step_name not in {str(m) for m in step.models}:
             continue

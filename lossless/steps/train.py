@@ -208,7 +208,7 @@ def run_train(
         save_total_limit=s.save_total_limit,
         weight_decay=s.weight_decay,
         max_grad_norm=s.max_grad_norm,
-        **({"optim": s.optim} if s.optim else {}),
+        **_optional(optim=s.optim),
         report_to=list(s.report_to) or "none",
         eval_strategy=("steps" if s.eval_steps else "no") if held_out else "no",
         eval_steps=s.eval_steps,
@@ -335,6 +335,11 @@ def _training_threads(model: Any) -> int:
     if model.device.type == "cpu" and model.num_parameters() < TINY_MODEL_PARAMETERS:
         return 1
     return torch.get_num_threads()
+
+
+def _optional(**values: Any) -> dict[str, Any]:
+    """The keyword arguments that are set (a None leaves the trainer's default)."""
+    return {k: v for k, v in values.items() if v}
 
 
 def _checkpointing_kwargs(arguments_class: Any, enabled: bool) -> dict[str, Any]:

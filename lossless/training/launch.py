@@ -196,7 +196,7 @@ def _stream(cmd: list[str], env: dict[str, str], log: Path, quiet: bool) -> tupl
         process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         assert process.stdout is not None
         try:
-            while chunk := process.stdout.read1(1 << 16):
+            while chunk := process.stdout.read1(1 << 16):  # type: ignore[attr-defined]
                 sink.write(chunk)
                 tail = (tail + chunk)[-(1 << 14) :]
                 if not quiet:

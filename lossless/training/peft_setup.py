@@ -118,7 +118,7 @@ def peft_config(settings: TrainSettings, base_dir: Path | None) -> Any:
     lora = settings.lora
     return LoraConfig(
         r=lora.r,
-        lora_alpha=lora.alpha,
+        lora_alpha=lora.alpha,  # type: ignore[arg-type]  # peft annotates int; a float scales
         lora_dropout=lora.dropout,
         target_modules=_names(lora.target_modules),
         modules_to_save=list(lora.modules_to_save) if lora.modules_to_save is not None else None,

@@ -297,7 +297,7 @@ def check_documents(docs: list[Any], c: Checker, *, resolve: bool = False) -> li
     graph = nx.DiGraph()
     for item in inputs:
         if item.kind == "model":
-            _check_ref(c, item.path[0], item.path[1:], item.value, graph, item.owner, resolve)
+            _check_ref(c, int(item.path[0]), item.path[1:], item.value, graph, item.owner, resolve)
         else:
             _check_data_step(c, item, graph)
     for cycle in find_cycles(graph):
