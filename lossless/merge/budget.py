@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 
 from lossless.errors import LosslessError
-from lossless.merge.jobs import TensorJob
+from lossless.merge.jobs import TensorJob, TensorRef
 from lossless.methods.table import METHODS
 from lossless.tensors.safetensors_header import DTYPE_BYTES
 from lossless.tensors.source import TensorSource
@@ -87,36 +87,62 @@ def job_shape(job: TensorJob, sources: Mapping[str, TensorSource]) -> tuple[int,
 def job_bytes(job: TensorJob, sources: Mapping[str, TensorSource], shape: tuple[int, ...]) -> int:
     """Bytes a job holds while in flight: its inputs as read, its output, and the method's copies
     (every input cast to the compute dtype, or for a method that casts block by block, one task
-    vector, its magnitudes and their sort ids)."""
+    vector, its magnitudes and their sort ids), and the float32 work of adapted inputs."""
+    return math.prod(shape) * _entry_bytes(job, sources) + working_bytes(job, sources)
+
+
+def _entry_bytes(job: TensorJob, sources: Mapping[str, TensorSource]) -> int:
+    """What one output entry costs: the inputs' entries as read, the output's, the copies'."""
     import torch
 
-    count = math.prod(shape)
-    refs = [*job.sources, *([job.base] if job.base is not None else [])]
+    refs = _refs(job)
     read = sum(DTYPE_BYTES.get(sources[r.model].dtype(r.tensor), 4) for r in refs)
     compute = getattr(torch, job.compute_dtype).itemsize
     out = getattr(torch, job.out_dtype).itemsize
     if METHODS[job.method].casts_inputs:
-        return count * (read + out + 2 * max(compute, 4) + 2)
-    return count * (read + out + compute * (len(refs) + 1))
+        return read + out + 2 * max(compute, 4) + 2
+    return read + out + compute * (len(refs) + 1)
+
+
+def _refs(job: TensorJob) -> list[TensorRef]:
+    return [*job.sources, *([job.base] if job.base is not None else [])]
+
+
+def working_bytes(job: TensorJob, sources: Mapping[str, TensorSource]) -> int:
+    """Bytes the inputs' sources hold while computing what they return, whatever the rows
+    asked for: an adapted tensor's float32 chunks (tensors/adapted.py), 0 for a checkpoint."""
+    total = 0
+    for ref in _refs(job):
+        working = getattr(sources[ref.model], "working_bytes", None)
+        total += working(ref.tensor) if working is not None else 0
+    return total
 
 
 def row_bytes(job: TensorJob, sources: Mapping[str, TensorSource], shape: tuple[int, ...]) -> int:
     """Bytes one output row costs in a streamed job: its inputs' rows as read, the output row,
     and the float copies of the 64K-block math (a task vector row, its magnitudes, a mask)."""
     row = math.prod(shape[1:])
-    one = math.prod(shape[:1]) and job_bytes(job, sources, shape) // math.prod(shape[:1])
-    return max(one, row)
+    return max(row * _entry_bytes(job, sources), row)
+
+
+def streamed_bytes(
+    job: TensorJob, sources: Mapping[str, TensorSource], shape: tuple[int, ...], rows: int
+) -> int:
+    """Bytes a job streamed `rows` rows a block holds: the blocks in flight (the one computed,
+    those queued for the writer, the one being written) and its sources' working bytes."""
+    blocks = (QUEUED_BLOCKS + 2) * rows * row_bytes(job, sources, shape)
+    return blocks + working_bytes(job, sources)
 
 
 def block_rows(job: TensorJob, sources: Mapping[str, TensorSource], share: int) -> int:
-    """Rows per block for a streamed job so that the blocks in flight (the one computed, those
-    queued for the writer, the one being written) fit `share` bytes; at least one 64K-aligned
-    block (streamed.row_alignment), at most the whole tensor."""
+    """Rows per block for a streamed job so that `streamed_bytes` fit `share` bytes; at least
+    one 64K-aligned block (streamed.row_alignment), at most the whole tensor."""
     from lossless.methods.streamed import row_alignment
 
     shape = job_shape(job, sources)
     align = row_alignment(shape)
-    fit = share // ((QUEUED_BLOCKS + 2) * row_bytes(job, sources, shape))
+    free = max(0, share - working_bytes(job, sources))
+    fit = free // ((QUEUED_BLOCKS + 2) * row_bytes(job, sources, shape))
     return min(max(align, fit // align * align), max(shape[0], 1))
 
 

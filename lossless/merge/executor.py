@@ -43,7 +43,7 @@ from lossless.merge.budget import (
     job_bytes,
     job_shape,
     replay_bytes,
-    row_bytes,
+    streamed_bytes,
     streams,
     usable_memory,
     worker_count,
@@ -259,9 +259,8 @@ def _stream(
         if not streams(job, shape, whole, share):
             return whole, 0, 0
         rows = block_rows(job, sources, share)
-        blocks = (QUEUED_BLOCKS + 2) * rows * row_bytes(job, sources, shape)
         replay = replay_bytes(job, share)
-        return max(blocks, replay), rows, replay
+        return max(streamed_bytes(job, sources, shape, rows), replay), rows, replay
 
     pending: deque[tuple[TensorJob, int, Future[Any], _Blocks | None]] = deque()
     inflight, next_job = 0, 0

@@ -1,9 +1,10 @@
 """Rows of a job's input tensors, for a merge streamed over row blocks (methods/streamed.py).
 
 A source that can read a row range (`get_rows(name, lo, hi)`, which a safetensors checkpoint
-does with one `preadv` of those rows' bytes) is read block by block; one that cannot (a pickle
-checkpoint, a tensor with a LoRA applied, which is computed whole) returns None and is read
-once whole and sliced, for as long as the job runs.
+does with one `preadv` of those rows' bytes, and a model with LoRA adapters applied computes
+from its base's rows, tensors/adapted.py) is read block by block; one that cannot (a pickle
+checkpoint, or adapters applied to one) returns None and is read once whole and sliced, for as
+long as the job runs.
 
 On a device (merge/device.py) the rows are moved there in their stored dtype, and the next
 block of each input is read and moved on a thread of its own while this one is merged: a

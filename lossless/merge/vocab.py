@@ -278,6 +278,11 @@ class PermutedSource:
             return self._permuted[name]
         return self._inner.get(name)
 
+    def working_bytes(self, name: str) -> int:
+        """The inner source's working bytes (budget.working_bytes); none for a held tensor."""
+        working = getattr(self._inner, "working_bytes", None)
+        return 0 if name in self._permuted or working is None else int(working(name))
+
     def get_rows(self, name: str, lo: int, hi: int) -> Any:
         """Rows of a tensor (a slice of a re-indexed embedding, held already); None: read whole."""
         if name in self._permuted:

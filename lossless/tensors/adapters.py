@@ -8,13 +8,18 @@ adapter changes them, following peft 0.21's `merge_and_unload` exactly:
   `(.*\\.)?(PATTERN)$`); transposed for `fan_in_fan_out` (GPT-2 Conv1D stores W as [in, out]).
 - LoRA on an Embedding: W + s·(B·A)ᵀ (`lora_embedding_A` is [r, vocab], `_B` is [dim, r]).
 - DoRA (`lora_magnitude_vector`): W' = m · (W + ΔW) / ‖W + ΔW‖, the norm taken per output row
-  for a Linear (per embedding column for an Embedding), m broadcast the same way.
+  for a Linear (per column of W as stored for a `fan_in_fan_out` Linear and for an Embedding,
+  whose peft layer is built with fan_in_fan_out=True), m broadcast the same way.
 - `lora_bias`: bias + s·lora_B.bias.
 - Full tensors saved in the adapter (`modules_to_save`, trained biases with `bias: all|lora_only`,
   an embedding's `base_layer.weight` that peft saves when it targets embeddings) replace the
   target model's tensor, as `PeftModel.from_pretrained` loads them over it.
 
-The delta math is pure tensor code; AdaptedSource (tensors/adapted.py) applies it while streaming.
+The delta math is pure tensor code over a range of W's rows [lo, hi), since a merge streams
+tensors by rows (tensors/adapted.py): rows of ΔW = s·B·A are s·B[lo:hi]·A for a Linear and
+s·(A[:, lo:hi])ᵀ·Bᵀ when the product is transposed (Embedding, fan_in_fan_out). DoRA's per-row
+norm needs only the rows' own entries; its per-column norm needs every row, so the caller sums
+the columns' squares over all rows first (`column_squares`) and hands the norms in.
 """
 
 from __future__ import annotations
@@ -75,26 +80,65 @@ class LoraFactors:
         )
         return (cols, rows) if self.fan_in_fan_out else (rows, cols)
 
+    @property
+    def transposed(self) -> bool:
+        """Whether W holds (B·A)ᵀ: an Embedding's [vocab, dim], a Conv1D's [in, out]."""
+        return self.embedding or self.fan_in_fan_out
+
+    @property
+    def norms_columns(self) -> bool:
+        """DoRA with its norm down W's columns: it needs every row before any row is final."""
+        return self.magnitude is not None and self.transposed
+
+    @property
+    def row_count(self) -> int:
+        return int(self.expected_shape[0])
+
     def delta(self) -> torch.Tensor:
         """s·B·A in W's own orientation, float32."""
-        product = self.b.float() @ self.a.float()
-        if self.embedding or self.fan_in_fan_out:
-            product = product.T
+        return self.delta_rows(0, self.row_count)
+
+    def delta_rows(self, lo: int, hi: int) -> torch.Tensor:
+        """Rows [lo, hi) of s·B·A in W's orientation, float32, from the factors' rows only."""
+        if self.transposed:
+            product = self.a[:, lo:hi].float().T @ self.b.float().T
+        else:
+            product = self.b[lo:hi].float() @ self.a.float()
         return product * self.scale
 
-    def apply(self, weight: torch.Tensor) -> torch.Tensor:
-        """W after this LoRA (float32 in, float32 out); DoRA rescales rows (columns) to m."""
+    def merged_rows(self, rows: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """Rows [lo, hi) of W + ΔW from W's float32 rows (DoRA's direction, before rescaling)."""
+        return rows + self.delta_rows(lo, hi)
+
+    def column_squares(self, rows: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """Σ over rows [lo, hi) of (W + ΔW)² per column, float64 (summed over all rows, its
+        square root is the norm a column-norm DoRA divides by)."""
         import torch
 
-        merged = weight + self.delta()
+        return self.merged_rows(rows, lo, hi).square().sum(dim=0, dtype=torch.float64)
+
+    def apply_rows(
+        self,
+        rows: torch.Tensor,
+        lo: int,
+        hi: int,
+        column_norms: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Rows [lo, hi) of W after this LoRA, from W's float32 rows; DoRA rescales each row to
+        m (peft's norm along dim 1 of [out, in]), or each column when `norms_columns`, by
+        `column_norms` (the whole tensor's, see `column_squares`)."""
+        import torch
+
+        merged = self.merged_rows(rows, lo, hi)
         if self.magnitude is None:
             return merged
-        # peft: norm of (W + ΔW) in [out, in] orientation along dim 1; for an Embedding the
-        # layer is treated as fan_in_fan_out, so the norm runs down each column of [vocab, dim].
-        by_columns = self.embedding or self.fan_in_fan_out
-        norm = torch.linalg.norm(merged, dim=0 if by_columns else 1)
-        factor = self.magnitude.float() / norm
-        return merged * (factor.view(1, -1) if by_columns else factor.view(-1, 1))
+        magnitude = self.magnitude.float()
+        if self.norms_columns:
+            if column_norms is None:
+                raise ValueError(f"DoRA on {self.module} needs the column norms of all its rows")
+            return merged * (magnitude / column_norms).view(1, -1)
+        norm = torch.linalg.norm(merged, dim=1)
+        return merged * (magnitude[lo:hi] / norm).view(-1, 1)
 
 
 @dataclass
@@ -111,15 +155,33 @@ class Adapter:
     def targets(self) -> set[str]:
         return set(self.lora) | set(self.bias_deltas) | set(self.replaced)
 
-    def apply(self, name: str, weight: torch.Tensor) -> torch.Tensor:
-        """Tensor `name` after this adapter, from the target's float32 `weight`."""
-        out = weight
-        if name in self.replaced:
-            out = self.replaced[name].float()
+    def norms_columns(self, name: str) -> bool:
+        """Whether tensor `name` needs `column_squares` over all its rows first (DoRA by columns)."""
+        return name in self.lora and self.lora[name].norms_columns
+
+    def _source_rows(self, name: str, rows: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """What the LoRA of `name` sees: a tensor the adapter saved whole replaces the model's."""
+        return self.replaced[name][lo:hi].float() if name in self.replaced else rows
+
+    def column_squares(self, name: str, rows: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """`LoraFactors.column_squares` of rows [lo, hi) of tensor `name` (see `norms_columns`)."""
+        return self.lora[name].column_squares(self._source_rows(name, rows, lo, hi), lo, hi)
+
+    def apply_rows(
+        self,
+        name: str,
+        rows: torch.Tensor,
+        lo: int,
+        hi: int,
+        column_norms: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Rows [lo, hi) of tensor `name` after this adapter, from the target's float32 rows;
+        `column_norms` for a tensor that `norms_columns`."""
+        out = self._source_rows(name, rows, lo, hi)
         if name in self.lora:
-            out = self.lora[name].apply(out)
+            out = self.lora[name].apply_rows(out, lo, hi, column_norms)
         if name in self.bias_deltas:
-            out = out + self.bias_deltas[name]
+            out = out + self.bias_deltas[name][lo:hi]
         return out
 
 
