@@ -20,12 +20,13 @@ from typing import Any
 
 import torch
 
-from lossless.methods import model_stock, ram, slerp
+from lossless.methods import karcher, model_stock, multislerp, ram, slerp
 from lossless.methods.blocks import Gram
 from lossless.methods.table import METHODS
 
 ELEMENTWISE = {"passthrough", "nearswap", "ram"}
-STREAMED = ELEMENTWISE | {"slerp", "nuslerp", "model_stock", "ramplus_tl"}
+SPHERICAL = {"karcher": karcher, "multislerp": multislerp}  # coefficients from a Gram matrix
+STREAMED = ELEMENTWISE | {"slerp", "nuslerp", "model_stock", "ramplus_tl"} | set(SPHERICAL)
 
 
 def streamable(method: str, params: Mapping[str, Any]) -> bool:
@@ -112,6 +113,11 @@ def _combiner(
 
         ratio = model_stock.ratio_from_gram(_gram(read, blocks, offsets, count), count)
         return lambda tensors, base: model_stock.stock_combine(ratio, tensors, base)
+    if method in SPHERICAL:  # Σ cᵢ·xᵢ (+ base), c from the Gram matrix of the (task) vectors
+        module, count = SPHERICAL[method], len(model_params)
+        gram = _gram(read, blocks, module.gram_vectors, count) if count > 1 else Gram(1)
+        coefficients = module.coefficients(gram, model_params, params)
+        return lambda tensors, base: module.combine(coefficients, tensors, base)
     if method == "ramplus_tl":
         r, alpha, epsilon = ram.boost_params(params)
         shared = unique = torch.zeros(len(model_params), dtype=torch.int64)

@@ -205,6 +205,7 @@ METHODS: dict[str, MethodSpec] = _register(
         min_models=1,
         model_params={"weight": WEIGHT},
         global_params={"normalize_weights": FLAG_TRUE, "eps": ParamSpec(default=1e-8)},
+        streams=True,
     ),
     MethodSpec(
         "karcher",
@@ -215,6 +216,7 @@ METHODS: dict[str, MethodSpec] = _register(
             "max_iter": ParamSpec(default=10, kind="int"),
             "tol": ParamSpec(default=1e-5),
         },
+        streams=True,
     ),
     MethodSpec(
         "sce",
