@@ -79,16 +79,13 @@ def karcher_coefficients(
     return [float(c) for c in scale * mean]
 
 
-def karcher_settings(count: int, params: Mapping[str, Any]) -> tuple[list[float], int, float]:
-    """(αᵢ, max_iter, tol): equal weights 1/n over every input (mergekit 0.1.5 has no
-    per-model weight here)."""
-    return [1.0 / count] * count, int(params.get("max_iter", 10)), float(params.get("tol", 1e-5))
-
-
 def coefficients(
     gram: Gram, model_params: Sequence[Mapping[str, Any]], params: Mapping[str, Any]
 ) -> Coefficients:
-    return karcher_coefficients(gram, *karcher_settings(len(model_params), params))
+    """Equal weights 1/n over every input (mergekit 0.1.5 has no per-model weight here)."""
+    alphas = [1.0 / len(model_params)] * len(model_params)
+    max_iter, tol = int(params.get("max_iter", 10)), float(params.get("tol", 1e-5))
+    return karcher_coefficients(gram, alphas, max_iter, tol)
 
 
 def combine(

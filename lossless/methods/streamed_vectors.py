@@ -3,14 +3,15 @@
 Each is one of three shapes, and streams with the whole-tensor path's bits:
 - entry by entry (passthrough, nearswap, ram; nuslerp without flattening and model_stock's
   `filter_wise`, whose vectors are rows): the method itself on each block of rows;
-- scalars from dot products of whole tensors (slerp, nuslerp flattened, model_stock): a first
+- scalars from dot products of whole tensors (slerp, nuslerp flattened, model_stock, and
+  karcher and multislerp, whose iterations build only combinations of the inputs): a first
   pass sums them block by block (blocks.Gram, as the whole path does), then the combination
   runs on each block;
 - counts over the whole tensor (ramplus_tl's overlap boost): a first pass adds up integers.
 
 Not streamed (the executor merges their tensors whole): nuslerp with `nuslerp_row_wise` (its
-vectors are columns), multislerp and karcher (iterations over whole-tensor directions), sce
-(torch.topk's tie order over the variance) and arcee_fusion (quantiles of a sample).
+vectors are columns), sce (torch.topk's tie order over the variance) and arcee_fusion
+(quantiles of a sample).
 """
 
 from __future__ import annotations

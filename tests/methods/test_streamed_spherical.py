@@ -9,7 +9,7 @@ import torch
 
 from lossless.errors import LosslessError
 from lossless.methods import karcher, multislerp, streamed
-from lossless.methods.blocks import Gram
+from lossless.methods.blocks import Gram, gram_of
 from lossless.methods.table import METHODS
 from tests.methods.test_streamed import MemoryRows, _smooth
 
@@ -144,3 +144,34 @@ def test_multislerp_antipodal_two_lerp_more_raise() -> None:
     assert c == pytest.approx([0.5, 1.5], rel=1e-12)
     with pytest.raises(LosslessError, match="weight"):
         multislerp.multislerp_coefficients(_gram(e, -e, 0 * e), [1.0, 1.0, 1.0], True, 1e-8)
+
+
+@pytest.mark.parametrize("case", ["three", "base"])
+def test_row_blocks_sum_the_same_gram_matrix_as_the_whole_tensor(case, monkeypatch) -> None:
+    """The float64 dot products themselves are equal, not only the rounded outputs."""
+    from lossless.methods import streamed_vectors
+
+    models, base = _inputs(case)
+    method = "multislerp" if base is not None else "karcher"
+    module = {"karcher": karcher, "multislerp": multislerp}[method]
+    cast = [m.float() for m in models]
+    whole = gram_of(module.gram_vectors, cast, None if base is None else base.float())
+    grams: list[Gram] = []
+    real = streamed_vectors._gram
+    monkeypatch.setattr(streamed_vectors, "_gram", lambda *a: grams.append(real(*a)) or grams[-1])
+    model_params = [{"weight": 1.0}] * 3
+    for block_rows in (16, 32):
+        rows = MemoryRows(models, base)
+        blocks = streamed.row_blocks(40, block_rows)
+        parts = streamed_vectors.stream_vectors(
+            method,
+            rows,
+            model_params,
+            {},
+            blocks=blocks,
+            dtype=torch.float32,
+            out_dtype=torch.float32,
+        )
+        list(parts)
+        assert torch.equal(grams[-1].total, whole.total), block_rows
+    assert len(grams) == 2
