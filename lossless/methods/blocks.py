@@ -8,7 +8,7 @@ the same order as on the whole tensor (tests/methods check this bit for bit).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 BLOCK = 1 << 16  # entries per block
@@ -42,3 +42,36 @@ class Gram:
 
     def value(self, i: int, j: int) -> float:
         return float(self.total[min(i, j), max(i, j)])
+
+    def matrix(self) -> Any:
+        """The full symmetric matrix (float64), for quadratic forms c·G·c of combinations."""
+        return self.total.triu() + self.total.triu(1).T
+
+
+def gram_of(vectors: Callable[[list[Any], Any], list[Any]], tensors: list[Any], base: Any) -> Gram:
+    """The Gram matrix of `vectors(tensors, base)` over whole tensors, made 64K entries at a
+    time (so a float32 task vector is never held whole): the sums a row-block stream adds."""
+    flat = [x.reshape(-1) for x in tensors]
+    flat_base = None if base is None else base.reshape(-1)
+    gram = Gram(len(tensors))
+    for part in block_slices(flat[0].numel()):
+        gram.add(vectors([x[part] for x in flat], None if flat_base is None else flat_base[part]))
+    return gram
+
+
+def combination(
+    coefficients: Sequence[float], vectors: Sequence[Any], work: Any, origin: Any = None
+) -> Any:
+    """Σ cᵢ·(xᵢ − origin) in the `work` dtype (origin: a base in that dtype, or None), term by
+    term in order: entry by entry, so any block of rows gets the whole tensor's bits. Holds
+    the sum and one term beside the inputs."""
+    import torch
+
+    total = None
+    for c, x in zip(coefficients, vectors, strict=True):
+        term = x.to(work, copy=True)
+        if origin is not None:
+            term.sub_(origin)
+        term.mul_(torch.tensor(c, dtype=work))
+        total = term if total is None else total.add_(term)
+    return total

@@ -3,14 +3,15 @@
 Each is one of three shapes, and streams with the whole-tensor path's bits:
 - entry by entry (passthrough, nearswap, ram; nuslerp without flattening and model_stock's
   `filter_wise`, whose vectors are rows): the method itself on each block of rows;
-- scalars from dot products of whole tensors (slerp, nuslerp flattened, model_stock): a first
+- scalars from dot products of whole tensors (slerp, nuslerp flattened, model_stock, and
+  karcher and multislerp, whose iterations build only combinations of the inputs): a first
   pass sums them block by block (blocks.Gram, as the whole path does), then the combination
   runs on each block;
 - counts over the whole tensor (ramplus_tl's overlap boost): a first pass adds up integers.
 
 Not streamed (the executor merges their tensors whole): nuslerp with `nuslerp_row_wise` (its
-vectors are columns), multislerp and karcher (iterations over whole-tensor directions), sce
-(torch.topk's tie order over the variance) and arcee_fusion (quantiles of a sample).
+vectors are columns), sce (torch.topk's tie order over the variance) and arcee_fusion
+(quantiles of a sample).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from typing import Any
 
 import torch
 
-from lossless.methods import model_stock, ram, slerp
+from lossless.methods import karcher, model_stock, multislerp, ram, slerp
 from lossless.methods.blocks import Gram
 from lossless.methods.table import METHODS
 
 ELEMENTWISE = {"passthrough", "nearswap", "ram"}
-STREAMED = ELEMENTWISE | {"slerp", "nuslerp", "model_stock", "ramplus_tl"}
+SPHERICAL = {"karcher": karcher, "multislerp": multislerp}  # coefficients from a Gram matrix
+STREAMED = ELEMENTWISE | {"slerp", "nuslerp", "model_stock", "ramplus_tl"} | set(SPHERICAL)
 
 
 def streamable(method: str, params: Mapping[str, Any]) -> bool:
@@ -112,6 +114,11 @@ def _combiner(
 
         ratio = model_stock.ratio_from_gram(_gram(read, blocks, offsets, count), count)
         return lambda tensors, base: model_stock.stock_combine(ratio, tensors, base)
+    if method in SPHERICAL:  # Σ cᵢ·xᵢ (+ base), c from the Gram matrix of the (task) vectors
+        module, count = SPHERICAL[method], len(model_params)
+        gram = _gram(read, blocks, module.gram_vectors, count) if count > 1 else Gram(1)
+        coefficients = module.coefficients(gram, model_params, params)
+        return lambda tensors, base: module.combine(coefficients, tensors, base)
     if method == "ramplus_tl":
         r, alpha, epsilon = ram.boost_params(params)
         shared = unique = torch.zeros(len(model_params), dtype=torch.int64)

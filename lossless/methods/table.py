@@ -24,7 +24,8 @@ Facts of mergekit 0.1.5 this table and the functions follow:
   its own per-model parameters (linear needs a `weight` for it). Pass it inside `tensors`.
 - Inputs are first cast to one dtype (the promotion of the inputs' dtypes, or the recipe's
   `dtype`); the functions take them so. Most compute in that dtype; linear and slerp compute in
-  float32 (float64 stays) and return the input dtype, karcher takes its norms in float32;
+  float32 (float64 stays) and return the input dtype, as do karcher and multislerp (their dot
+  products and iterations in float64, on the Gram matrix of the inputs);
   arcee_fusion and ramplus_tl return float32 for half inputs. The engine casts the result to
   `out_dtype`/`dtype`.
 - Randomised methods draw in input order (model 1's mask, then model 2's ...); mergekit seeds
@@ -205,6 +206,7 @@ METHODS: dict[str, MethodSpec] = _register(
         min_models=1,
         model_params={"weight": WEIGHT},
         global_params={"normalize_weights": FLAG_TRUE, "eps": ParamSpec(default=1e-8)},
+        streams=True,
     ),
     MethodSpec(
         "karcher",
@@ -215,6 +217,7 @@ METHODS: dict[str, MethodSpec] = _register(
             "max_iter": ParamSpec(default=10, kind="int"),
             "tol": ParamSpec(default=1e-5),
         },
+        streams=True,
     ),
     MethodSpec(
         "sce",
