@@ -355,8 +355,10 @@ def topk_replay_agrees() -> bool:
             chosen = torch.topk(keys, k).indices
             threshold = float(keys[chosen].min())
             expected = chosen[keys[chosen] == threshold].sort().values
-            if got is None or got[0] != threshold or not torch.equal(
-                torch.from_numpy(got[1]), expected
+            if (
+                got is None
+                or got[0] != threshold
+                or not torch.equal(torch.from_numpy(got[1]), expected)
             ):
                 return False
     return True

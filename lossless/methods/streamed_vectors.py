@@ -9,8 +9,8 @@ Each is one of three shapes, and streams with the whole-tensor path's bits:
 - counts over the whole tensor (ramplus_tl's overlap boost): a first pass adds up integers.
 
 Not streamed (the executor merges their tensors whole): nuslerp with `nuslerp_row_wise` (its
-vectors are columns), multislerp and karcher (iterations over whole-tensor directions), sce
-(torch.topk's tie order over the variance) and arcee_fusion (quantiles of a sample).
+vectors are columns), multislerp and karcher (iterations over whole-tensor directions) and
+arcee_fusion (quantiles of a sample). sce streams in streamed_sce.py.
 """
 
 from __future__ import annotations
