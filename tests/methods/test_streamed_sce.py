@@ -203,3 +203,33 @@ def test_a_streamed_tensors_note_is_printed_with_its_name(
     assert f"{plan.jobs[0].output}: ties kept by lowest index" in capsys.readouterr().out
     execute(plan, checkpoints, tmp_path / "quiet", shard_size=10**9, quiet=True, memory=16 << 10)
     assert "lowest index" not in capsys.readouterr().out
+
+
+def test_budget_counts_sces_stacked_copies_and_its_replay() -> None:
+    """sce holds its task vectors, their selection, sign agreement, kept weights and products
+    (models × entries each) at once; a variance cut may hold most of the share to replay."""
+    from lossless.merge.budget import job_bytes, replay_bytes
+
+    class Shapes:
+        def shape(self, name: str) -> tuple[int, ...]:
+            return (64, 1024)
+
+        def dtype(self, name: str) -> str:
+            return "BF16"
+
+    srcs: Any = {name: Shapes() for name in ("base", "b", "c")}
+    job = TensorJob(
+        output="w",
+        method="sce",
+        sources=(TensorRef("b", "w"), TensorRef("c", "w")),
+        base=TensorRef("base", "w"),
+        model_params=({}, {}),
+        params={"select_topk": 0.5},
+        shape=(64, 1024),
+        out_dtype="bfloat16",
+    )
+    # 3 inputs as read (bf16) + bf16 output + float32: 3 casts, 1 result, 3 more stacked × 2
+    assert job_bytes(job, srcs, job.shape) == 64 * 1024 * (3 * 2 + 2 + 4 * (3 + 1 + 3 * 2))
+    assert replay_bytes(job, 1000) == 900
+    whole_selection = TensorJob(**{**job.__dict__, "params": {"select_topk": 1.0}})
+    assert replay_bytes(whole_selection, 1000) == 0
