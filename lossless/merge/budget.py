@@ -24,6 +24,10 @@ BASELINE = GiB // 2
 MIN_SHARE = GiB // 2  # a worker's share below this helps no one: fewer workers instead
 QUEUED_BLOCKS = 2  # a streamed tensor's blocks computed ahead of the writer
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": GiB, "T": 1 << 40}
+# Stacked (models × entries) compute-dtype copies a method holds at once beyond the one the
+# generic estimate counts: sce's task vectors, their selection, sign agreement, kept weights
+# and products (sce.combine).
+_STACKED_COPIES = {"sce": 4}
 
 
 def parse_memory(text: str) -> int:
@@ -101,7 +105,8 @@ def _entry_bytes(job: TensorJob, sources: Mapping[str, TensorSource]) -> int:
     out = getattr(torch, job.out_dtype).itemsize
     if METHODS[job.method].casts_inputs:
         return read + out + 2 * max(compute, 4) + 2
-    return read + out + compute * (len(refs) + 1)
+    stacked = (_STACKED_COPIES.get(job.method, 1) - 1) * len(job.sources)
+    return read + out + compute * (len(refs) + 1 + stacked)
 
 
 def _refs(job: TensorJob) -> list[TensorRef]:
@@ -156,9 +161,11 @@ def streams(job: TensorJob, shape: tuple[int, ...], whole: int, share: int) -> b
 
 
 def replay_bytes(job: TensorJob, share: int) -> int:
-    """What a streamed job's magnitude cut (TIES top-k, breadcrumbs) may hold for the tie-order
-    replay: most of the share, since the cut is decided before any block is merged; 0 for a
-    method without one."""
+    """What a streamed job's magnitude cut (TIES top-k, breadcrumbs) or sce's variance cut may
+    hold for the tie-order replay: most of the share, since the cut is decided before any block
+    is merged; 0 for a method without one."""
+    if job.method == "sce":
+        return share * 9 // 10 if float(job.params.get("select_topk", 1.0)) < 1 else 0
     family = getattr(METHODS[job.method].load(), "family", None)
     if family is None or family.sparsifier not in ("top", "outliers"):
         return 0

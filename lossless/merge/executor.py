@@ -8,11 +8,13 @@ calling thread writes finished ones in file order, so memory holds only the tens
 Memory budget (`memory`, `--memory 4G`): the tensors in flight are kept under it; there are as
 many workers as cores, or fewer when the budget would give each less than budget.MIN_SHARE. A
 tensor whose whole-tensor math would not fit a worker's share is streamed instead, when its
-method can be (MethodSpec.streams: every method but sce and arcee_fusion):
+method can be (MethodSpec.streams: every method but arcee_fusion):
 its rows are read, merged and written a block at a time (methods/streamed.py), with block
 rows chosen so the block's working set fits, and the same bytes as the whole-tensor math. A
 magnitude cut (TIES, breadcrumbs) decided first may hold most of the share for its tie-order
 replay (methods/replay_stream.py). The other methods hold their tensor whole, however large.
+A streamed tensor whose bytes may differ from the whole-tensor math (sce's rare case) gets a
+note on screen, above the progress bar (none with quiet).
 
 Resume: after each shard is complete and fsynced, a line `{file, sha256}` is appended to
 `lossless-journal.jsonl` in the output dir. A rerun into the same dir re-hashes the journalled
@@ -168,6 +170,7 @@ class _Blocks:
     def __init__(self) -> None:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUED_BLOCKS)
         self._stopped = threading.Event()
+        self.notes: list[str] = []  # what the method said of this tensor (streamed.stream's note)
 
     def produce(self, blocks: Iterator[torch.Tensor]) -> None:
         try:
@@ -229,6 +232,7 @@ def _produce_stream(
         out_dtype=getattr(torch, job.out_dtype),
         generator=generator,
         replay_memory=replay,
+        note=blocks.notes.append,
     )
     try:
         blocks.produce(part.cpu() for part in parts)
@@ -346,6 +350,8 @@ def execute(
     total_bytes = sum(slot.end - slot.begin for shard in shards for slot in shard.slots)
     done_bytes = sum(slot.end - slot.begin for shard in shards[: len(done)] for slot in shard.slots)
 
+    from rich.markup import escape
+
     progress = _progress(quiet)
     task = progress.add_task("merging", total=total_bytes, completed=done_bytes) if progress else 0
     tensors_done = len(plan.jobs) - len(todo)
@@ -361,6 +367,10 @@ def execute(
                         job, tensor = next(stream)
                         if isinstance(tensor, _Blocks):
                             writer.write_parts(job.output, tensor)
+                            for note in tensor.notes if progress else ():
+                                progress.console.print(
+                                    f"[dim]{escape(job.output)}: {escape(note)}[/]"
+                                )
                         else:
                             writer.write(job.output, tensor)
                         tensors_done += 1

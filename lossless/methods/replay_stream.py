@@ -338,14 +338,17 @@ class View(Level):
             pos -= n
 
 
-def replay_top_k(source: Source, k: int, threshold: float, memory: int) -> np.ndarray | None:
+def replay_top_k(
+    source: Source, k: int, threshold: float, memory: int, small: int = sort_replay.SMALL
+) -> np.ndarray | None:
     """The ids (sorted) of the keys equal to `threshold` (the k-th largest key, known from
-    radix.py) among the first k of a descending `torch.argsort` of `source`'s keys, holding
-    about `memory` bytes of keys (4 a key) at most. None where sort_replay would give up."""
+    radix.py) among the first k of a descending `torch.argsort` of `source`'s keys (`small`:
+    sort_replay's, e.g. 3 for torch.topk), holding about `memory` bytes of keys (4 a key) at
+    most. None where sort_replay would give up."""
     level: Level = source
     depth = sort_replay.depth_limit(source.size)
     picked: list[np.ndarray] = []
-    while level.size > sort_replay.SMALL and 0 < k < level.size:
+    while level.size > small and 0 < k < level.size:
         if level.size * 4 <= memory:
             break
         if depth == 0:
@@ -361,7 +364,9 @@ def replay_top_k(source: Source, k: int, threshold: float, memory: int) -> np.nd
             k -= partition.cut
     if k > 0:
         keys, tied = _gather(level, threshold)
-        replay = sort_replay.replay_top_k(keys, k, tied=(*tied, threshold), depth=depth)
+        replay = sort_replay.replay_top_k(
+            keys, k, tied=(*tied, threshold), depth=depth, small=small
+        )
         if replay is None:
             return None
         found, ids = replay

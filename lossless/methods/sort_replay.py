@@ -237,11 +237,14 @@ def replay_top_k(
     *,
     tied: tuple[np.ndarray, np.ndarray, float] | None = None,
     depth: int | None = None,
+    small: int = SMALL,
 ) -> tuple[float, np.ndarray] | None:
     """The k first entries of a descending `torch.argsort(keys)` on CPU, as (threshold, tied):
     every key above `threshold` and the entries at `tied` (sorted indices) of the keys equal to
     it. `keys` (1-D float32, no NaN, 0 < k < len) is scrambled. None where the replay stops
-    (the introsort's depth limit, never met on real tensors): sort instead.
+    (the introsort's depth limit, never met on real tensors): sort instead. With `small=3` it
+    replays `torch.topk` where that calls `std::nth_element` (`64·k > len`): the same
+    partitions, down to ranges of 3 (libstdc++'s introselect), then an insertion sort.
 
     Each step works on the range still holding position k, re-based to start at 0, and follows
     where the original index of each key went. A range that the sort reached after partitions
@@ -257,7 +260,7 @@ def replay_top_k(
     def picks(value: float) -> bool:
         return ids.threshold is None or value == ids.threshold
 
-    while keys.size > SMALL and 0 < k < keys.size:
+    while keys.size > small and 0 < k < keys.size:
         if depth == 0:
             return None
         depth -= 1
@@ -297,7 +300,7 @@ def replay_top_k(
                 keys[rpos] = keys[lpos]
             ids.end(cut, size)
             keys, k = keys[cut:], k - cut
-    if k > 0:  # k falls in a range of at most 16: the final insertion sort is stable
+    if k > 0:  # k falls in a range of at most `small`: the final insertion sort is stable
         take = np.argsort(-keys, kind="stable")[:k]
         threshold = float(keys[take[-1]])
         picked.append((threshold, ids.at(take[keys[take] == threshold])))
@@ -324,6 +327,38 @@ def replay_agrees() -> bool:
             expected = order[:k][keys[order[:k]] == threshold].sort().values
             if not (
                 torch.equal(torch.from_numpy(tied), expected) and keys[order[k - 1]] == threshold
+            ):
+                return False
+    return True
+
+
+TOPK_SMALL = 3  # libstdc++'s introselect partitions ranges larger than 3
+
+
+def topk_replays(n: int, k: int) -> bool:
+    """Whether torch.topk's CPU pick of the k largest of n is the introselect replayed with
+    `small=TOPK_SMALL`: where it calls std::nth_element (64·k > n), not std::partial_sort,
+    whose heap decides the ties in an order that only the whole heap of k entries can replay."""
+    return 0 < k < n and 64 * k > n
+
+
+@functools.cache
+def topk_replay_agrees() -> bool:
+    """Once per process: does the replay pick what torch.topk picks on tie-heavy keys?"""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    for n, distinct in ((40, 3), (3000, 7), (70000, 50), (100003, 400)):
+        keys = torch.randint(0, distinct, (n,), generator=generator).float()
+        for k in (n // 64 + 1, n // 3, n // 2, n - 1):
+            got = replay_top_k(keys.numpy().copy(), k, small=TOPK_SMALL)
+            chosen = torch.topk(keys, k).indices
+            threshold = float(keys[chosen].min())
+            expected = chosen[keys[chosen] == threshold].sort().values
+            if (
+                got is None
+                or got[0] != threshold
+                or not torch.equal(torch.from_numpy(got[1]), expected)
             ):
                 return False
     return True

@@ -69,8 +69,9 @@ class MethodSpec:
     # Takes its inputs in their stored dtype, with `dtype=` (the compute dtype) and `out_dtype=`
     # keywords, and casts block by block: no whole-model float32 copies of every input.
     casts_inputs: bool = False
-    # Can run over a tensor's rows a block at a time (methods/streamed.py), with the same bits:
-    # the executor does so for a tensor too large for its memory budget.
+    # Can run over a tensor's rows a block at a time (methods/streamed.py), with the same bits
+    # (but for sce's rare case in streamed_sce.py): the executor does so for a tensor too large
+    # for its memory budget.
     streams: bool = False
 
     def wants(self) -> str:

@@ -15,6 +15,7 @@ passes that recompute `model − base` block by block from the inputs:
   pass draws every model's mask in order (and sums the L1 norms when rescaling), noting the
   generator's state before each; the merge pass draws them again from those states.
 - the L1 rescale factor: sums per 64K block, as sparsify.L1 does for the whole tensor.
+sce (its variance cut and energy weights) streams in streamed_sce.py.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ from typing import Any, Protocol
 
 import torch
 
-from lossless.methods import replay_stream, sparsify, streamed_cuts, streamed_vectors
+from lossless.methods import (
+    replay_stream,
+    sparsify,
+    streamed_cuts,
+    streamed_sce,
+    streamed_vectors,
+)
 from lossless.methods.blocks import BLOCK
 from lossless.methods.linear import linear
 from lossless.methods.table import METHODS
@@ -57,14 +64,28 @@ def stream(
     out_dtype: torch.dtype,
     generator: torch.Generator | None = None,
     replay_memory: int = 1 << 30,
+    note: Callable[[str], None] | None = None,
 ) -> Iterator[torch.Tensor]:
     """The output row blocks of `method` (one whose MethodSpec says `streams`), in order.
-    `replay_memory`: bytes a magnitude cut's tie-order replay may hold (streamed_cuts.py)."""
+    `replay_memory`: bytes a magnitude cut's tie-order replay may hold (streamed_cuts.py).
+    `note`: told, once, when the bytes may differ from the whole-tensor path's (sce only)."""
     kwargs: dict[str, Any] = dict(
         block_rows=block_rows, dtype=dtype, out_dtype=out_dtype, generator=generator
     )
     if method == "linear":
         return stream_linear(rows, model_params, params, **kwargs)
+    if method == "sce":
+        blocks = row_blocks(rows.shape[0], block_rows)
+        return streamed_sce.stream_sce(
+            rows,
+            model_params,
+            params,
+            blocks=blocks,
+            dtype=dtype,
+            out_dtype=out_dtype,
+            replay_memory=replay_memory,
+            note=note,
+        )
     if method in streamed_vectors.STREAMED:
         blocks = row_blocks(rows.shape[0], block_rows)
         return streamed_vectors.stream_vectors(

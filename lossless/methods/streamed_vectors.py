@@ -10,8 +10,9 @@ Each is one of three shapes, and streams with the whole-tensor path's bits:
 - counts over the whole tensor (ramplus_tl's overlap boost): a first pass adds up integers.
 
 Not streamed (the executor merges their tensors whole): nuslerp with `nuslerp_row_wise` (its
-vectors are columns), sce (torch.topk's tie order over the variance) and arcee_fusion
-(quantiles of a sample).
+Not streamed (the executor merges their tensors whole): nuslerp with `nuslerp_row_wise` (its
+vectors are columns) and arcee_fusion (quantiles of a sample). Elsewhere: the TIES family in
+streamed.py, sce in streamed_sce.py.
 """
 
 from __future__ import annotations

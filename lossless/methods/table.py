@@ -229,6 +229,7 @@ METHODS: dict[str, MethodSpec] = _register(
             "select_topk": ParamSpec(default=1.0, minimum=0.0, maximum=1.0, exclusive_minimum=True),
             "int8_mask": FLAG_FALSE,
         },
+        streams=True,
     ),
     MethodSpec(
         "nearswap",
