@@ -108,15 +108,28 @@ def row_bytes(job: TensorJob, sources: Mapping[str, TensorSource], shape: tuple[
     return max(one, row)
 
 
+def held_bytes(job: TensorJob, shape: tuple[int, ...]) -> int:
+    """Bytes a streamed job holds besides its blocks: arcee_fusion's quantile sample (values,
+    positions sorted with their order, and the values' sort), nuslerp's per-column sums and
+    sines (`nuslerp_row_wise`); 0 for the others (a few scalars)."""
+    if job.method == "arcee_fusion":
+        from lossless.methods.arcee_fusion import QUANTILE_SAMPLE
+
+        return min(math.prod(shape), QUANTILE_SAMPLE) * 40
+    if job.method == "nuslerp" and not job.params.get("nuslerp_flatten", True):
+        return math.prod(shape[1:]) * 64 if job.params.get("nuslerp_row_wise") else 0
+    return 0
+
+
 def block_rows(job: TensorJob, sources: Mapping[str, TensorSource], share: int) -> int:
     """Rows per block for a streamed job so that the blocks in flight (the one computed, those
-    queued for the writer, the one being written) fit `share` bytes; at least one 64K-aligned
-    block (streamed.row_alignment), at most the whole tensor."""
+    queued for the writer, the one being written) and what the job holds besides fit `share`
+    bytes; at least one 64K-aligned block (streamed.row_alignment), at most the whole tensor."""
     from lossless.methods.streamed import row_alignment
 
     shape = job_shape(job, sources)
     align = row_alignment(shape)
-    fit = share // ((QUEUED_BLOCKS + 2) * row_bytes(job, sources, shape))
+    fit = (share - held_bytes(job, shape)) // ((QUEUED_BLOCKS + 2) * row_bytes(job, sources, shape))
     return min(max(align, fit // align * align), max(shape[0], 1))
 
 

@@ -8,7 +8,7 @@ calling thread writes finished ones in file order, so memory holds only the tens
 Memory budget (`memory`, `--memory 4G`): the tensors in flight are kept under it; there are as
 many workers as cores, or fewer when the budget would give each less than budget.MIN_SHARE. A
 tensor whose whole-tensor math would not fit a worker's share is streamed instead, when its
-method can be (MethodSpec.streams: every method but multislerp, karcher, sce, arcee_fusion):
+method can be (MethodSpec.streams: every method but multislerp, karcher and sce):
 its rows are read, merged and written a block at a time (methods/streamed.py), with block
 rows chosen so the block's working set fits, and the same bytes as the whole-tensor math. A
 magnitude cut (TIES, breadcrumbs) decided first may hold most of the share for its tie-order
@@ -40,6 +40,7 @@ from lossless.merge.budget import (
     QUEUED_BLOCKS,
     block_rows,
     default_memory,
+    held_bytes,
     job_bytes,
     job_shape,
     replay_bytes,
@@ -244,6 +245,7 @@ def _stream(
             return whole, 0, 0
         rows = block_rows(job, sources, share)
         blocks = (QUEUED_BLOCKS + 2) * rows * row_bytes(job, sources, shape)
+        blocks += held_bytes(job, shape)
         replay = replay_bytes(job, share)
         return max(blocks, replay), rows, replay
 

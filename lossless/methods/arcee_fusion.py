@@ -35,12 +35,14 @@ def importance(other: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         return importance(other.reshape(1), base.reshape(1)).reshape(())
     p = torch.softmax(other, dim=-1) + EPS
     q = torch.softmax(base, dim=-1) + EPS
-    kl = None
-    for lo in range(0, max(1, p.shape[-1]), SERIAL):
-        piece = p[..., lo : lo + SERIAL]
-        term = torch.sum(piece * torch.log(piece / q[..., lo : lo + SERIAL]), dim=-1, keepdim=True)
-        kl = term if kl is None else kl + term
+    kl = _kl_terms(p[..., :SERIAL], q[..., :SERIAL])
+    for lo in range(SERIAL, p.shape[-1], SERIAL):
+        kl = kl + _kl_terms(p[..., lo : lo + SERIAL], q[..., lo : lo + SERIAL])
     return (other - base).abs() * kl
+
+
+def _kl_terms(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    return torch.sum(p * torch.log(p / q), dim=-1, keepdim=True)
 
 
 def outlier_fence(values: torch.Tensor) -> torch.Tensor:

@@ -197,7 +197,7 @@ def nuslerp_column_sines(t: float, dots: ColumnDots) -> ColumnSines:
         colinear = (1 - cos.square()) <= 1e-8**2
         theta = torch.acos(torch.where(colinear, 0.0, cos))
         parts.append((torch.sin((1 - t) * theta), torch.sin(t * theta), torch.sin(theta), colinear))
-    s0, s1, st, colinear = (torch.cat(column).reshape(shape) for column in zip(*parts))
+    s0, s1, st, colinear = (torch.cat(column).reshape(shape) for column in zip(*parts, strict=True))
     return s0, s1, st, colinear
 
 

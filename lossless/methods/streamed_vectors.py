@@ -1,16 +1,18 @@
 """Row-block streaming for the methods outside the task-arithmetic family.
 
-Each is one of three shapes, and streams with the whole-tensor path's bits:
+Each is one of four shapes, and streams with the whole-tensor path's bits:
 - entry by entry (passthrough, nearswap, ram; nuslerp without flattening and model_stock's
   `filter_wise`, whose vectors are rows): the method itself on each block of rows;
 - scalars from dot products of whole tensors (slerp, nuslerp flattened, model_stock): a first
   pass sums them block by block (blocks.Gram, as the whole path does), then the combination
-  runs on each block;
-- counts over the whole tensor (ramplus_tl's overlap boost): a first pass adds up integers.
+  runs on each block; nuslerp's columns (`nuslerp_row_wise`) likewise, with a·a, b·b and a·b
+  per column summed in fixed row chunks (slerp.ColumnDots);
+- counts over the whole tensor (ramplus_tl's overlap boost): a first pass adds up integers;
+- a fence from quantiles (arcee_fusion): a first pass gathers the row-local importances, all of
+  them or the whole path's random sample, then each block is fused.
 
-Not streamed (the executor merges their tensors whole): nuslerp with `nuslerp_row_wise` (its
-vectors are columns), multislerp and karcher (iterations over whole-tensor directions), sce
-(torch.topk's tie order over the variance) and arcee_fusion (quantiles of a sample).
+Not streamed (the executor merges their tensors whole): multislerp and karcher (iterations over
+whole-tensor directions) and sce (torch.topk's tie order over the variance).
 """
 
 from __future__ import annotations

@@ -7,9 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lossless.merge.executor import execute
+from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
 from lossless.methods import arcee_fusion, slerp, streamed
 from lossless.methods.table import METHODS
+from tests.factories import make_model, read_tensors
 from tests.methods.test_streamed import COLS, ROWS, MemoryRows, _smooth
+from tests.test_executor import hashes, sources
 
 COLUMNS = {"nuslerp_flatten": False, "nuslerp_row_wise": True}
 WEIGHTS = [{"weight": 0.3}, {"weight": 0.6}]
@@ -152,3 +156,73 @@ def test_importance_of_a_row_block_is_the_whole_tensors_rows(dtype, shape) -> No
                 assert torch.equal(torch.cat(got), whole), (count, block_rows)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """Two tiny models with an 8192 × 32 embedding and lm_head: 4 blocks of 64K entries each."""
+    root = tmp_path_factory.mktemp("wide")
+    kwargs = {"layers": 1, "vocab_size": 8192, "tokenizer": False}
+    return {
+        "a": make_model(root / "a", seed=1, shard_size="300KB", **kwargs),
+        "b": make_model(root / "b", seed=2, dtype="bfloat16", **kwargs),
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "sample"),
+    [
+        ("nuslerp", COLUMNS, None),
+        ("arcee_fusion", {}, None),
+        ("arcee_fusion", {}, 100),  # every tensor over the sample: the seeded draw
+    ],
+)
+def test_a_tiny_budget_streams_and_writes_the_same_bytes(
+    wide, tmp_path, monkeypatch, method, params, sample
+) -> None:
+    """The merge under a 16K budget (the embeddings in 4 blocks) hashes as one with the default
+    budget, which merges every tensor whole."""
+    if sample is not None:
+        monkeypatch.setattr(arcee_fusion, "QUANTILE_SAMPLE", sample)
+    srcs = sources(wide)
+    names = srcs["a"].tensor_names()
+    two = method == "nuslerp"
+    jobs = tuple(
+        TensorJob(
+            output=name,
+            method=method,
+            sources=(TensorRef("a", name), TensorRef("b", name))
+            if two
+            else (TensorRef("b", name),),
+            base=None if two else TensorRef("a", name),
+            model_params=tuple(WEIGHTS) if two else ({},),
+            params=params,
+            shape=srcs["a"].shape(name),
+            out_dtype="bfloat16",
+        )
+        for name in names
+    )
+    plan = MergePlan(jobs=jobs)
+    execute(plan, srcs, tmp_path / "whole", shard_size=10**9, seed=3, quiet=True)
+    calls: list[int] = []
+    original = streamed.stream
+    monkeypatch.setattr(
+        streamed, "stream", lambda *a, **k: calls.append(k["block_rows"]) or original(*a, **k)
+    )
+    execute(plan, srcs, tmp_path / "rows", shard_size=10**9, seed=3, quiet=True, memory=16 << 10)
+    matrices = [j for j in jobs if len(j.shape) == 2]
+    assert len(calls) == len(matrices)  # every matrix streamed
+    assert any(rows < j.shape[0] for rows, j in zip(calls, matrices, strict=True))
+    assert hashes(tmp_path / "whole") == hashes(tmp_path / "rows")
+    merged = read_tensors(tmp_path / "rows")
+    base, other = read_tensors(wide["a"]), read_tensors(wide["b"])
+    for name in names:
+        assert merged[name].dtype == torch.bfloat16
+        if not two:  # each entry is the base's or the other model's
+            entry_of = (merged[name].float() == base[name].bfloat16().float()) | (
+                merged[name].float() == other[name].float()
+            )
+            assert bool(entry_of.all()), name
+    if not two:  # and the fence took some changes: the embeddings are not the base's
+        embed = "model.embed_tokens.weight"
+        assert not torch.equal(merged[embed], base[embed].bfloat16())
