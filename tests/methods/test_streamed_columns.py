@@ -226,3 +226,27 @@ def test_a_tiny_budget_streams_and_writes_the_same_bytes(
     if not two:  # and the fence took some changes: the embeddings are not the base's
         embed = "model.embed_tokens.weight"
         assert not torch.equal(merged[embed], base[embed].bfloat16())
+
+
+@pytest.mark.parametrize(("method", "params"), [("arcee_fusion", {}), ("nuslerp", COLUMNS)])
+def test_the_blocks_and_what_is_held_beside_them_fit_the_share(method, params) -> None:
+    """128256 × 8192 bf16 (Llama-3-70B's embeddings) in a 256 MiB share: the 1M sample
+    (40 MB) or the per-column sums (8192 × 64 bytes) leave fewer rows to the blocks."""
+    from lossless.merge.budget import QUEUED_BLOCKS, block_rows, held_bytes, row_bytes
+    from tests.test_executor import _Shapes
+
+    srcs = {"a": _Shapes(), "b": _Shapes()}
+    refs = (TensorRef("b", "x"),) if method == "arcee_fusion" else (TensorRef("a", "x"),) * 2
+    base = TensorRef("a", "x") if method == "arcee_fusion" else None
+    shape = (128256, 8192)
+    job = TensorJob("w", method, refs, base, ({},) * len(refs), params, shape, "bfloat16")
+    share = 256 << 20
+    held = held_bytes(job, shape)
+    assert held == (40_000_000 if method == "arcee_fusion" else 8192 * 64)
+    rows = block_rows(job, srcs, share)
+    blocks = (QUEUED_BLOCKS + 2) * rows * row_bytes(job, srcs, shape)
+    assert (
+        blocks + held
+        <= share
+        < blocks + held + (QUEUED_BLOCKS + 2) * 8 * row_bytes(job, srcs, shape)
+    )
