@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from merge import ChildFailed, in_child, llama_config, load, timed  # noqa: E402
-from merge_gpu import method_config  # noqa: E402
+from merge import ChildFailed, in_child, llama_config, load, timed
+from merge_gpu import method_config
 
 
 def main() -> None:

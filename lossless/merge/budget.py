@@ -134,19 +134,34 @@ def streamed_bytes(
     job: TensorJob, sources: Mapping[str, TensorSource], shape: tuple[int, ...], rows: int
 ) -> int:
     """Bytes a job streamed `rows` rows a block holds: the blocks in flight (the one computed,
-    those queued for the writer, the one being written) and its sources' working bytes."""
+    those queued for the writer, the one being written), its sources' working bytes and what
+    the method holds beside its blocks (`held_bytes`)."""
     blocks = (QUEUED_BLOCKS + 2) * rows * row_bytes(job, sources, shape)
-    return blocks + working_bytes(job, sources)
+    return blocks + working_bytes(job, sources) + held_bytes(job, shape)
+
+
+def held_bytes(job: TensorJob, shape: tuple[int, ...]) -> int:
+    """Bytes a streamed job holds besides its blocks: arcee_fusion's quantile sample (values,
+    positions sorted with their order, and the values' sort), nuslerp's per-column sums and
+    sines (`nuslerp_row_wise`); 0 for the others (a few scalars)."""
+    if job.method == "arcee_fusion":
+        from lossless.methods.arcee_fusion import QUANTILE_SAMPLE
+
+        return min(math.prod(shape), QUANTILE_SAMPLE) * 40
+    if job.method == "nuslerp" and not job.params.get("nuslerp_flatten", True):
+        return math.prod(shape[1:]) * 64 if job.params.get("nuslerp_row_wise") else 0
+    return 0
 
 
 def block_rows(job: TensorJob, sources: Mapping[str, TensorSource], share: int) -> int:
-    """Rows per block for a streamed job so that `streamed_bytes` fit `share` bytes; at least
-    one 64K-aligned block (streamed.row_alignment), at most the whole tensor."""
+    """Rows per block for a streamed job so that the blocks in flight (the one computed, those
+    queued for the writer, the one being written) and what the job holds besides fit `share`
+    bytes; at least one 64K-aligned block (streamed.row_alignment), at most the whole tensor."""
     from lossless.methods.streamed import row_alignment
 
     shape = job_shape(job, sources)
     align = row_alignment(shape)
-    free = max(0, share - working_bytes(job, sources))
+    free = max(0, share - working_bytes(job, sources) - held_bytes(job, shape))
     fit = free // ((QUEUED_BLOCKS + 2) * row_bytes(job, sources, shape))
     return min(max(align, fit // align * align), max(shape[0], 1))
 

@@ -8,7 +8,7 @@ calling thread writes finished ones in file order, so memory holds only the tens
 Memory budget (`memory`, `--memory 4G`): the tensors in flight are kept under it; there are as
 many workers as cores, or fewer when the budget would give each less than budget.MIN_SHARE. A
 tensor whose whole-tensor math would not fit a worker's share is streamed instead, when its
-method can be (MethodSpec.streams: every method but arcee_fusion):
+method can be (MethodSpec.streams: every method):
 its rows are read, merged and written a block at a time (methods/streamed.py), with block
 rows chosen so the block's working set fits, and the same bytes as the whole-tensor math. A
 magnitude cut (TIES, breadcrumbs) decided first may hold most of the share for its tie-order

@@ -89,7 +89,14 @@ def stream(
     if method in streamed_vectors.STREAMED:
         blocks = row_blocks(rows.shape[0], block_rows)
         return streamed_vectors.stream_vectors(
-            method, rows, model_params, params, blocks=blocks, dtype=dtype, out_dtype=out_dtype
+            method,
+            rows,
+            model_params,
+            params,
+            blocks=blocks,
+            dtype=dtype,
+            out_dtype=out_dtype,
+            generator=generator,
         )
     family = METHODS[method].load().family
     return stream_task_arithmetic(

@@ -249,6 +249,7 @@ METHODS: dict[str, MethodSpec] = _register(
         min_models=1,
         max_models=1,
         randomised=True,  # only for tensors over 1M entries (sampled quantiles)
+        streams=True,
     ),
     MethodSpec(
         "ram",

@@ -171,10 +171,3 @@ def test_streamed_methods_equal_whole_tensor(method, count, with_base, model_par
             out_dtype=torch.bfloat16,
         )
         assert torch.equal(torch.cat(list(parts)), whole), (method, block_rows)
-
-
-def test_nuslerp_columns_are_not_streamed() -> None:
-    from lossless.methods.streamed_vectors import streamable
-
-    assert not streamable("nuslerp", {"nuslerp_flatten": False, "nuslerp_row_wise": True})
-    assert streamable("nuslerp", {"nuslerp_row_wise": True})  # flattened: one vector
