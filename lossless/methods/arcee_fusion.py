@@ -53,8 +53,10 @@ def outlier_fence(values: torch.Tensor) -> torch.Tensor:
     return median + 1.5 * (q3 - q1)
 
 
-def _draw(count: int, generator: torch.Generator | None, device: Any = None) -> torch.Tensor:
-    return torch.randint(count, (QUANTILE_SAMPLE,), device=device, generator=generator)
+def _draw(count: int, generator: torch.Generator | None) -> torch.Tensor:
+    """The sample's positions, drawn on the host by the CPU generator whatever the device (so
+    a GPU merge samples the same entries: merge/device.py)."""
+    return torch.randint(count, (QUANTILE_SAMPLE,), generator=generator)
 
 
 def fuse(other: torch.Tensor, base: torch.Tensor, fence: torch.Tensor) -> torch.Tensor:
@@ -74,7 +76,7 @@ def streamed_fence(
     rows = blocks[-1][1] if blocks else 0
     sample = picks = order = None
     for lo, hi in blocks:
-        values = importance(*read(lo, hi)).reshape(-1)
+        values = importance(*read(lo, hi)).reshape(-1).cpu()  # the sample is kept on the host
         per_row = values.numel() // (hi - lo)
         if sample is None:  # the first block tells the entries per row
             count = rows * per_row
@@ -110,6 +112,6 @@ def arcee_fusion(
     scores = importance(other, base)
     flat = scores.reshape(-1)
     if flat.numel() > QUANTILE_SAMPLE:
-        flat = flat[_draw(flat.numel(), generator, flat.device)]
+        flat = flat[_draw(flat.numel(), generator).to(flat.device)]
     mask = (scores >= outlier_fence(flat)).float()
     return base + (other - base) * mask

@@ -44,8 +44,9 @@ def select_high_variance(
     mask = torch.zeros_like(variance, dtype=mask_dtype)
     if keep == 0:
         return mask
-    _, chosen = torch.topk(variance.abs().view(-1), k=keep, largest=True)
-    mask.view(-1)[chosen] = 1
+    # on the host: CUDA's topk picks other entries among those tied at the cut (merge/device.py)
+    _, chosen = torch.topk(variance.abs().view(-1).cpu(), k=keep, largest=True)
+    mask.view(-1)[chosen.to(mask.device)] = 1
     return mask
 
 
@@ -60,7 +61,7 @@ class Energy:
 
     def add(self, deltas: torch.Tensor) -> None:
         """The next entries of every model's task vector: `deltas` of shape (models, ...)."""
-        flat = deltas.reshape(deltas.shape[0], -1)
+        flat = deltas.reshape(deltas.shape[0], -1).cpu()  # numpy sums on the host
         for part in block_slices(flat.shape[1]):
             for i in range(flat.shape[0]):
                 values = flat[i, part].double().numpy()
@@ -86,6 +87,7 @@ def energy_weights(deltas: torch.Tensor) -> torch.Tensor:
 def combine(deltas: torch.Tensor, base: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Sign election and the weighted mean of the agreeing entries, entry by entry."""
     agree = elect_sign_mask(deltas)
+    weights = weights.to(deltas.device)  # summed on the host (Energy)
     kept = weights.view(-1, *([1] * (deltas.dim() - 1))) * agree
     merged = (deltas * kept).sum(dim=0) / torch.sum(kept, dim=0).clamp(min=1e-6)
     return base + merged

@@ -88,15 +88,15 @@ def variance_selector(
 ) -> Selector:
     """Which entries the variance selection keeps, decided in streaming passes."""
 
-    def keys() -> Iterator[torch.Tensor]:
+    def keys() -> Iterator[torch.Tensor]:  # on the host: the cut is decided there
         for lo, hi in blocks:
-            yield variance_keys(deltas(lo, hi))
+            yield variance_keys(deltas(lo, hi)).cpu()
 
     count = (blocks[-1][1] if blocks else 0) * row
     nonzero = sum(int(torch.count_nonzero(k)) for k in keys())
     keep = sce.keep_count(nonzero, fraction)
     if keep <= 0:
-        return lambda k, start: torch.zeros(k.shape, dtype=torch.bool)
+        return lambda k, start: torch.zeros(k.shape, dtype=torch.bool, device=k.device)
     rank = radix.kth_magnitude(keys, keep)
     cut = int(_bits(torch.tensor([rank.value], dtype=torch.float32)))
     if rank.all_tied_kept(keep):
@@ -106,7 +106,7 @@ def variance_selector(
 
         def read(lo: int, hi: int) -> np.ndarray:
             first, last = lo // row, -(-hi // row)
-            flat = variance_keys(deltas(first, last))
+            flat = variance_keys(deltas(first, last)).cpu()
             return flat[lo - first * row : hi - first * row].numpy().copy()
 
         chunk = max(1, 4 * replay_stream.GRID // row) * row
