@@ -12,12 +12,35 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 BLOCK = 1 << 16  # entries per block
+LANE = 1 << 12  # entries one thread sums in lane_sums: under torch's parallel grain (32768)
 
 
 def block_slices(count: int) -> Iterator[slice]:
     """Consecutive slices of BLOCK entries covering range(count); the last may be shorter."""
     for start in range(0, count, BLOCK):
         yield slice(start, start + BLOCK)
+
+
+def lane_sums(x: Any) -> Any:
+    """`x.sum(dim=-1)` with bits that do not depend on torch's thread count, which the budget
+    changes (one worker gets every core; two get half each). torch splits a sum that has one
+    output across threads, so a 64K block's sum differs between 1 and 2 threads (18 of 50
+    random blocks here); a sum with several outputs is split by output, each summed whole by
+    one thread. So the last dim is summed LANE entries at a time into several outputs, then
+    those few partials serially. Half floats accumulate in float32 and round once, as torch's
+    own sum does."""
+    import torch
+
+    accumulate = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else None
+    n = x.shape[-1]
+    whole = n - n % LANE
+    parts = []
+    if whole:
+        lanes = x[..., :whole].reshape(*x.shape[:-1], whole // LANE, LANE)
+        parts.append(lanes.sum(dim=-1, dtype=accumulate))
+    if whole < n or not parts:
+        parts.append(x[..., whole:].sum(dim=-1, keepdim=True, dtype=accumulate))
+    return torch.cat(parts, dim=-1).sum(dim=-1).to(x.dtype)
 
 
 class Gram:
@@ -38,7 +61,7 @@ class Gram:
         for part in block_slices(vectors[0].numel()):
             stacked = torch.stack([v[part].double() for v in vectors])
             for i in range(len(vectors)):
-                self.total[i, i:] += (stacked[i : i + 1] * stacked[i:]).sum(dim=1).cpu()
+                self.total[i, i:] += lane_sums(stacked[i : i + 1] * stacked[i:]).cpu()
 
     def value(self, i: int, j: int) -> float:
         return float(self.total[min(i, j), max(i, j)])

@@ -20,7 +20,7 @@ import torch
 
 from lossless.errors import LosslessError
 from lossless.methods import sort_replay
-from lossless.methods.blocks import block_slices
+from lossless.methods.blocks import block_slices, lane_sums
 
 RESCALE_EPS = 1e-7  # below this L1 norm (before or after) the masked tensor is returned as is
 
@@ -93,10 +93,10 @@ def rescaled(kept: Kept, before: torch.Tensor, after: torch.Tensor) -> Kept:
 
 
 class L1:
-    """An L1 norm summed block by block: each 64K block's `abs().sum()` in the tensor's dtype,
-    added in float64 in order. The whole-tensor and the streamed merge sum the same blocks, so
-    the rescale factor is the same float whatever the memory budget (torch's own whole-tensor
-    sum splits differently with the thread count). For a tensor of one block it is torch's sum."""
+    """An L1 norm summed block by block: each 64K block's `abs()` summed in the tensor's dtype
+    (blocks.lane_sums: the same bits at any thread count), added in float64 in order. The
+    whole-tensor and the streamed merge sum the same blocks, so the rescale factor is the same
+    float whatever the memory budget."""
 
     def __init__(self) -> None:
         self._sum = 0.0
@@ -104,7 +104,7 @@ class L1:
     def add(self, flat: torch.Tensor) -> None:
         """Add the blocks of `flat`, which starts on a block boundary of the tensor."""
         for part in block_slices(flat.numel()):
-            self._sum += float(flat[part].abs().sum())
+            self._sum += float(lane_sums(flat[part].abs()))
 
     def total(self, dtype: torch.dtype) -> torch.Tensor:
         return torch.tensor(self._sum, dtype=dtype)

@@ -171,3 +171,28 @@ def test_streamed_methods_equal_whole_tensor(method, count, with_base, model_par
             out_dtype=torch.bfloat16,
         )
         assert torch.equal(torch.cat(list(parts)), whole), (method, block_rows)
+
+
+def test_block_sums_do_not_depend_on_the_thread_count() -> None:
+    """A budget changes the workers and so torch's threads per worker: a Gram or L1 sum must
+    not change with them (torch's own sum of one 64K block does, in about a third of blocks)."""
+    from lossless.methods.blocks import Gram, lane_sums
+    from lossless.methods.sparsify import L1
+
+    g = torch.Generator().manual_seed(0)
+    vectors = [torch.randn(3 * (1 << 16) + 123, generator=g) * 50 for _ in range(3)]
+    threads = torch.get_num_threads()
+    seen = set()
+    try:
+        for count in (1, 2, 4):
+            torch.set_num_threads(count)
+            gram, l1 = Gram(3), L1()
+            gram.add([v.double() for v in vectors])
+            l1.add(vectors[0])
+            half = lane_sums(vectors[1][: 1 << 16].bfloat16())
+            seen.add((gram.total.numpy().tobytes(), float(l1.total(torch.float64)), float(half)))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(seen) == 1
+    x = vectors[2][:70000].double()
+    assert float(lane_sums(x)) == pytest.approx(float(x.sum()), rel=1e-12)
