@@ -2,6 +2,7 @@
 
     python benchmarks/merge_memory.py                       # every method, --memory 4G
     python benchmarks/merge_memory.py --methods ties,sce --memory 4G --size 70B-layer
+    python benchmarks/merge_memory.py --methods nuslerp-columns   # nuslerp_row_wise, unflattened
 
 The issue's target: every method under 4 GiB peak RSS on checkpoints holding Llama-3-70B's
 largest tensors (benchmarks/merge.py's `70B-layer` preset: 128256 x 8192 embeddings and
@@ -25,6 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from merge import ChildFailed, in_child, llama_config, load, timed
 from merge_gpu import method_config
 
+# method choices that change how a method streams: name → (method, global parameters)
+VARIANTS = {"nuslerp-columns": ("nuslerp", {"nuslerp_row_wise": True, "nuslerp_flatten": False})}
+
+
+def config_for(name: str, dirs: list[Path]) -> dict | None:
+    method, params = VARIANTS.get(name, (name, {}))
+    config = method_config(method, dirs)
+    if config is not None and params:
+        config["parameters"] = {**config.get("parameters", {}), **params}
+    return config
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -45,8 +57,8 @@ def main() -> None:
         (d / "config.json").write_text(json.dumps(llama_config(args.size)))
     lossless = [sys.executable, "-m", "lossless", "run", "-q", "--no-copy-tokenizer"]
     rows = []
-    for method in args.methods.split(",") if args.methods else sorted(METHODS):
-        config = method_config(method, dirs)
+    for method in args.methods.split(",") if args.methods else [*sorted(METHODS), *VARIANTS]:
+        config = config_for(method, dirs)
         if config is None:
             continue
         work = root / f"memory-{method}"
