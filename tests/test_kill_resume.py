@@ -154,7 +154,7 @@ def test_training_killed_in_a_checkpoint_save_resumes_to_the_same_adapter(
     assert torn.is_dir() and not (torn / "trainer_state.json").exists()
     again = run(killed)
     assert again.returncode == 0, again.stderr
-    assert "discarded the torn checkpoint checkpoint-4" in again.stderr
+    assert again.stderr == ""  # run with --quiet: the torn checkpoint is discarded silently
     out = killed.parent / ".lossless" / "r" / "skill"
     ref = reference.parent / ".lossless" / "r" / "skill"
     assert json.loads((out / "metrics.json").read_text())["resumed_from"] == "checkpoint-2"
