@@ -29,7 +29,7 @@ import json
 import os
 import queue
 import threading
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -58,6 +58,8 @@ if TYPE_CHECKING:
     import torch
 
 JOURNAL = "lossless-journal.jsonl"
+LOOKAHEAD = 4  # whole-tensor jobs started ahead of the writer, per worker
+EARLY_FACTOR = 4  # a job over this many times the median job's bytes starts first
 
 
 def tensor_seed(seed: int | None, name: str) -> int:
@@ -247,28 +249,46 @@ def _stream(
         replay = replay_bytes(job, share)
         return max(blocks, replay), rows, replay
 
-    pending: deque[tuple[TensorJob, int, Future[Any], _Blocks | None]] = deque()
+    costs = [plan(job) for job in jobs]
+    # bytes counted in flight from a job's start until it is written
+    started: dict[int, tuple[int, Future[Any], _Blocks | None]] = {}
     inflight, next_job = 0, 0
+    early = _early_jobs(costs, usable)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="merge") as pool:
+
+        def start(i: int) -> None:
+            nonlocal inflight
+            job, (cost, rows, replay) = jobs[i], costs[i]
+            shape = shapes[job.output]
+            blocks = _Blocks() if rows else None
+            if blocks is not None:
+                future = pool.submit(
+                    _produce_stream, blocks, job, sources, shape, seed, rows, replay
+                )
+            else:
+                future = pool.submit(_compute, job, sources, fns[job.method], shape, seed)
+            started[i] = (cost, future, blocks)
+            inflight += cost
+
         try:
-            while next_job < len(jobs) or pending:
-                while next_job < len(jobs) and len(pending) < workers + 1:
-                    job = jobs[next_job]
-                    cost, rows, replay = plan(job)
-                    if pending and inflight + cost > usable:
+            for i in early:  # the largest tensors first, so none is left running alone at the end
+                start(i)
+            for head in range(len(jobs)):
+                next_job = max(next_job, head)
+                while next_job < len(jobs) and next_job - head < LOOKAHEAD * workers:
+                    if next_job in started:
+                        next_job += 1
+                        continue
+                    cost, rows, _ = costs[next_job]
+                    # the head always starts; a streamed job's worker waits on the writer after
+                    # a few blocks, so it starts only as near the head as the old window allowed
+                    far = rows and next_job > head + workers
+                    if next_job > head and (inflight + cost > usable or far):
                         break
-                    shape = shapes[job.output]
-                    blocks = _Blocks() if rows else None
-                    if blocks is not None:
-                        future = pool.submit(
-                            _produce_stream, blocks, job, sources, shape, seed, rows, replay
-                        )
-                    else:
-                        future = pool.submit(_compute, job, sources, fns[job.method], shape, seed)
-                    pending.append((job, cost, future, blocks))
-                    inflight += cost
+                    start(next_job)
                     next_job += 1
-                job, size, future, blocks = pending.popleft()
+                size, future, blocks = started.pop(head)
+                job = jobs[head]
                 if blocks is not None:
                     try:  # the writer drains it; the worker ends with the last block
                         yield job, blocks
@@ -282,10 +302,29 @@ def _stream(
                 inflight -= size
                 del future, blocks
         finally:
-            for _, _, future, blocks in pending:
+            for _, future, blocks in started.values():
                 future.cancel()
                 if blocks is not None:
                     blocks.stop()
+
+
+def _early_jobs(costs: list[tuple[int, int, int]], usable: int) -> list[int]:
+    """Whole-tensor jobs far larger than the typical one (an embedding, the lm_head), to start
+    before the rest: at most a quarter of the budget's bytes, largest first."""
+    whole = [i for i, (_, rows, _) in enumerate(costs) if not rows]
+    if len(whole) < 4:
+        return []
+    typical = sorted(costs[i][0] for i in whole)[len(whole) // 2]
+    big = sorted(
+        (i for i in whole if costs[i][0] > EARLY_FACTOR * typical), key=lambda i: -costs[i][0]
+    )
+    chosen, total = [], 0
+    for i in big:
+        if total + costs[i][0] > usable // 4:
+            break
+        chosen.append(i)
+        total += costs[i][0]
+    return chosen
 
 
 def execute(
