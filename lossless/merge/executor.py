@@ -14,9 +14,12 @@ rows chosen so the block's working set fits, and the same bytes as the whole-ten
 magnitude cut (TIES, breadcrumbs) decided first may hold most of the share for its tie-order
 replay (methods/replay_stream.py). The other methods hold their tensor whole, however large.
 
-Resume: after each shard is complete and fsynced, a line `{file, sha256}` is appended to
-`lossless-journal.jsonl` in the output dir. A rerun into the same dir re-hashes the journalled
-shards, keeps the leading ones that still match, and recomputes from the first that does not.
+Resume: after each shard is complete and renamed into place, a line `{file, sha256}` is
+appended (and fsynced) to `lossless-journal.jsonl` in the output dir. A rerun into the same dir
+re-hashes the journalled shards, keeps the leading ones that still match, and recomputes from the
+first that does not. The shards themselves are not fsynced: that re-hash is what makes a journal
+line trustworthy, so a shard a power cut left short or empty is recomputed like a corrupted one,
+and a killed process loses nothing (its writes are in the page cache).
 Since the layout and every tensor are deterministic (randomised methods get a generator seeded
 from `seed` and the tensor's name), a killed-then-resumed merge writes the same bytes as one that
 ran straight through.
