@@ -4,6 +4,9 @@ Data flow, per tensor: `source.get` (a safetensors memory map) → cast to the j
 the method's pure function → shape check → cast to the output dtype → the shard writer, then
 dropped. Worker threads compute upcoming tensors (torch releases the GIL in the math) while the
 calling thread writes finished ones in file order, so memory holds only the tensors in flight.
+Tensors far larger than the typical one (an embedding, the lm_head) start first, so none is left
+computing alone at the end; the rest start in file order, up to LOOKAHEAD per worker ahead of
+the writer, so no worker waits while the writer hashes.
 
 Memory budget (`memory`, `--memory 4G`): the tensors in flight are kept under it; there are as
 many workers as cores, or fewer when the budget would give each less than budget.MIN_SHARE. A
@@ -14,21 +17,16 @@ rows chosen so the block's working set fits, and the same bytes as the whole-ten
 magnitude cut (TIES, breadcrumbs) decided first may hold most of the share for its tie-order
 replay (methods/replay_stream.py). The other methods hold their tensor whole, however large.
 
-Resume: after each shard is complete and renamed into place, a line `{file, sha256}` is
-appended (and fsynced) to `lossless-journal.jsonl` in the output dir. A rerun into the same dir
-re-hashes the journalled shards, keeps the leading ones that still match, and recomputes from the
-first that does not. The shards themselves are not fsynced: that re-hash is what makes a journal
-line trustworthy, so a shard a power cut left short or empty is recomputed like a corrupted one,
-and a killed process loses nothing (its writes are in the page cache).
-Since the layout and every tensor are deterministic (randomised methods get a generator seeded
-from `seed` and the tensor's name), a killed-then-resumed merge writes the same bytes as one that
-ran straight through.
+Resume (merge/journal.py): each shard, once complete, is noted in `lossless-journal.jsonl`; a
+rerun into the same dir keeps the leading journalled shards that still hash as noted and
+recomputes the rest. Since the layout and every tensor are deterministic (randomised methods get
+a generator seeded from `seed` and the tensor's name), a killed-then-resumed merge writes the
+same bytes as one that ran straight through.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import queue
 import threading
@@ -52,15 +50,15 @@ from lossless.merge.budget import (
     worker_count,
 )
 from lossless.merge.jobs import MergePlan, TensorJob
+from lossless.merge.journal import JOURNAL, append_journal, plan_digest, resume
 from lossless.methods.table import METHODS
 from lossless.tensors.source import TensorSource
-from lossless.tensors.writer import ShardSpec, ShardWriter, layout_shards, sha256_file, write_index
+from lossless.tensors.writer import ShardWriter, layout_shards, write_index
 from lossless.threads import torch_threads
 
 if TYPE_CHECKING:
     import torch
 
-JOURNAL = "lossless-journal.jsonl"
 LOOKAHEAD = 4  # whole-tensor jobs started ahead of the writer, per worker
 EARLY_FACTOR = 4  # a job over this many times the median job's bytes starts first
 
@@ -70,58 +68,6 @@ def tensor_seed(seed: int | None, name: str) -> int:
     No seed means seed 0: a lossless merge is reproducible by default."""
     digest = hashlib.sha256(f"{seed or 0}\0{name}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1  # torch wants a non-negative int64
-
-
-def plan_digest(plan: MergePlan, shards: list[ShardSpec], seed: int | None) -> str:
-    """Identifies what the output dir's shards hold, so a resume never mixes two plans."""
-    digest = hashlib.sha256(repr((seed or 0, [s.header for s in shards])).encode())
-    for job in plan.jobs:
-        params = (sorted(job.params.items()), [sorted(p.items()) for p in job.model_params])
-        digest.update(repr((job.output, job.method, job.sources, job.base, params)).encode())
-        digest.update(repr((job.compute_dtype, job.out_dtype)).encode())
-    return digest.hexdigest()
-
-
-def _resume(out_dir: Path, shards: list[ShardSpec], digest: str) -> list[dict[str, str]]:
-    """The journal entries of the leading shards whose files still hash as recorded; every
-    other shard file (and partial file) is deleted and the journal rewritten to match."""
-    journal = out_dir / JOURNAL
-    recorded: dict[str, str] = {}
-    if journal.is_file():
-        lines = journal.read_text().splitlines()
-        try:
-            head = json.loads(lines[0]) if lines else {}
-        except json.JSONDecodeError:
-            head = {}
-        if head.get("plan") == digest:
-            for line in lines[1:]:
-                try:
-                    entry = json.loads(line)
-                    recorded[str(entry["file"])] = str(entry["sha256"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    break  # a line cut short by a kill
-    done: list[dict[str, str]] = []
-    for shard in shards:
-        path = out_dir / shard.file
-        sha = recorded.get(shard.file)
-        if sha is None or not path.is_file() or sha256_file(path) != sha:
-            break
-        done.append({"file": shard.file, "sha256": sha})
-    keep = {entry["file"] for entry in done}
-    for shard in shards:
-        if shard.file not in keep:
-            (out_dir / shard.file).unlink(missing_ok=True)
-        (out_dir / (shard.file + ".partial")).unlink(missing_ok=True)
-    lines = [json.dumps({"plan": digest})] + [json.dumps(e) for e in done]
-    journal.write_text("".join(line + "\n" for line in lines))
-    return done
-
-
-def _append_journal(out_dir: Path, entry: dict[str, str]) -> None:
-    with (out_dir / JOURNAL).open("a") as f:
-        f.write(json.dumps(entry) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _compute(
@@ -313,21 +259,26 @@ def _stream(
 
 def _early_jobs(costs: list[tuple[int, int, int]], usable: int) -> list[int]:
     """Whole-tensor jobs far larger than the typical one (an embedding, the lm_head), to start
-    before the rest: at most a quarter of the budget's bytes, largest first."""
+    before the rest, largest first: at most a quarter of the budget's bytes, and so few that
+    any one job started beside them (the writer's next, which always starts) still fits."""
     whole = [i for i, (_, rows, _) in enumerate(costs) if not rows]
     if len(whole) < 4:
         return []
+    room = min(usable // 4, usable - max(cost for cost, _, _ in costs))
     typical = sorted(costs[i][0] for i in whole)[len(whole) // 2]
     big = sorted(
         (i for i in whole if costs[i][0] > EARLY_FACTOR * typical), key=lambda i: -costs[i][0]
     )
     chosen, total = [], 0
     for i in big:
-        if total + costs[i][0] > usable // 4:
+        if total + costs[i][0] > room:
             break
         chosen.append(i)
         total += costs[i][0]
     return chosen
+
+
+__all__ = ["JOURNAL", "execute", "tensor_seed"]
 
 
 def execute(
@@ -359,7 +310,7 @@ def execute(
     shards = layout_shards(
         [(j.output, shapes[j.output], j.out_dtype) for j in plan.jobs], shard_size
     )
-    done = _resume(out_dir, shards, plan_digest(plan, shards, seed))
+    done = resume(out_dir, shards, plan_digest(plan, shards, seed))
     by_name = {job.output: job for job in plan.jobs}
     todo = [by_name[slot.name] for shard in shards[len(done) :] for slot in shard.slots]
     memory = memory or default_memory()
@@ -393,7 +344,7 @@ def execute(
                 except BaseException:
                     writer.abort()
                     raise
-                _append_journal(out_dir, {"file": shard.file, "sha256": sha})
+                append_journal(out_dir, {"file": shard.file, "sha256": sha})
         finally:
             stream.close()
             if progress:
