@@ -210,6 +210,7 @@ def _stream(
             job, (cost, rows, replay) = jobs[i], costs[i]
             shape = shapes[job.output]
             blocks = _Blocks() if rows else None
+            future: Future[Any]
             if blocks is not None:
                 future = pool.submit(
                     _produce_stream, blocks, job, sources, shape, seed, rows, replay
