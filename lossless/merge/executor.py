@@ -4,6 +4,9 @@ Data flow, per tensor: `source.get` (a safetensors memory map) → cast to the j
 the method's pure function → shape check → cast to the output dtype → the shard writer, then
 dropped. Worker threads compute upcoming tensors (torch releases the GIL in the math) while the
 calling thread writes finished ones in file order, so memory holds only the tensors in flight.
+Tensors far larger than the typical one (an embedding, the lm_head) start first, so none is left
+computing alone at the end; the rest start in file order, up to LOOKAHEAD per worker ahead of
+the writer, so no worker waits while the writer hashes.
 
 Memory budget (`memory`, `--memory 4G`): the tensors in flight are kept under it; there are as
 many workers as cores, or fewer when the budget would give each less than budget.MIN_SHARE. A
@@ -16,22 +19,20 @@ replay (methods/replay_stream.py). The other methods hold their tensor whole, ho
 A streamed tensor whose bytes may differ from the whole-tensor math (sce's rare case) gets a
 note on screen, above the progress bar (none with quiet).
 
-Resume: after each shard is complete and fsynced, a line `{file, sha256}` is appended to
-`lossless-journal.jsonl` in the output dir. A rerun into the same dir re-hashes the journalled
-shards, keeps the leading ones that still match, and recomputes from the first that does not.
-Since the layout and every tensor are deterministic (randomised methods get a generator seeded
-from `seed` and the tensor's name), a killed-then-resumed merge writes the same bytes as one that
-ran straight through.
+Resume (merge/journal.py): each shard, once complete, is noted in `lossless-journal.jsonl`; a
+rerun into the same dir keeps the leading journalled shards that still hash as noted and
+recomputes the rest. Since the layout and every tensor are deterministic (randomised methods get
+a generator seeded from `seed` and the tensor's name), a killed-then-resumed merge writes the
+same bytes as one that ran straight through.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import queue
 import threading
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -52,15 +53,17 @@ from lossless.merge.budget import (
 )
 from lossless.merge.device import CPU, MergeDevice, device_memory
 from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
+from lossless.merge.journal import JOURNAL, append_journal, plan_digest, resume
 from lossless.methods.table import METHODS
 from lossless.tensors.source import TensorSource
-from lossless.tensors.writer import ShardSpec, ShardWriter, layout_shards, sha256_file, write_index
+from lossless.tensors.writer import ShardWriter, layout_shards, write_index
 from lossless.threads import torch_threads
 
 if TYPE_CHECKING:
     import torch
 
-JOURNAL = "lossless-journal.jsonl"
+LOOKAHEAD = 4  # whole-tensor jobs started ahead of the writer, per worker
+EARLY_FACTOR = 4  # a job over this many times the median job's bytes starts first
 
 
 def tensor_seed(seed: int | None, name: str) -> int:
@@ -68,58 +71,6 @@ def tensor_seed(seed: int | None, name: str) -> int:
     No seed means seed 0: a lossless merge is reproducible by default."""
     digest = hashlib.sha256(f"{seed or 0}\0{name}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1  # torch wants a non-negative int64
-
-
-def plan_digest(plan: MergePlan, shards: list[ShardSpec], seed: int | None) -> str:
-    """Identifies what the output dir's shards hold, so a resume never mixes two plans."""
-    digest = hashlib.sha256(repr((seed or 0, [s.header for s in shards])).encode())
-    for job in plan.jobs:
-        params = (sorted(job.params.items()), [sorted(p.items()) for p in job.model_params])
-        digest.update(repr((job.output, job.method, job.sources, job.base, params)).encode())
-        digest.update(repr((job.compute_dtype, job.out_dtype)).encode())
-    return digest.hexdigest()
-
-
-def _resume(out_dir: Path, shards: list[ShardSpec], digest: str) -> list[dict[str, str]]:
-    """The journal entries of the leading shards whose files still hash as recorded; every
-    other shard file (and partial file) is deleted and the journal rewritten to match."""
-    journal = out_dir / JOURNAL
-    recorded: dict[str, str] = {}
-    if journal.is_file():
-        lines = journal.read_text().splitlines()
-        try:
-            head = json.loads(lines[0]) if lines else {}
-        except json.JSONDecodeError:
-            head = {}
-        if head.get("plan") == digest:
-            for line in lines[1:]:
-                try:
-                    entry = json.loads(line)
-                    recorded[str(entry["file"])] = str(entry["sha256"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    break  # a line cut short by a kill
-    done: list[dict[str, str]] = []
-    for shard in shards:
-        path = out_dir / shard.file
-        sha = recorded.get(shard.file)
-        if sha is None or not path.is_file() or sha256_file(path) != sha:
-            break
-        done.append({"file": shard.file, "sha256": sha})
-    keep = {entry["file"] for entry in done}
-    for shard in shards:
-        if shard.file not in keep:
-            (out_dir / shard.file).unlink(missing_ok=True)
-        (out_dir / (shard.file + ".partial")).unlink(missing_ok=True)
-    lines = [json.dumps({"plan": digest})] + [json.dumps(e) for e in done]
-    journal.write_text("".join(line + "\n" for line in lines))
-    return done
-
-
-def _append_journal(out_dir: Path, entry: dict[str, str]) -> None:
-    with (out_dir / JOURNAL).open("a") as f:
-        f.write(json.dumps(entry) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _compute(
@@ -266,29 +217,48 @@ def _stream(
         replay = replay_bytes(job, share)
         return max(streamed_bytes(job, sources, shape, rows), replay), rows, replay
 
-    pending: deque[tuple[TensorJob, int, Future[Any], _Blocks | None]] = deque()
+    costs = [plan(job) for job in jobs]
+    # bytes counted in flight from a job's start until it is written
+    started: dict[int, tuple[int, Future[Any], _Blocks | None]] = {}
     inflight, next_job = 0, 0
+    early = _early_jobs(costs, usable)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="merge") as pool:
+
+        def start(i: int) -> None:
+            nonlocal inflight
+            job, (cost, rows, replay) = jobs[i], costs[i]
+            shape = shapes[job.output]
+            blocks = _Blocks() if rows else None
+            future: Future[Any]
+            if blocks is not None:
+                future = pool.submit(
+                    _produce_stream, blocks, job, sources, shape, seed, rows, replay, device
+                )
+            else:
+                fn = fns[job.method]
+                future = pool.submit(_compute, job, sources, fn, shape, seed, device)
+            started[i] = (cost, future, blocks)
+            inflight += cost
+
         try:
-            while next_job < len(jobs) or pending:
-                while next_job < len(jobs) and len(pending) < workers + 1:
-                    job = jobs[next_job]
-                    cost, rows, replay = plan(job)
-                    if pending and inflight + cost > usable:
+            for i in early:  # the largest tensors first, so none is left running alone at the end
+                start(i)
+            for head in range(len(jobs)):
+                next_job = max(next_job, head)
+                while next_job < len(jobs) and next_job - head < LOOKAHEAD * workers:
+                    if next_job in started:
+                        next_job += 1
+                        continue
+                    cost, rows, _ = costs[next_job]
+                    # the head always starts; a streamed job's worker waits on the writer after
+                    # a few blocks, so it starts only as near the head as the old window allowed
+                    far = rows and next_job > head + workers
+                    if next_job > head and (inflight + cost > usable or far):
                         break
-                    shape = shapes[job.output]
-                    blocks = _Blocks() if rows else None
-                    if blocks is not None:
-                        future = pool.submit(
-                            _produce_stream, blocks, job, sources, shape, seed, rows, replay, device
-                        )
-                    else:
-                        fn = fns[job.method]
-                        future = pool.submit(_compute, job, sources, fn, shape, seed, device)
-                    pending.append((job, cost, future, blocks))
-                    inflight += cost
+                    start(next_job)
                     next_job += 1
-                job, size, future, blocks = pending.popleft()
+                size, future, blocks = started.pop(head)
+                job = jobs[head]
                 if blocks is not None:
                     try:  # the writer drains it; the worker ends with the last block
                         yield job, blocks
@@ -302,10 +272,34 @@ def _stream(
                 inflight -= size
                 del future, blocks
         finally:
-            for _, _, future, blocks in pending:
+            for _, future, blocks in started.values():
                 future.cancel()
                 if blocks is not None:
                     blocks.stop()
+
+
+def _early_jobs(costs: list[tuple[int, int, int]], usable: int) -> list[int]:
+    """Whole-tensor jobs far larger than the typical one (an embedding, the lm_head), to start
+    before the rest, largest first: at most a quarter of the budget's bytes, and so few that
+    any one job started beside them (the writer's next, which always starts) still fits."""
+    whole = [i for i, (_, rows, _) in enumerate(costs) if not rows]
+    if len(whole) < 4:
+        return []
+    room = min(usable // 4, usable - max(cost for cost, _, _ in costs))
+    typical = sorted(costs[i][0] for i in whole)[len(whole) // 2]
+    big = sorted(
+        (i for i in whole if costs[i][0] > EARLY_FACTOR * typical), key=lambda i: -costs[i][0]
+    )
+    chosen, total = [], 0
+    for i in big:
+        if total + costs[i][0] > room:
+            break
+        chosen.append(i)
+        total += costs[i][0]
+    return chosen
+
+
+__all__ = ["JOURNAL", "execute", "tensor_seed"]
 
 
 def execute(
@@ -339,7 +333,7 @@ def execute(
     shards = layout_shards(
         [(j.output, shapes[j.output], j.out_dtype) for j in plan.jobs], shard_size
     )
-    done = _resume(out_dir, shards, plan_digest(plan, shards, seed))
+    done = resume(out_dir, shards, plan_digest(plan, shards, seed))
     by_name = {job.output: job for job in plan.jobs}
     todo = [by_name[slot.name] for shard in shards[len(done) :] for slot in shard.slots]
     memory = memory or default_memory()
@@ -382,7 +376,7 @@ def execute(
                 except BaseException:
                     writer.abort()
                     raise
-                _append_journal(out_dir, {"file": shard.file, "sha256": sha})
+                append_journal(out_dir, {"file": shard.file, "sha256": sha})
         finally:
             stream.close()
             if progress:

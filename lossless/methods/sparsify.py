@@ -139,10 +139,13 @@ class TopCut:
         """1.0 for the kept entries of the block, 0.0 for the others, in delta's dtype."""
         mask = float_mask(delta)
         beyond = torch.lt if self.ascending else torch.gt
-        beyond(_ranking_magnitudes(delta), self.threshold, out=mask)
+        if delta.dtype == torch.float32:  # the magnitudes ranked, in the mask's own memory
+            beyond(torch.abs(delta, out=mask), self.threshold, out=mask)
+        else:
+            beyond(_ranking_magnitudes(delta), self.threshold, out=mask)
         lo, hi = np.searchsorted(self.tied, [start, start + delta.numel()])
         if hi > lo:
-            mask[torch.from_numpy(self.tied[lo:hi] - start)] = 1
+            mask[torch.from_numpy(self.tied[lo:hi] - start).to(mask.device)] = 1
         return mask
 
 

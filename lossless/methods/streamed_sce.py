@@ -158,7 +158,7 @@ def _with_tied(cut: int, tied: np.ndarray) -> Selector:
         mask = _bits(keys) > cut
         lo, hi = np.searchsorted(tied, [start, start + keys.numel()])
         if hi > lo:
-            mask[torch.from_numpy(tied[lo:hi] - start)] = True
+            mask[torch.from_numpy(tied[lo:hi] - start).to(mask.device)] = True
         return mask
 
     return select

@@ -41,8 +41,13 @@ def task_vector(
     if out is None:
         out = torch.empty(tensor.shape, dtype=dtype, device=tensor.device)
     flat, model, ref = out.view(-1), tensor.reshape(-1), base.reshape(-1)
+    size = min(BLOCK, flat.numel())
+    anchor = None if ref.dtype == dtype else torch.empty(size, dtype=dtype, device=out.device)
     for part in block_slices(flat.numel()):
-        torch.sub(exact_in(model[part], dtype), ref[part].to(dtype), out=flat[part])
+        n = min(part.stop, flat.numel()) - part.start
+        _task_vector_block(
+            model[part], ref[part] if anchor is None else anchor[:n].copy_(ref[part]), flat[part]
+        )
     return out
 
 
@@ -123,12 +128,14 @@ def merge_task_vectors(
     rescale = bool(params.get("rescale", rescale_default))
     normalize = bool(params.get("normalize", normalize_default))
     kept = [sparsify.KEEP_ALL] * len(tensors)
-    if sparsifier is not None:
+    if sparsifier is not None and any(_density(p) < 1 for p in model_params):
         # one task vector's memory for every model in turn: a Kept never holds on to it, and
         # fresh pages cost more than the subtraction that fills them
         scratch = torch.empty(base.shape, dtype=dtype, device=base.device)
         kept = [
-            sparsifier(
+            sparsify.KEEP_ALL  # what every sparsifier gives at density 1, with no draw made
+            if _density(p) >= 1
+            else sparsifier(
                 functools.partial(task_vector, tensor, base, dtype, scratch), p, rescale, generator
             )
             for tensor, p in zip(tensors, model_params, strict=True)
@@ -152,37 +159,83 @@ def combine(
     start: int = 0,
 ) -> None:
     """The elementwise rest of the chain into `out`, 64K entries at a time. The tensors may be
-    a block of rows of the whole ones, beginning at flat entry `start` (a block boundary)."""
+    a block of rows of the whole ones, beginning at flat entry `start` (a block boundary).
+
+    Every op is the one the whole-tensor chain runs, with the same bits, but in place into
+    buffers made once (a fresh 64K-entry temporary costs more than the op filling it), and with
+    no op mixing dtypes (torch runs those unvectorised): bf16 inputs are cast, then subtracted."""
     # int8_mask only saves memory in mergekit; the mask's values are the same either way.
     scale = float(params.get("lambda", 1.0))
     weights = weight_column(model_params, torch.empty(0, 0, dtype=dtype, device=base.device))
     unit = bool((weights == 1).all())  # ×1.0 changes no bit: skipped
     flat, ref = out.view(-1), base.reshape(-1)
     models = [tensor.reshape(-1) for tensor in tensors]
-    # the task vectors of one block, stacked, reused block after block (in place from here on:
-    # each op below is the one the whole-tensor chain runs, with the same bits)
-    stacked = torch.empty(len(models), min(BLOCK, flat.numel()), dtype=dtype, device=base.device)
+    size, device = min(BLOCK, flat.numel()), base.device
+    stacked = torch.empty(len(models), size, dtype=dtype, device=device)  # the task vectors
+    agree = torch.empty_like(stacked) if elect_sign else stacked
+    anchor_buf = None if ref.dtype == dtype else torch.empty(size, dtype=dtype, device=device)
+    merged_buf, extra = (torch.empty(size, dtype=dtype, device=device) for _ in range(2))
     for part in block_slices(flat.numel()):
-        anchor = ref[part].to(dtype)
-        weighted = stacked[:, : anchor.numel()]
+        n = min(part.stop, flat.numel()) - part.start
+        anchor = ref[part] if anchor_buf is None else anchor_buf[:n].copy_(ref[part])
+        weighted, merged = stacked[:, :n], merged_buf[:n]
         for row, k, m in zip(weighted, kept, models, strict=True):
-            delta = torch.sub(exact_in(m[part], dtype), anchor, out=row)
+            _task_vector_block(m[part], anchor, row)
             if k.select is not None or k.zero:
-                row.copy_(k.apply(delta, start + part.start))
+                _apply_kept(k, row, start + part.start)
         if not unit:
             weighted.mul_(weights)
         if elect_sign:
-            agree = elect_sign_mask(weighted)
-            merged = sum_models(weighted.mul_(agree))  # the agreeing entries
+            mask, scratch = agree[:, :n], extra[:n]
+            majority = _sum_rows(weighted, scratch)  # sign of the sum; ties go to +
+            torch.ge(majority, 0, out=majority).mul_(2).sub_(1)
+            # sign(x) == ±1 exactly where x·(±1) > 0 (zeros and NaN never agree)
+            torch.gt(torch.mul(weighted, majority, out=mask), 0, out=mask)
+            merged = _sum_rows(weighted.mul_(mask), merged)  # the agreeing entries
             if normalize:  # ÷ the sum of their weights; a zero divisor becomes 1
-                divisor = sum_models(agree if unit else agree.mul_(weights))
-                divisor.add_(torch.eq(divisor, 0, out=sparsify.float_mask(divisor)))
-                merged = merged / divisor
+                divisor = _sum_rows(mask if unit else mask.mul_(weights), scratch)
+                divisor.add_(torch.eq(divisor, 0, out=mask[0]))
+                merged = torch.div(merged, divisor, out=merged)
         else:
             merged = plain_merge(weighted, weights, normalize)
         if scale != 1:
             merged = merged * scale
-        torch.add(anchor, merged, out=flat[part])  # computed in `dtype`, rounded once to out
+        if flat.dtype == dtype:
+            torch.add(anchor, merged, out=flat[part])
+        else:  # computed in `dtype`, rounded once to out
+            flat[part].copy_(torch.add(anchor, merged, out=merged))
+
+
+def _task_vector_block(model: torch.Tensor, anchor: torch.Tensor, row: torch.Tensor) -> None:
+    """`model − anchor` into `row` (`anchor` and `row` in the compute dtype): the cast of a
+    stored input to it is exact or the one exact_in would make, so the bits are torch.sub's."""
+    if model.dtype == row.dtype:
+        torch.sub(model, anchor, out=row)
+    else:
+        row.copy_(model).sub_(anchor)
+
+
+def _apply_kept(kept: sparsify.Kept, row: torch.Tensor, start: int) -> None:
+    """`row.copy_(kept.apply(row, start))` in place where the mask works in row's dtype."""
+    if kept.zero:
+        row.zero_()
+    elif kept.select is not None and (kept.work or row.dtype) == row.dtype:
+        row.mul_(kept.select(row, start))
+        if kept.factor is not None:
+            row.mul_(kept.factor)
+    else:
+        row.copy_(kept.apply(row, start))
+
+
+def _sum_rows(stacked: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """sum_models(stacked) into `out` for float32; float32 rows added in order onto +0 are
+    torch's sum bit for bit for up to 4 rows (tests/methods check it), the rest is torch's."""
+    if stacked.dtype != torch.float32 or stacked.shape[0] > 4:
+        return out.copy_(sum_models(stacked))
+    out.zero_()
+    for row in stacked:
+        out.add_(row)
+    return out
 
 
 def _sparsifier(choose: Callable[..., sparsify.Kept]) -> Sparsifier:

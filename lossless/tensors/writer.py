@@ -15,6 +15,8 @@ import hashlib
 import json
 import math
 import os
+import queue
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,20 +110,25 @@ class ShardWriter:
     """Streams one shard: header first, then each tensor in slot order, hashing as it goes.
 
     Written to `<file>.partial` and renamed when complete, so a file with the final name is
-    always whole."""
+    always whole. The sha256 runs on a thread of its own (hashlib lets go of the GIL on large
+    buffers), beside the write and the merge math, a few buffers behind at most.
+
+    Not fsynced: the executor's resume re-hashes every shard its journal lists, so a shard whose
+    bytes a power cut lost is found and recomputed, and a killed process loses nothing the page
+    cache holds (see merge/executor.py)."""
 
     def __init__(self, out_dir: Path, spec: ShardSpec) -> None:
         self.spec = spec
         self.path = out_dir / spec.file
         self._partial = out_dir / (spec.file + ".partial")
         self._file: BinaryIO = self._partial.open("wb")
-        self._hash = hashlib.sha256()
+        self._hasher = _Hasher()
         self._next = 0
         self._put(spec.header)
 
     def _put(self, data: bytes | memoryview) -> None:
         self._file.write(data)
-        self._hash.update(data)
+        self._hasher.update(data)
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         import torch
@@ -164,18 +171,46 @@ class ShardWriter:
         self._next += 1
 
     def close(self) -> str:
-        """Flush, fsync and rename into place; returns the file's sha256."""
+        """Flush and rename into place; returns the file's sha256."""
         if self._next != len(self.spec.slots):
             raise RuntimeError(f"{self.spec.file}: closed after {self._next} tensors")
-        self._file.flush()
-        os.fsync(self._file.fileno())
         self._file.close()
+        digest = self._hasher.hexdigest()
         os.replace(self._partial, self.path)
-        return self._hash.hexdigest()
+        return digest
 
     def abort(self) -> None:
+        self._hasher.stop()
         self._file.close()
         self._partial.unlink(missing_ok=True)
+
+
+class _Hasher:
+    """sha256 of the buffers given, in order, on a thread; holds at most QUEUED of them."""
+
+    QUEUED = 4
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(self.QUEUED)
+        self._thread = threading.Thread(target=self._run, name="shard-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._hash.update(data)
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._queue.put(data)
+
+    def hexdigest(self) -> str:
+        self.stop()
+        return self._hash.hexdigest()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
 
 def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
