@@ -68,6 +68,7 @@ def newest_complete(
         if why is None:
             return candidate
         if not quiet:
-            note(f"discarded the torn checkpoint {candidate.name} ({why}); resuming from an older")
+            older = "resuming from an older one"
+            note(f"discarded the torn checkpoint {candidate.name} ({why}); {older}")
         shutil.rmtree(candidate, ignore_errors=True)
     return None
