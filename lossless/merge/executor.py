@@ -30,17 +30,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
-import threading
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossless.errors import LosslessError
+from lossless.merge.block_queue import BlockQueue
 from lossless.merge.budget import (
-    QUEUED_BLOCKS,
     block_rows,
     default_memory,
     job_bytes,
@@ -112,50 +110,8 @@ def _compute(
     return out.to(out_dtype).cpu()
 
 
-class _Blocks:
-    """A streamed job's output blocks, computed on a worker thread, read in order by the writer
-    through a small queue (so at most QUEUED_BLOCKS wait). `stop()` ends the worker early."""
-
-    _END = object()
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUED_BLOCKS)
-        self._stopped = threading.Event()
-        self.notes: list[str] = []  # what the method said of this tensor (streamed.stream's note)
-
-    def produce(self, blocks: Iterator[torch.Tensor]) -> None:
-        try:
-            for block in blocks:
-                if not self._put(block):
-                    return
-            self._put(self._END)
-        except BaseException as error:  # handed to the writer's thread
-            self._put(error)
-
-    def _put(self, item: Any) -> bool:
-        while not self._stopped.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        while True:
-            item = self._queue.get()
-            if item is self._END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def stop(self) -> None:
-        self._stopped.set()
-
-
 def _produce_stream(
-    blocks: _Blocks,
+    blocks: BlockQueue,
     job: TensorJob,
     sources: Mapping[str, TensorSource],
     shape: tuple[int, ...],
@@ -199,7 +155,7 @@ def _stream(
     seed: int | None,
     memory: int,
     device: MergeDevice = CPU,
-) -> Generator[tuple[TensorJob, torch.Tensor | _Blocks], None, None]:
+) -> Generator[tuple[TensorJob, torch.Tensor | BlockQueue], None, None]:
     """Yield computed tensors (or a streamed tensor's blocks) in job order while up to
     `workers` threads compute ahead, the bytes in flight under `memory` less the baseline."""
     fns = {name: METHODS[name].load() for name in {job.method for job in jobs}}
@@ -219,7 +175,7 @@ def _stream(
 
     costs = [plan(job) for job in jobs]
     # bytes counted in flight from a job's start until it is written
-    started: dict[int, tuple[int, Future[Any], _Blocks | None]] = {}
+    started: dict[int, tuple[int, Future[Any], BlockQueue | None]] = {}
     inflight, next_job = 0, 0
     early = _early_jobs(costs, usable)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="merge") as pool:
@@ -228,7 +184,7 @@ def _stream(
             nonlocal inflight
             job, (cost, rows, replay) = jobs[i], costs[i]
             shape = shapes[job.output]
-            blocks = _Blocks() if rows else None
+            blocks = BlockQueue() if rows else None
             future: Future[Any]
             if blocks is not None:
                 future = pool.submit(
@@ -359,7 +315,7 @@ def execute(
                 try:
                     for slot in shard.slots:
                         job, tensor = next(stream)
-                        if isinstance(tensor, _Blocks):
+                        if isinstance(tensor, BlockQueue):
                             writer.write_parts(job.output, tensor)
                             for note in tensor.notes if progress else ():
                                 progress.console.print(
