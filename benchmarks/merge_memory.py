@@ -27,7 +27,10 @@ from merge import ChildFailed, in_child, llama_config, load, timed
 from merge_gpu import method_config
 
 # method choices that change how a method streams: name → (method, global parameters)
-VARIANTS = {"nuslerp-columns": ("nuslerp", {"nuslerp_row_wise": True, "nuslerp_flatten": False})}
+VARIANTS = {
+    "nuslerp-columns": ("nuslerp", {"nuslerp_row_wise": True, "nuslerp_flatten": False}),
+    "sce-topk": ("sce", {"select_topk": 0.5}),  # the variance cut and its tie replay
+}
 
 
 def config_for(name: str, dirs: list[Path]) -> dict | None:
