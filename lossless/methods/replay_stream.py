@@ -25,112 +25,11 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from lossless.methods import sort_replay
+from lossless.methods.key_streams import EMPTY_IDS, Chunk, Level, Reader, Source, stops_only
+
+__all__ = ["GRID", "Partition", "Source", "View", "replay_top_k"]
 
 GRID = 1 << 16  # positions per block of the stop counts, and per chunk of a view
-# keys (float32) and their original indices (int64), or None where a pass only counts
-Chunk = tuple[np.ndarray, np.ndarray | None]
-_EMPTY_KEYS = np.empty(0, dtype=np.float32)
-_EMPTY_IDS = np.empty(0, dtype=np.int64)
-
-
-class Reader:
-    """Takes `n` entries at a time from a stream of chunks, in the stream's order."""
-
-    def __init__(self, chunks: Iterator[Chunk], ids: bool) -> None:
-        self._chunks = chunks
-        self._keys, self._ids = _EMPTY_KEYS, (_EMPTY_IDS if ids else None)
-
-    def take(self, n: int) -> Chunk:
-        keys, ids = [self._keys], [self._ids]
-        have = self._keys.size
-        while have < n:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            keys.append(chunk[0])
-            ids.append(chunk[1])
-            have += chunk[0].size
-        if len(keys) > 1:
-            self._keys = np.concatenate(keys)
-            self._ids = None if self._ids is None else np.concatenate(ids)  # type: ignore[arg-type]
-        out = self._keys[:n], None if self._ids is None else self._ids[:n]
-        self._keys = self._keys[n:]
-        self._ids = None if self._ids is None else self._ids[n:]
-        return out
-
-
-def _patched(chunks: Iterator[Chunk], forward: bool, start: int, patch: dict) -> Iterator[Chunk]:
-    """The stream with the entries at `patch`'s positions replaced (a pivot swap)."""
-    pos = start
-    for keys, ids in chunks:
-        n = keys.size
-        for at, (key, index) in patch.items():
-            offset = at - pos if forward else pos - at
-            if 0 <= offset < n:
-                keys[offset] = key
-                if ids is not None:
-                    ids[offset] = index
-        pos += n if forward else -n
-        yield keys, ids
-
-
-def _stops(
-    chunks: Iterator[Chunk], forward: bool, start: int, is_stop: Callable[[np.ndarray], np.ndarray]
-) -> Iterator[Chunk]:
-    """Only the stops of the stream (position 0, the pivot, is none)."""
-    pos = start
-    for keys, ids in chunks:
-        mask = is_stop(keys)
-        n = keys.size
-        if forward and pos == 0:
-            mask[0] = False
-        elif not forward and pos - n + 1 == 0:
-            mask[-1] = False
-        pos += n if forward else -n
-        yield keys[mask], None if ids is None else ids[mask]
-
-
-class Level:
-    """An array of keys that can be streamed from any position, forwards or backwards, and
-    partitioned once (`patch` then holds the pivot swap its partition starts with)."""
-
-    size: int
-    patch: dict[int, tuple[float, int]]
-
-    def stream(self, forward: bool, start: int, ids: bool) -> Iterator[Chunk]:
-        raise NotImplementedError
-
-    def patched(self, forward: bool, start: int, ids: bool) -> Iterator[Chunk]:
-        return _patched(self.stream(forward, start, ids), forward, start, self.patch)
-
-    def read(self, lo: int, hi: int, *, patched: bool = True, ids: bool = False) -> Chunk:
-        """Positions [lo, hi), ascending."""
-        stream = self.patched(True, lo, ids) if patched else self.stream(True, lo, ids)
-        return Reader(stream, ids).take(hi - lo)
-
-
-class Source(Level):
-    """The task vector's keys, computed by `read(lo, hi)` (a fresh float32 array) in chunks
-    of `chunk` positions."""
-
-    def __init__(self, read: Callable[[int, int], np.ndarray], size: int, chunk: int) -> None:
-        self._read, self.size, self._chunk, self.patch = read, size, chunk, {}
-
-    def stream(self, forward: bool, start: int, ids: bool) -> Iterator[Chunk]:
-        step = self._chunk
-        if forward:
-            lo = start
-            while lo < self.size:
-                hi = min(self.size, (lo // step + 1) * step)
-                yield self._read(lo, hi), np.arange(lo, hi, dtype=np.int64) if ids else None
-                lo = hi
-        else:
-            hi = start + 1
-            while hi > 0:
-                lo = (hi - 1) // step * step
-                index = np.arange(hi - 1, lo - 1, -1, dtype=np.int64) if ids else None
-                yield self._read(lo, hi)[::-1], index
-                hi = lo
 
 
 class Partition:
@@ -215,7 +114,7 @@ class Partition:
     def _block_of_right(self, j: int) -> int:
         return int(np.flatnonzero(self.right_from[1:] <= j)[0])
 
-    def left_stops(self, j: int, forward: bool, ids: bool) -> Reader:
+    def leftstops_only(self, j: int, forward: bool, ids: bool) -> Reader:
         """Left stops from the j-th (0-based, from the start): ascending if `forward`, else
         descending (j, j − 1, ...)."""
         b = self._block_of_left(j)
@@ -223,7 +122,7 @@ class Partition:
         skip = (j - first) if forward else (first + int(self.le[b]) - 1 - j)
         return self._stop_reader(b, forward, lambda k: k <= self.pivot, skip, ids)
 
-    def right_stops(self, j: int, forward: bool, ids: bool) -> Reader:
+    def rightstops_only(self, j: int, forward: bool, ids: bool) -> Reader:
         """Right stops from the j-th (0-based, from the end): ascending positions if `forward`
         (j, j − 1, ...), else descending (j, j + 1, ...)."""
         b = self._block_of_right(j)
@@ -240,7 +139,7 @@ class Partition:
         ids: bool,
     ) -> Reader:
         start = b * GRID if forward else min((b + 1) * GRID, self.level.size) - 1
-        stops = _stops(self.level.patched(forward, start, ids), forward, start, is_stop)
+        stops = stops_only(self.level.patched(forward, start, ids), forward, start, is_stop)
         reader = Reader(stops, ids)
         reader.take(skip)
         return reader
@@ -248,7 +147,7 @@ class Partition:
     def picked(self) -> np.ndarray:
         """Ids of the left part's keys equal to the pivot (the pivot and the swapped-in right
         stops equal to it), for a replay that goes on in the right part."""
-        keys, ids = self.right_stops(0, forward=False, ids=True).take(self.swaps)
+        keys, ids = self.rightstops_only(0, forward=False, ids=True).take(self.swaps)
         assert ids is not None
         return np.concatenate(([self.pivot_id], ids[keys == self.pivot]))
 
@@ -291,12 +190,12 @@ class View(Level):
             if self.left:  # every left stop of [1, cut) is swapped: j < swaps
                 swapped = stops
                 if swapped.size and partner is None:
-                    partner = p.right_stops(j, forward=False, ids=with_ids)
+                    partner = p.rightstops_only(j, forward=False, ids=with_ids)
                 j += int(stops.size)
             else:
                 swapped = stops[max(0, min(stops.size, j - p.swaps + 1)) :]
                 if swapped.size and partner is None:
-                    partner = p.left_stops(min(j, p.swaps - 1), forward=False, ids=with_ids)
+                    partner = p.leftstops_only(min(j, p.swaps - 1), forward=False, ids=with_ids)
                 j -= int(stops.size)
             _swap_in(keys, ids, swapped, partner)
             yield keys, ids
@@ -326,12 +225,12 @@ class View(Level):
             if self.left:
                 swapped = stops
                 if swapped.size and partner is None:
-                    partner = p.right_stops(j, forward=True, ids=with_ids)
+                    partner = p.rightstops_only(j, forward=True, ids=with_ids)
                 j -= int(stops.size)
             else:
                 swapped = stops[: max(0, min(stops.size, p.swaps - j))]
                 if swapped.size and partner is None:
-                    partner = p.left_stops(j, forward=True, ids=with_ids)
+                    partner = p.leftstops_only(j, forward=True, ids=with_ids)
                 j += int(stops.size)
             _swap_in(keys, ids, swapped, partner)
             yield keys, ids
@@ -372,7 +271,7 @@ def replay_top_k(
         found, ids = replay
         assert found == threshold, (found, threshold)
         picked.append(ids)
-    return np.sort(np.concatenate(picked).astype(np.int64)) if picked else _EMPTY_IDS
+    return np.sort(np.concatenate(picked).astype(np.int64)) if picked else EMPTY_IDS
 
 
 def _gather(level: Level, threshold: float) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
