@@ -213,12 +213,9 @@ def top_k_selector(
     entries than are still needed, and only then do we sort.
     """
     magnitudes = _owned_magnitudes(delta, remake)
-    count = magnitudes.numel()
     if magnitudes.device.type != "cpu":
-        threshold = torch.kthvalue(magnitudes, count - keep + 1).values
-        above, at = magnitudes > threshold, magnitudes == threshold
-        if int(above.sum()) + int(at.sum()) == keep:  # no tie straddles the cut: no order needed
-            mask = above | at
+        mask = _threshold_mask(magnitudes, keep)
+        if mask is not None:
             return lambda block, start: mask[start : start + block.numel()]
         # which of the tied entries are kept follows torch's CPU sort (CUDA orders ties
         # otherwise): replayed on a host copy, as a CPU merge would
@@ -229,14 +226,17 @@ def top_k_selector(
             return cut.select
         # the replay gave up and scrambled the magnitudes (and delta): rank afresh
         magnitudes = _ranking_magnitudes(remake() if remake is not None else delta)
-    threshold = torch.kthvalue(magnitudes, count - keep + 1).values
-    above = magnitudes > threshold
-    at = magnitudes == threshold
-    if int(above.sum()) + int(at.sum()) == keep:
-        mask = above | at
-    else:
-        mask = _argsort_top(magnitudes, keep)
-    return lambda block, start: mask[start : start + block.numel()]
+    found = _threshold_mask(magnitudes, keep)
+    chosen = found if found is not None else _argsort_top(magnitudes, keep)
+    return lambda block, start: chosen[start : start + block.numel()]
+
+
+def _threshold_mask(magnitudes: torch.Tensor, keep: int) -> torch.Tensor | None:
+    """The `keep` largest magnitudes by a `kthvalue` threshold, when no tie straddles the cut
+    (no order is needed then); None when one does."""
+    threshold = torch.kthvalue(magnitudes, magnitudes.numel() - keep + 1).values
+    above, at = magnitudes > threshold, magnitudes == threshold
+    return above | at if int(above.sum()) + int(at.sum()) == keep else None
 
 
 def top_magnitude(
