@@ -27,6 +27,22 @@ class MemoryRows:
         return self._base[lo:hi]
 
 
+def streamed_bf16(method, models, base, model_params, params, dtype, block_rows, seed=None):
+    """The whole tensor, streamed from `models` (and `base`) in `block_rows` blocks, in bf16."""
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    parts = streamed.stream(
+        method,
+        MemoryRows(models, base),
+        model_params,
+        params,
+        block_rows=block_rows,
+        dtype=dtype,
+        out_dtype=torch.bfloat16,
+        generator=generator,
+    )
+    return torch.cat(list(parts))
+
+
 def _levels(seed: int, levels: int) -> torch.Tensor:
     """bf16 values drawn from a few levels: most magnitudes are shared by many entries."""
     g = torch.Generator().manual_seed(seed)
@@ -161,16 +177,8 @@ def test_streamed_methods_equal_whole_tensor(method, count, with_base, model_par
     whole = fn(cast, None if base is None else base.to(dtype), model_params, params)
     whole = whole.to(torch.bfloat16)
     for block_rows in (16, 32):
-        parts = streamed.stream(
-            method,
-            MemoryRows(models, base),
-            model_params,
-            params,
-            block_rows=block_rows,
-            dtype=dtype,
-            out_dtype=torch.bfloat16,
-        )
-        assert torch.equal(torch.cat(list(parts)), whole), (method, block_rows)
+        got = streamed_bf16(method, models, base, model_params, params, dtype, block_rows)
+        assert torch.equal(got, whole), (method, block_rows)
 
 
 def test_block_sums_do_not_depend_on_the_thread_count() -> None:

@@ -12,26 +12,11 @@ from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
 from lossless.methods import arcee_fusion, slerp, streamed
 from lossless.methods.table import METHODS
 from tests.factories import make_model, read_tensors
-from tests.methods.test_streamed import COLS, ROWS, MemoryRows, _smooth
+from tests.methods.test_streamed import COLS, ROWS, _smooth, streamed_bf16
 from tests.test_executor import hashes, sources
 
 COLUMNS = {"nuslerp_flatten": False, "nuslerp_row_wise": True}
 WEIGHTS = [{"weight": 0.3}, {"weight": 0.6}]
-
-
-def _streamed(method, models, base, model_params, params, dtype, block_rows, seed=None):
-    generator = None if seed is None else torch.Generator().manual_seed(seed)
-    parts = streamed.stream(
-        method,
-        MemoryRows(models, base),
-        model_params,
-        params,
-        block_rows=block_rows,
-        dtype=dtype,
-        out_dtype=torch.bfloat16,
-        generator=generator,
-    )
-    return torch.cat(list(parts))
 
 
 def _whole(method, models, base, model_params, params, dtype, seed=None):
@@ -49,7 +34,7 @@ def test_nuslerp_columns_streamed_equal_whole(with_base: bool, dtype: torch.dtyp
     models = [_smooth(1), _smooth(2)]
     whole = _whole("nuslerp", models, base, WEIGHTS, COLUMNS, dtype)
     for block_rows in (16, 32):
-        got = _streamed("nuslerp", models, base, WEIGHTS, COLUMNS, dtype, block_rows)
+        got = streamed_bf16("nuslerp", models, base, WEIGHTS, COLUMNS, dtype, block_rows)
         assert torch.equal(got, whole), block_rows
 
 
@@ -60,7 +45,7 @@ def test_nuslerp_columns_of_a_3d_tensor_streamed_equal_whole() -> None:
     models = [torch.randn(10, 24, 700, generator=g) for _ in range(2)]
     whole = _whole("nuslerp", models, None, WEIGHTS, COLUMNS, torch.float32)
     for block_rows in (1, 3, 4):
-        got = _streamed("nuslerp", models, None, WEIGHTS, COLUMNS, torch.float32, block_rows)
+        got = streamed_bf16("nuslerp", models, None, WEIGHTS, COLUMNS, torch.float32, block_rows)
         assert torch.equal(got, whole), block_rows
     # each (i, j) column is its own slerp: compare one with the closed form, in float64
     a, b = (m[:, 5, 123].double() for m in models)
@@ -111,7 +96,7 @@ def test_arcee_fusion_streamed_equals_whole(sample, dtype, monkeypatch) -> None:
     kept = (whole != base).float().mean().item()
     assert 0.001 < kept < 0.2
     for block_rows in (16, 32):
-        got = _streamed("arcee_fusion", models, base, [{}], {}, dtype, block_rows, seed=11)
+        got = streamed_bf16("arcee_fusion", models, base, [{}], {}, dtype, block_rows, seed=11)
         assert torch.equal(got, whole), block_rows
 
 

@@ -11,7 +11,7 @@ from lossless.errors import LosslessError
 from lossless.methods import karcher, multislerp, streamed
 from lossless.methods.blocks import Gram, gram_of
 from lossless.methods.table import METHODS
-from tests.methods.test_streamed import MemoryRows, _smooth
+from tests.methods.test_streamed import MemoryRows, _smooth, streamed_bf16
 
 
 def _near(of: torch.Tensor) -> torch.Tensor:
@@ -67,16 +67,8 @@ def test_streamed_equals_whole_bit_for_bit(method, case, model_params, params, d
     whole = whole.to(torch.bfloat16)
     assert not torch.equal(whole, models[0])  # the merge did something
     for block_rows in (16, 32):  # one 64K block; two, the tensor ending mid-block
-        parts = streamed.stream(
-            method,
-            MemoryRows(models, base),
-            model_params,
-            params,
-            block_rows=block_rows,
-            dtype=dtype,
-            out_dtype=torch.bfloat16,
-        )
-        assert torch.equal(torch.cat(list(parts)), whole), (method, case, block_rows)
+        got = streamed_bf16(method, models, base, model_params, params, dtype, block_rows)
+        assert torch.equal(got, whole), (method, case, block_rows)
 
 
 def _gram(*vectors: torch.Tensor) -> Gram:
