@@ -112,6 +112,50 @@ def test_union_vocabulary_merge(tmp_path: Path) -> None:
     assert AutoConfig.from_pretrained(out).vocab_size == 322
 
 
+def test_union_vocabulary_streams_under_a_small_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TIES merge of re-indexed embeddings (union tokenizer, padded to 4096 rows: two 64K
+    blocks) under a 1M budget reads them by rows and writes what a whole-tensor merge does."""
+    from lossless import cli
+    from lossless.methods import streamed as streaming
+
+    plain = make_model(tmp_path / "plain", seed=1, dtype="bfloat16")
+    chat = make_model(tmp_path / "chat", seed=2, tokenizer=False, vocab_size=322, dtype="bfloat16")
+    make_tokenizer(chat, chatml=True)
+    base = make_model(tmp_path / "base", seed=3, dtype="bfloat16")
+    recipe = tmp_path / "union.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "models": [
+                    {"model": str(m), "parameters": {"weight": 0.5, "density": 0.5}}
+                    for m in (plain, chat)
+                ],
+                "merge_method": "ties",
+                "base_model": str(base),
+                "tokenizer": {"source": "union", "pad_to_multiple_of": 4096},
+                "dtype": "bfloat16",
+            }
+        )
+    )
+    assert cli.main(["run", str(recipe), str(tmp_path / "whole"), "-q"]) == 0
+    streamed: dict[str, int] = {}
+    original = streaming.stream
+
+    def spy(method: str, rows: Any, *args: Any, **kwargs: Any) -> Any:
+        streamed[rows.job.output] = kwargs["block_rows"]
+        return original(method, rows, *args, **kwargs)
+
+    monkeypatch.setattr(streaming, "stream", spy)
+    assert cli.main(["run", str(recipe), str(tmp_path / "rows"), "-q", "--memory", "1M"]) == 0
+    assert streamed["model.embed_tokens.weight"] < 4096  # by row blocks, not whole
+    whole, rows = read_tensors(tmp_path / "whole"), read_tensors(tmp_path / "rows")
+    assert whole["model.embed_tokens.weight"].shape == (4096, 32)
+    assert set(whole) == set(rows)
+    assert all(torch.equal(whole[n], rows[n]) for n in whole)
+
+
 def test_vocabulary_mismatch_without_setting_is_explained(tmp_path: Path) -> None:
     make_model(tmp_path / "plain", seed=1)
     make_model(tmp_path / "chat", seed=2, tokenizer=False, vocab_size=322)

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from lossless.errors import LosslessError
-from lossless.merge.vocab import (
-    align_vocabularies,
-    build_vocabulary,
-    permute_embeddings,
-    vocab_sizes,
-)
+from lossless.merge.vocab import align_vocabularies, build_vocabulary, vocab_sizes
+from lossless.tensors.checkpoint import Checkpoint
+from lossless.tensors.safetensors_header import TORCH_TO_SAFETENSORS
 from tests.factories import make_model, make_tokenizer, read_tensors
 
 CHATML = "<|im_start|>user\nthe cat<|im_end|>\n<|im_start|>assistant\nsat<|im_end|>"
@@ -30,10 +28,22 @@ class DictSource:
         return tuple(self._t[name].shape)
 
     def dtype(self, name: str) -> str:
-        return "F32"
+        return TORCH_TO_SAFETENSORS[str(self._t[name].dtype).removeprefix("torch.")]
 
     def get(self, name: str) -> torch.Tensor:
         return self._t[name]
+
+
+EMBED = "model.embed_tokens.weight"
+
+
+def permute_embeddings(
+    vocab: Any, tensors: dict[str, torch.Tensor], base_key: str | None
+) -> dict[str, torch.Tensor]:
+    """Each model's `tensors` re-indexed whole, through the sources the merge reads."""
+    sources = {key: DictSource(key, {EMBED: tensor}) for key, tensor in tensors.items()}
+    aligned = align_vocabularies(vocab, sources, base_key)
+    return {key: aligned[key].get(EMBED) for key in tensors}
 
 
 @pytest.fixture(scope="module")
@@ -139,15 +149,76 @@ def test_padding_and_aligned_sources(two_models: tuple[Path, Path]) -> None:
         "union", {"plain": plain}, {"plain": 320}, None, pad_to_multiple_of=128
     )
     assert vocab128.size == 384
-    # The 64 padding rows hold the mean of the real rows (mergekit), in the tensor's dtype.
+    # The 64 padding rows hold the mean of the real rows (mergekit), summed in float64 and
+    # rounded once to the tensor's dtype.
     embed = read_tensors(plain)["model.embed_tokens.weight"].to(torch.bfloat16)
     padded = permute_embeddings(vocab128, {"plain": embed}, base_key="plain")["plain"]
     tokens = len(vocab128.tokenizer.get_vocab())
     assert padded.shape == (384, 32) and padded.dtype == torch.bfloat16
     assert torch.equal(padded[:tokens], embed[:tokens])
-    mean = embed[:tokens].mean(dim=0)
+    mean = (embed[:tokens].double().sum(dim=0) / tokens).to(torch.bfloat16)
     assert torch.equal(padded[tokens:], mean.expand(384 - tokens, -1))
     assert mean.abs().sum() > 0  # not the zeros it used to be
+
+
+class SpyCheckpoint(Checkpoint):
+    """A checkpoint that notes every whole read and every row range read."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.whole: list[str] = []
+        self.spans: list[int] = []
+
+    def get(self, name: str) -> torch.Tensor:
+        self.whole.append(name)
+        return super().get(name)
+
+    def get_rows(self, name: str, lo: int, hi: int) -> torch.Tensor | None:
+        self.spans.append(hi - lo)
+        return super().get_rows(name, lo, hi)
+
+
+def test_rows_are_read_by_blocks_and_equal_the_whole_tensor(
+    two_models: tuple[Path, Path],
+) -> None:
+    """A block of re-indexed rows reads only its input rows (never an embedding whole), and
+    blocks of any size put together are the whole re-indexed tensor, bit for bit."""
+    plain, chat = two_models
+    tokens = {"at": {"source": {"kind": "zero"}, "force": True}}
+    vocab = build_vocabulary(
+        "union",
+        {"plain": plain, "chat": chat},
+        {"plain": 320, "chat": 322},
+        "plain",
+        tokens=tokens,
+        pad_to_multiple_of=64,
+    )
+    assert vocab.size == 384
+    spies = {"plain": SpyCheckpoint(plain), "chat": SpyCheckpoint(chat)}
+    aligned = align_vocabularies(vocab, spies, "plain")
+    for name in (EMBED, "lm_head.weight"):
+        whole = aligned["plain"].get(name)
+        assert whole.shape == (384, 32)
+        for step in (1, 7, 64, 384):
+            rows = aligned["plain"].get_rows(name, 0, step)
+            assert rows is not None
+            parts = [
+                aligned["plain"].get_rows(name, lo, min(384, lo + step))
+                for lo in range(0, 384, step)
+            ]
+            assert torch.equal(torch.cat([p for p in parts if p is not None]), whole)
+        # an independent check of three kinds of row: own, stand-in from chat, padding
+        own, theirs = read_tensors(plain)[name], read_tensors(chat)[name]
+        ids = vocab.tokenizer.get_vocab()
+        end = ids["<|im_end|>"]
+        assert torch.equal(whole[100], own[vocab.permutations["plain"][100]])
+        assert torch.equal(whole[end], theirs[vocab.permutations["chat"][end]])
+        assert torch.count_nonzero(whole[ids["at"]]) == 0
+        mean = (whole[: len(ids)].double().sum(dim=0) / len(ids)).to(whole.dtype)
+        assert torch.equal(whole[len(ids) :], mean.expand(384 - len(ids), -1))
+    for spy in spies.values():
+        assert spy.whole == []  # no embedding was ever read whole
+        assert max(spy.spans) <= 322
 
 
 def test_unknown_source_is_a_clear_error(two_models: tuple[Path, Path]) -> None:

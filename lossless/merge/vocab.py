@@ -10,8 +10,8 @@ mergekit semantics (`tokenizer_source: base | union | <model>` and the `tokenize
   models that have it (zero if none). `force: true` uses the stand-in even for inputs that have it.
 - rows added by `pad_to_multiple_of` (past the vocabulary) hold the mean of the model's token rows.
 
-The permutation is computed once from tokenizer files; the rows are gathered when the executor
-asks for an embedding tensor, through `PermutedSource` (a TensorSource wrapper).
+The permutation is computed once from tokenizer files; the rows are gathered a block at a time
+when the executor asks for them, through `PermutedSource` (merge/vocab_rows.py).
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def build_vocabulary(
     return Vocabulary(out, permutations, originals, size, tokens)
 
 
-def _token_row_source(
+def token_row_source(
     spec: Any, key_of: Mapping[str, str], vocab: Vocabulary, token: str
 ) -> tuple[str, int] | None:
     """A `tokenizer.tokens` entry → (model key, input row), or None for a zero row."""
@@ -199,111 +199,24 @@ def _token_row_source(
     return key, row
 
 
-def permute_embeddings(
-    vocab: Vocabulary,
-    tensors: Mapping[str, Any],
-    base_key: str | None,
-    key_of: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """Each model's embedding (or lm_head) matrix re-indexed to the output vocabulary."""
-    import torch
-
-    key_of = key_of or {}
-    keys = list(tensors)
-    first = tensors[keys[0]]
-    width, dtype = first.shape[1], first.dtype
-    token_of = {i: t for t, i in vocab.tokenizer.get_vocab().items()}
-    configured = {t: s for t, s in vocab.tokens.items()}
-    stand_in = torch.zeros((vocab.size, width), dtype=torch.float32)
-    forced = torch.zeros(vocab.size, dtype=torch.bool)
-    for new_id in range(vocab.size):
-        token = token_of.get(new_id)
-        have = [k for k in keys if vocab.permutations[k][new_id] >= 0]
-        if token is not None and token in configured:
-            spec = configured[token]
-            forced[new_id] = bool(spec.get("force", False)) if isinstance(spec, Mapping) else False
-            where = _token_row_source(spec, key_of, vocab, token)
-            if where is not None:
-                stand_in[new_id] = tensors[where[0]][where[1]].float()
-        elif len(have) == 1:
-            stand_in[new_id] = tensors[have[0]][vocab.permutations[have[0]][new_id]].float()
-        elif base_key in have:
-            stand_in[new_id] = tensors[base_key][vocab.permutations[base_key][new_id]].float()
-        elif have:
-            rows = [tensors[k][vocab.permutations[k][new_id]].float() for k in have]
-            stand_in[new_id] = torch.stack(rows).mean(dim=0)
-    tokens = len(token_of)
-    result = {}
-    for key in keys:
-        index = torch.tensor(vocab.permutations[key])
-        present = (index >= 0) & ~forced
-        out = stand_in.clone()
-        out[present] = tensors[key][index[present]].float()
-        if vocab.size > tokens:
-            # Rows added by `pad_to_multiple_of` get the mean of the model's token rows (as
-            # mergekit does, after Hewitt's vocabulary-expansion note), not zeros.
-            out[tokens:] = out.to(dtype)[:tokens].mean(dim=0).float()
-        result[key] = out.to(dtype)
-    return result
-
-
-class PermutedSource:
-    """A TensorSource whose embedding tensors are already re-indexed to the output vocabulary."""
-
-    def __init__(self, inner: TensorSource, permuted: Mapping[str, Any]) -> None:
-        self._inner = inner
-        self._permuted = dict(permuted)
-
-    @property
-    def label(self) -> str:
-        return self._inner.label
-
-    @property
-    def config(self) -> Mapping[str, Any]:
-        return self._inner.config
-
-    def tensor_names(self) -> list[str]:
-        return self._inner.tensor_names()
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        if name in self._permuted:
-            return tuple(self._permuted[name].shape)
-        return self._inner.shape(name)
-
-    def dtype(self, name: str) -> str:
-        return self._inner.dtype(name)
-
-    def get(self, name: str) -> Any:
-        if name in self._permuted:
-            return self._permuted[name]
-        return self._inner.get(name)
-
-    def working_bytes(self, name: str) -> int:
-        """The inner source's working bytes (budget.working_bytes); none for a held tensor."""
-        working = getattr(self._inner, "working_bytes", None)
-        return 0 if name in self._permuted or working is None else int(working(name))
-
-    def get_rows(self, name: str, lo: int, hi: int) -> Any:
-        """Rows of a tensor (a slice of a re-indexed embedding, held already); None: read whole."""
-        if name in self._permuted:
-            return self._permuted[name][lo:hi]
-        rows = getattr(self._inner, "get_rows", None)
-        return None if rows is None else rows(name, lo, hi)
-
-
 def align_vocabularies(
     vocab: Vocabulary, sources: Mapping[str, TensorSource], base_key: str | None
 ) -> dict[str, TensorSource]:
-    """Wrap every source so its embedding tensors use the output vocabulary's ids."""
+    """Wrap every source so its embedding tensors are read in the output vocabulary's ids,
+    a block of rows at a time (merge/vocab_rows.py)."""
+    from lossless.merge.vocab_rows import EmbeddingRows, PermutedSource
+
     names = sorted({n for s in sources.values() for n in s.tensor_names() if is_embedding(n)})
-    permuted: dict[str, dict[str, Any]] = {key: {} for key in sources}
+    tables = {}
     for name in names:
-        holders = {k: s.get(name) for k, s in sources.items() if name in s.tensor_names()}
-        for key, tensor in permute_embeddings(
-            vocab, holders, base_key if base_key in holders else None
-        ).items():
-            permuted[key][name] = tensor
-    return {key: PermutedSource(source, permuted[key]) for key, source in sources.items()}
+        holders = {k: s for k, s in sources.items() if name in s.tensor_names()}
+        tables[name] = EmbeddingRows(
+            vocab, name, holders, base_key if base_key in holders else None
+        )
+    return {
+        key: PermutedSource(source, key, {n: t for n, t in tables.items() if key in t.holders})
+        for key, source in sources.items()
+    }
 
 
 def vocab_sizes(sources: Mapping[str, TensorSource]) -> dict[str, int]:
