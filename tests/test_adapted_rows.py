@@ -192,6 +192,32 @@ def test_chunked_tensor_still_equals_peft_merge(
         torch.testing.assert_close(source.get(name), expected[name], atol=2e-6, rtol=1e-5)
 
 
+def test_a_tensor_saved_whole_is_read_by_the_rows_asked_for(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tiny_chunks: None
+) -> None:
+    """modules_to_save (an lm_head: 4 GiB in float32 at Llama-3-70B's size) is not loaded with
+    the adapter: a block of rows reads those rows of the adapter file, and equals peft's."""
+    from lossless.tensors import adapter_file
+
+    reads: list[tuple[int, int]] = []
+    original = adapter_file.SavedTensor.rows
+
+    def spy(self: adapter_file.SavedTensor, lo: int, hi: int) -> torch.Tensor:
+        if "lm_head" in self.label:
+            reads.append((lo, hi))
+        return original(self, lo, hi)
+
+    monkeypatch.setattr(adapter_file.SavedTensor, "rows", spy)
+    adapter = load_adapter(files["modules_to_save"])
+    assert reads == []  # loading reads the LoRA factors only
+    source = AdaptedSource(Checkpoint(files["base"]), [(adapter, 1.0)], label="m")
+    expected = peft_merged(files["base"], files["modules_to_save"])["lm_head.weight"]
+    rows = source.get_rows("lm_head.weight", 40, 48)
+    assert rows is not None
+    torch.testing.assert_close(rows, expected[40:48], atol=2e-6, rtol=1e-5)
+    assert reads and all(hi - lo < expected.shape[0] for lo, hi in reads)
+
+
 def test_chunks_divide_the_streamed_row_alignment() -> None:
     from lossless.methods.streamed import row_alignment
 

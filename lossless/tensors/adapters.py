@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from lossless.errors import LosslessError
+from lossless.tensors.adapter_file import SavedTensor, read_weights
 
 T = TypeVar("T")
 
@@ -149,7 +150,8 @@ class Adapter:
     config: Mapping[str, Any]
     lora: dict[str, LoraFactors] = field(default_factory=dict)  # "...q_proj.weight" → factors
     bias_deltas: dict[str, torch.Tensor] = field(default_factory=dict)  # "...q_proj.bias" → s·b
-    replaced: dict[str, torch.Tensor] = field(default_factory=dict)  # "lm_head.weight" → tensor
+    # "lm_head.weight" → the tensor saved whole, read by rows from the file (adapter_file.py)
+    replaced: dict[str, SavedTensor] = field(default_factory=dict)
 
     @property
     def targets(self) -> set[str]:
@@ -161,7 +163,7 @@ class Adapter:
 
     def _source_rows(self, name: str, rows: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         """What the LoRA of `name` sees: a tensor the adapter saved whole replaces the model's."""
-        return self.replaced[name][lo:hi].float() if name in self.replaced else rows
+        return self.replaced[name].rows(lo, hi).float() if name in self.replaced else rows
 
     def column_squares(self, name: str, rows: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         """`LoraFactors.column_squares` of rows [lo, hi) of tensor `name` (see `norms_columns`)."""
@@ -206,39 +208,13 @@ def load_adapter(
             f"{path}: a {peft_type} adapter cannot be applied as weights; only LoRA/DoRA can",
             hint="merge it with peft (merge_and_unload) and use the saved model instead",
         )
-    tensors = _read_weights(path, allow_pickle)
-    if not allow_non_finite:
-        from lossless.tensors.checkpoint import check_finite
-
-        for key, tensor in tensors.items():
-            check_finite(tensor, f"adapter {path}: tensor {key!r}")
-    return _build(path, config, tensors)
-
-
-def _read_weights(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
-    weights = path / WEIGHTS
-    if weights.is_file():
-        from safetensors.torch import load_file
-
-        from lossless.tensors.safetensors_header import read_header
-
-        read_header(weights)  # refuses a corrupt or hostile header before any tensor is read
-        return load_file(str(weights))
-    pickled = path / PICKLE_WEIGHTS
-    if pickled.is_file():
-        if not allow_pickle:
-            raise LosslessError(
-                f"{pickled} is a pickle file, which can run code when loaded",
-                hint="convert it to adapter_model.safetensors, or pass --allow-pickle if you "
-                "trust its author",
-            )
-        import torch
-
-        return torch.load(pickled, map_location="cpu", weights_only=True)
-    raise LosslessError(
-        f"{path}: no adapter weights ({WEIGHTS} is missing)",
-        hint="the adapter directory is incomplete; save it again with save_pretrained",
+    weights = read_weights(
+        path / WEIGHTS,
+        path / PICKLE_WEIGHTS,
+        allow_pickle=allow_pickle,
+        allow_non_finite=allow_non_finite,
     )
+    return _build(path, config, weights)
 
 
 def _pattern_value(patterns: Mapping[str, Any], module: str, default: Any) -> Any:
@@ -269,9 +245,11 @@ def group_adapter_keys(
     return parts, replaced
 
 
-def _build(path: Path, config: Mapping[str, Any], tensors: dict[str, torch.Tensor]) -> Adapter:
+def _build(path: Path, config: Mapping[str, Any], weights: Mapping[str, SavedTensor]) -> Adapter:
     adapter = Adapter(path=path, config=config)
-    parts, adapter.replaced = group_adapter_keys(tensors)
+    saved, adapter.replaced = group_adapter_keys(weights)
+    # the LoRA factors are small: read whole; the tensors saved whole are read by rows
+    parts = {m: {role: t.whole() for role, t in found.items()} for m, found in saved.items()}
     rank_pattern = config.get("rank_pattern") or {}
     alpha_pattern = config.get("alpha_pattern") or {}
     for module, found in parts.items():
