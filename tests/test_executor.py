@@ -256,6 +256,9 @@ def test_job_bytes_counts_stored_inputs_for_methods_that_cast_themselves(
     # a method given float32 copies: inputs as read + output + one copy per input + result
     slerp = TensorJob(**{**job.__dict__, "method": "slerp"})
     assert job_bytes(slerp, srcs, shape) == count * (2 + 4 + 2 + 4 * 3)
+    # arcee_fusion: also two softmaxes and the importances (two more float32 entries)
+    arcee = TensorJob(**{**job.__dict__, "method": "arcee_fusion"})
+    assert job_bytes(arcee, srcs, shape) == count * (2 + 4 + 2 + 4 * 5)
 
 
 def _family_plan(srcs: Mapping[str, Checkpoint], method: str) -> MergePlan:

@@ -26,8 +26,9 @@ QUEUED_BLOCKS = 2  # a streamed tensor's blocks computed ahead of the writer
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": GiB, "T": 1 << 40}
 # Stacked (models × entries) compute-dtype copies a method holds at once beyond the one the
 # generic estimate counts: sce's task vectors, their selection, sign agreement, kept weights
-# and products (sce.combine).
-_STACKED_COPIES = {"sce": 4}
+# and products (sce.combine); arcee_fusion's softmaxes and importances beside the inputs
+# (measured: 25 bytes an entry for bf16 inputs, 2 more than this counts; 24 for float32).
+_STACKED_COPIES = {"sce": 4, "arcee_fusion": 3}
 
 
 def parse_memory(text: str) -> int:
