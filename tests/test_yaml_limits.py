@@ -1,8 +1,10 @@
-"""Hostile YAML files (tests/hostile/) end within a second and 200 MB, with a located error.
+"""Hostile YAML files (tests/hostile/) end in seconds and under 200 MB, with a located error.
 
-Each file runs in a child process with an address-space limit, so a regression cannot take the
-test machine to 13 GB the way the first billion-laughs file did; the child measures its own time
-and peak RSS around `validate` and `run`.
+Each file runs in a child process with address-space and CPU-time limits, so a regression cannot
+take the test machine to 13 GB (or hang) the way the first billion-laughs file did; the child
+measures its own time and peak RSS around `validate` and `run`. The time bound only tells a
+refusal from a runaway (a bomb expands for minutes): how fast a refusal is belongs to
+benchmarks/yaml_bombs.py, not to a test on a shared machine.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import pytest
 from lossless.recipe.yaml_io import parse_documents
 from lossless.recipe.yaml_limits import MAX_DEPTH, MAX_FILE_BYTES
 
+RUNAWAY_SECONDS = 10  # a refusal takes milliseconds; an expanding bomb, minutes
 HOSTILE = Path(__file__).resolve().parent / "hostile"
 CASES = sorted(HOSTILE.glob("*.yaml"))
 
 _CHILD = """
 import io, json, resource, sys, time, contextlib
 resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # a runaway dies, not the machine
+resource.setrlimit(resource.RLIMIT_CPU, (30, 30))
 from lossless.cli import main
 report = {}
 for command in (["validate", sys.argv[1]], ["run", sys.argv[1], sys.argv[2]]):
@@ -68,7 +72,7 @@ def test_hostile_file_is_refused_fast_and_small(
         assert got["rc"] == 2, got["text"]
         assert "Traceback" not in got["text"] and "internal error" not in got["text"]
         assert f"{recipe.name}:" in got["text"]  # located: file (and line where there is one)
-        assert got["seconds"] < 1.0, (command, got["seconds"])
+        assert got["seconds"] < RUNAWAY_SECONDS, (command, got["seconds"])
     assert report["rss_mb"] < 200
     assert not (tmp_path / "out").exists()
 
