@@ -130,6 +130,28 @@ def test_mean_when_several_but_not_base_have_a_token() -> None:
     assert torch.equal(out["x"][1], torch.tensor([4.0, 6.0]))
 
 
+def test_a_mean_stand_in_is_summed_model_by_model_in_the_tensors_dtype() -> None:
+    """mergekit adds the holders' rows one by one in their dtype, then divides: in bf16,
+    1 + 2⁻⁸ rounds back to 1, so the mean of (1, 2⁻⁸, 2⁻⁸) is bf16(1/3), not bf16(1.0078/3)."""
+    from types import SimpleNamespace
+
+    vocab = SimpleNamespace(
+        tokenizer=SimpleNamespace(get_vocab=lambda: {"a": 0, "b": 1}),
+        permutations={"base": [0, -1], "x": [0, 1], "y": [0, 1], "z": [0, 1]},
+        size=2,
+        tokens={},
+    )
+    small = 2.0**-8
+    tensors = {
+        key: torch.tensor([[0.0], [value]], dtype=torch.bfloat16)
+        for key, value in (("base", 0.0), ("x", 1.0), ("y", small), ("z", small))
+    }
+    out = permute_embeddings(vocab, tensors, base_key="base")
+    expected = torch.tensor([1.0 / 3], dtype=torch.bfloat16)
+    assert torch.equal(out["base"][1], expected)
+    assert float(expected) != float(torch.tensor((1 + 2 * small) / 3).to(torch.bfloat16))
+
+
 def test_padding_and_aligned_sources(two_models: tuple[Path, Path]) -> None:
     plain, chat = two_models
     vocab = build_vocabulary(

@@ -9,15 +9,17 @@ made from the other models' rows on demand. The merge keeps its memory budget (i
 whole-tensor `get` is the same rows, bit for bit.
 
 Stand-ins (mergekit's rules): the row set in `tokenizer.tokens`; else the row of the only model
-that has the token; else the base's row if the base has it; else the float32 mean of the rows
-of the models that have it; else zeros. Rows past the tokenizer (`pad_to_multiple_of`) hold the
-mean of the model's token rows. mergekit takes that mean with `torch.mean` over the whole
-matrix in its dtype; here it is summed in float64 over row blocks and rounded once, so it needs
-no whole matrix (the two can differ in the last bit of those padding rows, which no token reads).
+that has the token; else the base's row if the base has it; else the mean of the rows of the
+models that have it (summed in their common dtype, model by model, as mergekit does); else
+zeros. Rows past the tokenizer (`pad_to_multiple_of`) hold the mean of the model's token rows.
+mergekit takes that mean with `torch.mean` over the whole matrix in its dtype; here it is
+summed in float64 over row blocks and rounded once, so it needs no whole matrix (the two can
+differ in the last bit of those padding rows, which no token reads).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Mapping
@@ -49,6 +51,9 @@ class EmbeddingRows:
         self.name, self.holders, self.size = name, dict(holders), vocab.size
         self.keys = list(holders)
         self.row_shape = tuple(holders[self.keys[0]].shape(name)[1:])
+        self.dtype = functools.reduce(
+            torch.promote_types, (_stored_dtype(s, name) for s in holders.values())
+        )
         ids = vocab.tokenizer.get_vocab()
         self.tokens = len(ids)
         self.index = {k: torch.tensor(vocab.permutations[k], dtype=torch.int64) for k in self.keys}
@@ -88,7 +93,7 @@ class EmbeddingRows:
     def rows(self, key: str, lo: int, hi: int) -> torch.Tensor:
         """Output rows [lo, hi) of model `key`'s re-indexed tensor, in its stored dtype."""
         source = self.holders[key]
-        dtype = getattr(torch, SAFETENSORS_TO_TORCH[source.dtype(self.name)])
+        dtype = _stored_dtype(source, self.name)
         out = torch.empty((hi - lo, *self.row_shape), dtype=dtype)
         real = min(hi, self.tokens)
         if real > lo:
@@ -135,13 +140,14 @@ class EmbeddingRows:
         return torch.cat(parts)
 
     def _stand_ins(self, ids: torch.Tensor) -> torch.Tensor:
-        """float32 stand-in rows of output `ids` (all below the tokenizer's size)."""
-        out = torch.zeros((ids.numel(), *self.row_shape), dtype=torch.float32)
+        """Stand-in rows of output `ids` (all below the tokenizer's size), in the holders'
+        common dtype."""
+        out = torch.zeros((ids.numel(), *self.row_shape), dtype=self.dtype)
         models = self.copy_model[ids]
         for m, key in enumerate(self.keys):
             at = torch.nonzero(models == m).view(-1)
             if at.numel():
-                out[at] = self._gather(key, self.copy_row[ids[at]]).float()
+                out[at] = self._gather(key, self.copy_row[ids[at]]).to(self.dtype)
         averaged = torch.nonzero(self.averaged[ids]).view(-1)
         if averaged.numel():
             # ids with the same holders are averaged together, the holders' rows in model order
@@ -151,12 +157,11 @@ class EmbeddingRows:
                 groups.setdefault(tuple(who), []).append(position)
             for who, positions in groups.items():
                 at = torch.tensor(positions, dtype=torch.int64)
-                rows = [
-                    self._gather(key, self.index[key][ids[at]]).float()
-                    for key, has in zip(self.keys, who, strict=True)
-                    if has
-                ]
-                out[at] = torch.stack(rows).mean(dim=0)
+                total = torch.zeros((len(positions), *self.row_shape), dtype=self.dtype)
+                for key, has in zip(self.keys, who, strict=True):
+                    if has:  # mergekit's sum: in the common dtype, model by model, then ÷
+                        total = total + self._gather(key, self.index[key][ids[at]])
+                out[at] = total / sum(who)
         return out
 
     def _pad_mean(self, key: str) -> torch.Tensor:
@@ -175,6 +180,10 @@ class EmbeddingRows:
         a padding-mean block and its float64 copy, the float64 mean."""
         whole = self.size * _row_bytes(self.holders[key], self.name)
         return 3 * min(PASS_BYTES, whole) + 8 * math.prod(self.row_shape)
+
+
+def _stored_dtype(source: TensorSource, name: str) -> torch.dtype:
+    return getattr(torch, SAFETENSORS_TO_TORCH[source.dtype(name)])
 
 
 def _row_bytes(source: TensorSource, name: str) -> int:
