@@ -59,7 +59,7 @@ def _first_step_ids(pos: np.ndarray, swapped: int) -> np.ndarray:
 
 def _first_step_range(lo: int, hi: int, swapped: int, dtype: type) -> np.ndarray:
     """Ids of positions [lo, hi) after the first pivot swap, to keep replaying in."""
-    ids = np.arange(lo, hi, dtype=dtype)
+    ids: np.ndarray = np.arange(lo, hi, dtype=dtype)
     for i, j in ((0, swapped), (swapped, 0)):
         if lo <= i < hi:
             ids[i - lo] = j
@@ -135,11 +135,12 @@ def _stop_stream(
 
 def _pairs(left: Iterator[np.ndarray], right: Iterator[np.ndarray]) -> Iterator[tuple[Any, Any]]:
     """Zip two streams of position chunks into equally long chunks (the swapped pairs)."""
-    lbuf = rbuf = np.empty(0, dtype=np.int64)
+    lbuf: np.ndarray | None = np.empty(0, dtype=np.int64)
+    rbuf: np.ndarray | None = lbuf
     while True:
-        if not lbuf.size:
+        if lbuf is not None and not lbuf.size:
             lbuf = next(left, None)
-        if not rbuf.size:
+        if rbuf is not None and not rbuf.size:
             rbuf = next(right, None)
         if lbuf is None or rbuf is None:
             return

@@ -98,7 +98,7 @@ def stream(
             out_dtype=out_dtype,
             generator=generator,
         )
-    family = METHODS[method].load().family
+    family = getattr(METHODS[method].load(), "family")  # noqa: B009 (set on the function object)
     return stream_task_arithmetic(
         family, rows, model_params, params, replay_memory=replay_memory, **kwargs
     )
