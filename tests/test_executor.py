@@ -259,6 +259,12 @@ def test_job_bytes_counts_stored_inputs_for_methods_that_cast_themselves(
     # arcee_fusion: also two softmaxes and the importances (two more float32 entries)
     arcee = TensorJob(**{**job.__dict__, "method": "arcee_fusion"})
     assert job_bytes(arcee, srcs, shape) == count * (2 + 4 + 2 + 4 * 5)
+    # ram: its per-model deltas, masks and terms (6 more float32 entries per model)
+    ram = TensorJob(**{**job.__dict__, "method": "ram"})
+    assert job_bytes(ram, srcs, shape) == count * (2 + 4 + 2 + 4 * (3 + 6))
+    # della casts block by block but ranks and draws its whole task vector: 24 bytes more
+    della = TensorJob(**{**job.__dict__, "method": "della"})
+    assert job_bytes(della, srcs, shape) == count * (2 + 4 + 2 + 4 + 4 + 2 + 24)
 
 
 def _family_plan(srcs: Mapping[str, Checkpoint], method: str) -> MergePlan:

@@ -27,8 +27,13 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": GiB, "T": 1 << 40}
 # Stacked (models × entries) compute-dtype copies a method holds at once beyond the one the
 # generic estimate counts: sce's task vectors, their selection, sign agreement, kept weights
 # and products (sce.combine); arcee_fusion's softmaxes and importances beside the inputs
-# (measured: 25 bytes an entry for bf16 inputs, 2 more than this counts; 24 for float32).
-_STACKED_COPIES = {"sce": 4, "arcee_fusion": 3}
+# (measured: 25 bytes an entry for bf16 inputs, 2 more than this counts; 24 for float32);
+# ram's per-model deltas, masks and terms (measured: 69 bytes an entry, 2 bf16 models).
+_STACKED_COPIES = {"sce": 4, "arcee_fusion": 3, "ram": 7, "ramplus_tl": 7}
+# Bytes an entry beyond the generic estimate for the methods that cast block by block: della's
+# magnitude ranks (two int64 argsorts), keep probabilities and draws (measured: ≥ 32 bytes an
+# entry against 18 counted).
+_EXTRA_ENTRY_BYTES = {"della": 24, "della_linear": 24}
 
 
 def parse_memory(text: str) -> int:
@@ -105,7 +110,7 @@ def _entry_bytes(job: TensorJob, sources: Mapping[str, TensorSource]) -> int:
     compute = getattr(torch, job.compute_dtype).itemsize
     out = getattr(torch, job.out_dtype).itemsize
     if METHODS[job.method].casts_inputs:
-        return read + out + 2 * max(compute, 4) + 2
+        return read + out + 2 * max(compute, 4) + 2 + _EXTRA_ENTRY_BYTES.get(job.method, 0)
     stacked = (_STACKED_COPIES.get(job.method, 1) - 1) * len(job.sources)
     return read + out + compute * (len(refs) + 1 + stacked)
 
