@@ -57,8 +57,8 @@ class EmbeddingRows:
         ids = vocab.tokenizer.get_vocab()
         self.tokens = len(ids)
         self.index = {k: torch.tensor(vocab.permutations[k], dtype=torch.int64) for k in self.keys}
-        have = torch.stack([self.index[k] >= 0 for k in self.keys])  # [models, ids]
-        self.have = have
+        self._index_matrix = torch.stack([self.index[k] for k in self.keys])  # [models, ids]
+        self.have = have = self._index_matrix >= 0
         # the stand-in of each id: copied from (model, row), averaged over the holders, or zero
         self.copy_model = torch.full((self.size,), -1, dtype=torch.int64)
         self.copy_row = torch.full((self.size,), -1, dtype=torch.int64)
@@ -86,7 +86,8 @@ class EmbeddingRows:
         self._whole: dict[str, torch.Tensor] = {}  # inputs that cannot read rows, read once
 
     def _copy_from(self, where: torch.Tensor, model: torch.Tensor) -> None:
-        rows = torch.stack([self.index[k] for k in self.keys]).gather(0, model.unsqueeze(0))[0]
+        """Stand-ins at `where` copied from model `model[id]`'s own row of each id."""
+        rows = self._index_matrix.gather(0, model.unsqueeze(0))[0]
         self.copy_model[where] = model[where]
         self.copy_row[where] = rows[where]
 

@@ -10,14 +10,13 @@ LoRA factors (r × in and out × r) are small, and read whole.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossless.errors import LosslessError
-from lossless.tensors.safetensors_header import DTYPE_BYTES, read_header
+from lossless.tensors.safetensors_header import read_header
 
 if TYPE_CHECKING:
     import torch
@@ -44,22 +43,17 @@ class SavedTensor:
         """Rows [lo, hi) (entries of a 1-D tensor), checked finite unless allowed not to be."""
         if self._held is not None:
             return self._held[lo:hi]
-        from lossless.tensors.checkpoint import _pread_tensor, check_finite
+        from lossless.tensors.checkpoint import _pread_tensor, check_finite, rows_entry
 
         assert self._file is not None and self._entry is not None
-        entry = self._entry
-        row = math.prod(self.shape[1:]) * DTYPE_BYTES[entry["dtype"]]
-        begin = entry["data_offsets"][0]
-        part = {**entry, "shape": [hi - lo, *self.shape[1:]]}
-        part["data_offsets"] = [begin + lo * row, begin + hi * row]
         fd = os.open(self._file, os.O_RDONLY)
         try:
-            out = _pread_tensor(fd, self._file, part)
+            out = _pread_tensor(fd, self._file, rows_entry(self._entry, lo, hi))
         finally:
             os.close(fd)
         if self._check:
             check_finite(out, self.label)
-        return out.reshape(hi - lo, *self.shape[1:]) if self.shape else out.reshape(())
+        return out
 
     def whole(self) -> torch.Tensor:
         if self._held is not None:

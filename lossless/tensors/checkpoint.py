@@ -218,13 +218,8 @@ class Checkpoint:
         entry = self._entry(name)
         if self._pickle:
             return None
-        shape = list(entry["shape"])
-        row = math.prod(shape[1:]) * DTYPE_BYTES[entry["dtype"]]
-        begin = entry["data_offsets"][0]
-        part = {**entry, "shape": [hi - lo, *shape[1:]]}
-        part["data_offsets"] = [begin + lo * row, begin + hi * row]
         shard = self._where[name]
-        rows = _pread_tensor(self._open(shard), self.path / shard, part)
+        rows = _pread_tensor(self._open(shard), self.path / shard, rows_entry(entry, lo, hi))
         if not self._allow_non_finite:
             # rows [0, checked) were checked already: a streamed merge reads them again and
             # again (each pass of a magnitude cut), the check is made once
@@ -273,6 +268,18 @@ def check_finite(tensor: torch.Tensor, what: str) -> None:
         hint="the checkpoint is corrupt or diverged; use another one, or pass "
         "--allow-non-finite to merge it anyway",
     )
+
+
+def rows_entry(entry: Mapping[str, Any], lo: int, hi: int) -> dict[str, Any]:
+    """A safetensors header entry narrowed to rows [lo, hi) of its first dimension."""
+    shape = list(entry["shape"])
+    row = math.prod(shape[1:]) * DTYPE_BYTES[entry["dtype"]]
+    begin = entry["data_offsets"][0]
+    return {
+        **entry,
+        "shape": [hi - lo, *shape[1:]],
+        "data_offsets": [begin + lo * row, begin + hi * row],
+    }
 
 
 def _pread_tensor(fd: int, file: Path, entry: Mapping[str, Any]) -> torch.Tensor:
