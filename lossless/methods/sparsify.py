@@ -338,14 +338,36 @@ def rank_probabilities(
     delta: torch.Tensor, density: float, epsilon: float, work: torch.dtype
 ) -> torch.Tensor:
     """DELLA's keep probability of each entry from its magnitude rank in its row (along dim 1),
-    so any block of whole rows gets the same numbers as the whole tensor."""
+    so any block of whole rows gets the same numbers as the whole tensor.
+
+    mergekit argsorts |delta| and argsorts that order again for the ranks. The first sort's tie
+    order is kept (the same sort on the same comparisons); the second is an inverse
+    permutation, made here by one scatter instead of a sort, and the rows' min and max rank
+    (always the first and last rank, rounded alike) are made once instead of by two passes.
+    """
     rows = delta.unsqueeze(0) if delta.dim() < 2 else delta
-    order = torch.argsort(rows.abs(), dim=1, descending=False)
-    ranks = order.argsort(dim=1).to(work) + 1  # 1 = smallest magnitude in its row
-    low = ranks.min(dim=1, keepdim=True).values
-    high = ranks.max(dim=1, keepdim=True).values
+    order = torch.argsort(_order_keys(rows.abs()), dim=1, descending=False)
+    positions = torch.arange(order.shape[1]).expand_as(order)
+    ranks = torch.empty_like(order).scatter_(1, order, positions).to(work) + 1
+    low = torch.tensor(0).to(work) + 1  # 1 = smallest magnitude in its row
+    high = torch.tensor(order.shape[1] - 1).to(work) + 1
     rank_fraction = ((ranks - low) / (high - low)).clamp(0, 1)
     return (density - epsilon) + rank_fraction * 2 * epsilon
+
+
+_SAME_ORDER_INTS = {
+    torch.bfloat16: torch.int16,
+    torch.float16: torch.int16,
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+}
+
+
+def _order_keys(magnitudes: torch.Tensor) -> torch.Tensor:
+    """Non-negative floats as the signed integers of their bits: the same order and the same
+    ties (so the sort makes the same comparisons and the same permutation), compared faster."""
+    as_int = _SAME_ORDER_INTS.get(magnitudes.dtype)
+    return magnitudes if as_int is None else magnitudes.view(as_int)
 
 
 def _finish(delta: torch.Tensor, kept: Kept, rescale: bool) -> torch.Tensor:

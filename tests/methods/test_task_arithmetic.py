@@ -118,6 +118,31 @@ def test_della_keep_probability_rises_linearly_with_magnitude_rank() -> None:
     )
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(7,), (3, 1), (5, 300), (2, 3000)])
+def test_della_ranks_equal_mergekits_argsort_of_the_argsort_ties_included(
+    dtype: torch.dtype, shape: tuple[int, ...]
+) -> None:
+    # magnitudes from 12 values, so most entries tie with others in their row; signs and -0.0
+    # mixed in. mergekit: ranks = argsort(argsort(|delta|)) + 1, min and max taken per row.
+    g = torch.Generator().manual_seed(3)
+    values = torch.tensor([0.0, -0.0, 1e-3, 0.01, 0.02, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 250.0])
+    delta = (
+        values[torch.randint(0, 12, shape, generator=g)] * torch.randn(shape, generator=g).sign()
+    )
+    delta = delta.to(dtype)
+    work = sparsify.random_work_dtype(delta)
+    rows = delta.unsqueeze(0) if delta.dim() < 2 else delta
+    ranks = torch.argsort(rows.abs(), dim=1).argsort(dim=1).to(work) + 1
+    low = ranks.min(dim=1, keepdim=True).values
+    high = ranks.max(dim=1, keepdim=True).values
+    expected = (0.5 - 0.15) + ((ranks - low) / (high - low)).clamp(0, 1) * 2 * 0.15
+    got = sparsify.rank_probabilities(delta, 0.5, 0.15, work)
+    assert got.dtype == expected.dtype
+    assert torch.equal(got.isnan(), expected.isnan())  # a row of one entry: 0 / 0, as mergekit
+    assert torch.equal(got.nan_to_num(), expected.nan_to_num())
+
+
 def test_della_rejects_epsilon_that_leaves_the_unit_interval() -> None:
     with pytest.raises(LosslessError, match="epsilon"):
         merge("della", [torch.ones(3)], torch.zeros(3), [{"weight": 1.0, "density": 0.1}], seed=0)
