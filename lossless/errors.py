@@ -8,7 +8,9 @@ without a traceback (`--debug` shows one).
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 Severity = Literal["error", "warning"]
@@ -89,3 +91,20 @@ class UsageError(LosslessError):
 
 class GateFailed(LosslessError):
     """An eval gate was breached: the run fails with exit code 1 (CI refuses the merge)."""
+
+
+def blocking_part(path: str | Path, code: int | None) -> str:
+    """Which part of `path` stops it being opened, for the OS's bare "Not a directory" and
+    "No such file or directory": the file that stands where a directory must, or the first
+    part that does not exist. Empty for other errors, or when no part is to blame."""
+    if code not in (errno.ENOTDIR, errno.ENOENT):
+        return ""
+    whole = Path(path)
+    for part in reversed((whole, *whole.parents)):
+        if part == whole:
+            break
+        if code == errno.ENOTDIR and part.exists() and not part.is_dir():
+            return f"{part} is a file, not a directory"
+        if code == errno.ENOENT and not part.exists():
+            return f"{part} does not exist"
+    return f"{whole} does not exist" if code == errno.ENOENT else ""

@@ -58,7 +58,22 @@ def test_github_format(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_missing_file_is_a_problem_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "no/such/recipe.yaml"]) == 2
-    assert "cannot read the recipe" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "cannot read the recipe: No such file or directory (no does not exist)" in out
+    assert "hint: check the path" in out
+
+
+def test_a_file_where_a_folder_must_be_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "recipes").write_text("a file, not a folder\n")
+    assert main(["validate", str(tmp_path / "recipes" / "ties.yaml")]) == 2
+    out = capsys.readouterr().out
+    assert (
+        f"cannot read the recipe: Not a directory ({tmp_path / 'recipes'} is a file, not a directory)"
+        in out
+    )
+    assert "hint: a file stands where the path needs a folder" in out
 
 
 def test_plan_json_and_dot(capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,6 +29,24 @@ def test_os_errors_name_the_path_and_what_to_do(tmp_path: Path) -> None:
     assert denied.message == "Permission denied: /root/x" and "permissions" in (denied.hint or "")
 
 
+def test_the_part_of_a_path_that_blocks_it_is_named(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file\n")
+    under_a_file = str(tmp_path / "data" / "train.jsonl")
+    blocked = from_os_error(NotADirectoryError(errno.ENOTDIR, "Not a directory", under_a_file))
+    assert blocked.message == (
+        f"Not a directory: {under_a_file} ({tmp_path / 'data'} is a file, not a directory)"
+    )
+    missing = str(tmp_path / "gone" / "deeper" / "train.jsonl")
+    absent = from_os_error(FileNotFoundError(errno.ENOENT, "No such file or directory", missing))
+    assert (
+        absent.message
+        == f"No such file or directory: {missing} ({tmp_path / 'gone'} does not exist)"
+    )
+    alone = str(tmp_path / "train.jsonl")
+    just_it = from_os_error(FileNotFoundError(errno.ENOENT, "No such file or directory", alone))
+    assert just_it.message == f"No such file or directory: {alone}"  # its folder exists
+
+
 def test_binary_bytes_in_a_data_file_name_file_line_and_offset(tmp_path: Path) -> None:
     data = tmp_path / "data.jsonl"
     data.write_bytes(b'{"text": "ok"}\n{"text": "\xff\xfe"}\n')

@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from lossless.errors import LosslessError
+from lossless.errors import LosslessError, blocking_part
 
 _TEXT_SUFFIXES = {".jsonl", ".json", ".txt", ".csv", ".tsv", ".md", ".yaml", ".yml", ".jinja"}
 _WHAT_TO_DO = {
@@ -24,6 +24,7 @@ _WHAT_TO_DO = {
     errno.EROFS: "the filesystem is read-only: choose a writable --work-dir / OUT",
     errno.ENAMETOOLONG: "a path component is longer than the filesystem allows: use a shorter name",
     errno.ENOENT: "check that the path exists",
+    errno.ENOTDIR: "a file stands where the path needs a directory: check the path",
     errno.EMFILE: "too many open files: raise the limit (`ulimit -n 4096`) and rerun",
 }
 
@@ -66,6 +67,9 @@ def from_os_error(error: OSError) -> LosslessError:
         return disk_full(Path(os.fsdecode(paths[0])) if paths else Path.cwd())
     where = " → ".join(_short(os.fsdecode(p)) for p in paths) or "(no path given by the OS)"
     reason = error.strerror or type(error).__name__
+    blame = blocking_part(os.fsdecode(paths[0]), error.errno) if len(paths) == 1 else ""
+    if blame and not blame.startswith(os.fsdecode(paths[0])):
+        where += f" ({_short(blame)})"
     hint = _WHAT_TO_DO.get(error.errno or -1, "check the path, then rerun")
     return LosslessError(f"{reason}: {where}", hint=hint)
 

@@ -10,12 +10,13 @@ reader and turned into a problem once in `yaml_io.parse_documents`.
 
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
 
 import yaml
 
-from lossless.errors import Problem
+from lossless.errors import Problem, blocking_part
 
 MAX_FILE_BYTES = 256_000  # PyYAML's pure-Python scanner reads ~1 MB/s: this bounds its time
 MAX_DEPTH = 64
@@ -25,6 +26,12 @@ _MAX_OPEN_BRACKETS = 1_000
 MAX_SCALAR_CHARS = 100_000
 MAX_INT_DIGITS = 30
 
+_READ_HINTS = {
+    errno.ENOENT: "check the path (is the recipe in another folder?)",
+    errno.ENOTDIR: "a file stands where the path needs a folder: check the path",
+    errno.EACCES: "the recipe is not readable by you: check its permissions",
+    errno.EISDIR: "give the recipe file inside that folder, e.g. FOLDER/recipe.yaml",
+}
 _HINT = "recipes are small; this looks like a generated or hostile file (the limit is {limit})"
 
 
@@ -144,7 +151,13 @@ def read_yaml_text(path: str | Path) -> tuple[str | None, Problem | None]:
         data = Path(path).read_bytes()
     except OSError as error:
         reason = error.strerror or str(error)
-        return None, Problem(f"cannot read the recipe: {reason}", file=file, code="io")
+        blame = blocking_part(path, error.errno)
+        return None, Problem(
+            f"cannot read the recipe: {reason}" + (f" ({blame})" if blame else ""),
+            file=file,
+            hint=_READ_HINTS.get(error.errno or -1),
+            code="io",
+        )
     try:
         return data.decode("utf-8"), None
     except UnicodeDecodeError as error:
