@@ -275,9 +275,9 @@ def test_working_bytes_are_a_few_float32_chunks_and_shrink_the_blocks() -> None:
     share = 64 << 20
     assert block_rows(job, lazy, share) < block_rows(job, plain, share)
     rows = block_rows(job, lazy, share)
-    assert streamed_bytes(job, lazy, job.shape, rows) <= share
+    assert streamed_bytes(job, lazy, job.shape, rows, share) <= share
     per_row = row_bytes(job, lazy, job.shape)
-    assert streamed_bytes(job, lazy, job.shape, rows) == (
+    assert streamed_bytes(job, lazy, job.shape, rows, share) == (
         (QUEUED_BLOCKS + 2) * rows * per_row + source.working_bytes(name)
     )
 

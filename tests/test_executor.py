@@ -351,6 +351,43 @@ def test_block_rows_fit_the_budget_and_align_to_64k_blocks() -> None:
         parse_memory("lots")
 
 
+@pytest.mark.parametrize("method", ["della", "dare_linear"])
+def test_a_streamed_random_drop_counts_the_masks_it_keeps(method: str) -> None:
+    from lossless.merge.budget import (
+        QUEUED_BLOCKS,
+        block_rows,
+        drawn_mask_bytes,
+        held_bytes,
+        replay_bytes,
+        row_bytes,
+    )
+
+    srcs: Any = {"a": _Shapes(), "b": _Shapes(), "c": _Shapes()}
+    shape = (128256, 8192)
+    job = TensorJob(
+        "model.embed_tokens.weight",
+        method,
+        (TensorRef("b", "x"), TensorRef("c", "x")),
+        TensorRef("a", "x"),
+        ({"weight": 1.0, "density": 0.5},) * 2,
+        {},
+        shape,
+        "bfloat16",
+    )
+    masks = 2 * 128256 * 8192 // 8  # two models' masks, 8 to a byte: 263 MB
+    share = 4 * masks
+    assert drawn_mask_bytes(job, shape, share) == masks
+    assert held_bytes(job, shape, share) == replay_bytes(job, share, shape) == masks
+    rows = block_rows(job, srcs, share)
+    assert (QUEUED_BLOCKS + 2) * rows * row_bytes(job, srcs, shape) + masks <= share
+    # a quarter of the share a byte short: nothing kept, the merge pass draws them again
+    assert drawn_mask_bytes(job, shape, share - 4) == 0
+    assert held_bytes(job, shape, share - 4) == replay_bytes(job, share - 4, shape) == 0
+    dense = TensorJob(**{**job.__dict__, "model_params": ({"density": 1.0},) * 2})
+    ties = TensorJob(**{**job.__dict__, "method": "ties"})
+    assert drawn_mask_bytes(dense, shape, share) == drawn_mask_bytes(ties, shape, share) == 0
+
+
 def test_device_cuda_without_cuda_is_a_clear_usage_error(tmp_path: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

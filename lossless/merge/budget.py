@@ -137,19 +137,27 @@ def row_bytes(job: TensorJob, sources: Mapping[str, TensorSource], shape: tuple[
 
 
 def streamed_bytes(
-    job: TensorJob, sources: Mapping[str, TensorSource], shape: tuple[int, ...], rows: int
+    job: TensorJob,
+    sources: Mapping[str, TensorSource],
+    shape: tuple[int, ...],
+    rows: int,
+    share: int,
 ) -> int:
     """Bytes a job streamed `rows` rows a block holds: the blocks in flight (the one computed,
     those queued for the writer, the one being written), its sources' working bytes and what
     the method holds beside its blocks (`held_bytes`)."""
     blocks = (QUEUED_BLOCKS + 2) * rows * row_bytes(job, sources, shape)
-    return blocks + working_bytes(job, sources) + held_bytes(job, shape)
+    return blocks + working_bytes(job, sources) + held_bytes(job, shape, share)
 
 
-def held_bytes(job: TensorJob, shape: tuple[int, ...]) -> int:
+def held_bytes(job: TensorJob, shape: tuple[int, ...], share: int) -> int:
     """Bytes a streamed job holds besides its blocks: arcee_fusion's quantile sample (values,
     positions sorted with their order, and the values' sort), nuslerp's per-column sums and
-    sines (`nuslerp_row_wise`); 0 for the others (a few scalars)."""
+    sines (`nuslerp_row_wise`), a random drop's kept masks (`drawn_mask_bytes`); 0 for the
+    others (a few scalars)."""
+    masks = drawn_mask_bytes(job, shape, share)
+    if masks:
+        return masks
     if job.method == "arcee_fusion":
         from lossless.methods.arcee_fusion import QUANTILE_SAMPLE
 
@@ -167,7 +175,7 @@ def block_rows(job: TensorJob, sources: Mapping[str, TensorSource], share: int) 
 
     shape = job_shape(job, sources)
     align = row_alignment(shape)
-    free = max(0, share - working_bytes(job, sources) - held_bytes(job, shape))
+    free = max(0, share - working_bytes(job, sources) - held_bytes(job, shape, share))
     fit = free // ((QUEUED_BLOCKS + 2) * row_bytes(job, sources, shape))
     return min(max(align, fit // align * align), max(shape[0], 1))
 
@@ -181,15 +189,37 @@ def streams(job: TensorJob, shape: tuple[int, ...], whole: int, share: int) -> b
     return streamable(job.method, job.params)
 
 
-def replay_bytes(job: TensorJob, share: int) -> int:
-    """What a streamed job's magnitude cut (TIES top-k, breadcrumbs) or sce's variance cut may
-    hold for the tie-order replay: most of the share, since the cut is decided before any block
-    is merged; 0 for a method without one."""
+def replay_bytes(job: TensorJob, share: int, shape: tuple[int, ...]) -> int:
+    """What a streamed job's decision over whole task vectors may hold: for a magnitude cut
+    (TIES top-k, breadcrumbs) or sce's variance cut, most of the share for the tie-order
+    replay, since the cut is decided before any block is merged; for a random drop, its kept
+    masks (`drawn_mask_bytes`); 0 for a method without one."""
     if job.method == "sce":
         return share * 9 // 10 if float(job.params.get("select_topk", 1.0)) < 1 else 0
-    family = getattr(METHODS[job.method].load(), "family", None)
-    if family is None or family.sparsifier not in ("top", "outliers"):
-        return 0
-    if all(float(p.get("density", 1.0)) >= 1 for p in job.model_params):
+    sparsifier = _sparsifier(job)
+    if sparsifier in ("random", "rank_random"):
+        return drawn_mask_bytes(job, shape, share)
+    if sparsifier not in ("top", "outliers"):
         return 0
     return share * 9 // 10
+
+
+def drawn_mask_bytes(job: TensorJob, shape: tuple[int, ...], share: int) -> int:
+    """A streamed random drop's masks (dare, della), packed 8 to a byte and kept from the first
+    pass to the merge, when every model's fit a quarter of the share (else 0: drawn again)."""
+    from lossless.methods.streamed import packed_mask_bytes
+
+    if _sparsifier(job) not in ("random", "rank_random"):
+        return 0
+    total = len(job.model_params) * packed_mask_bytes(math.prod(shape))
+    return total if total <= share // 4 else 0
+
+
+def _sparsifier(job: TensorJob) -> str | None:
+    """The task-arithmetic family's sparsifier when some model is sparsified, else None."""
+    family = getattr(METHODS[job.method].load(), "family", None)
+    if family is None or family.sparsifier is None:
+        return None
+    if all(float(p.get("density", 1.0)) >= 1 for p in job.model_params):
+        return None
+    return str(family.sparsifier)

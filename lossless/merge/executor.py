@@ -170,8 +170,8 @@ def _stream(
         if not streams(job, shape, whole, share):
             return whole, 0, 0
         rows = block_rows(job, sources, share)
-        replay = replay_bytes(job, share)
-        return max(streamed_bytes(job, sources, shape, rows), replay), rows, replay
+        replay = replay_bytes(job, share, shape)
+        return max(streamed_bytes(job, sources, shape, rows, share), replay), rows, replay
 
     costs = [plan(job) for job in jobs]
     # bytes counted in flight from a job's start until it is written

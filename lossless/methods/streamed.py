@@ -12,8 +12,9 @@ passes that recompute `model − base` block by block from the inputs:
   select; which of the entries tied at it are kept, when not all are, by a replay of torch's
   sort order that holds no more than its memory (replay_stream.py).
 - random drops (dare, della): the draws of model i start where model i−1's ended, so a first
-  pass draws every model's mask in order (and sums the L1 norms when rescaling), noting the
-  generator's state before each; the merge pass draws them again from those states.
+  pass draws every model's mask in order (and sums the L1 norms when rescaling); the merge
+  pass uses them packed 8 to a byte when they fit the memory it is given, or else draws them
+  again from the generator's state noted before each model's first draw.
 - the L1 rescale factor: sums per 64K block, as sparsify.L1 does for the whole tensor.
 sce (its variance cut and energy weights) streams in streamed_sce.py.
 """
@@ -25,6 +26,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from lossless.methods import (
@@ -67,7 +69,9 @@ def stream(
     note: Callable[[str], None] | None = None,
 ) -> Iterator[torch.Tensor]:
     """The output row blocks of `method` (one whose MethodSpec says `streams`), in order.
-    `replay_memory`: bytes a magnitude cut's tie-order replay may hold (streamed_cuts.py).
+    `replay_memory`: bytes a decision over a model's whole task vector may hold: a magnitude
+    cut's tie-order replay (streamed_cuts.py), or a random drop's masks kept from its first
+    pass (`_drawn`).
     `note`: told, once, when the bytes may differ from the whole-tensor path's (sce only)."""
     kwargs: dict[str, Any] = dict(
         block_rows=block_rows, dtype=dtype, out_dtype=out_dtype, generator=generator
@@ -171,8 +175,10 @@ def stream_task_arithmetic(
         )
         for i in range(models)
     ]
+    # a random drop keeps every model's masks at once: each gets an equal part
+    mask_memory = replay_memory // max(models, 1)
     deciders = [
-        _decide(family.sparsifier, vectors[i], p, rescale, generator, dtype)
+        _decide(family.sparsifier, vectors[i], p, rescale, generator, dtype, mask_memory)
         for i, p in enumerate(model_params)
     ]
     for lo, hi in blocks:
@@ -205,6 +211,7 @@ def _decide(
     rescale: bool,
     generator: torch.Generator | None,
     dtype: torch.dtype,
+    mask_memory: int,
 ) -> Decider:
     deltas = vector.deltas
     density = float(p.get("density", 1.0))
@@ -215,7 +222,7 @@ def _decide(
     elif kind == "outliers":
         kept = streamed_cuts.middle(vector, density, float(p.get("gamma", 0.01)))
     else:
-        return _drawn(kind, deltas, p, density, rescale, generator, dtype)
+        return _drawn(kind, vector, p, density, rescale, generator, dtype, mask_memory)
     return _fixed(_rescaled(deltas, kept, dtype) if rescale else kept)
 
 
@@ -235,14 +242,20 @@ def _rescaled(deltas: Deltas, kept: sparsify.Kept, dtype: torch.dtype) -> sparsi
 
 def _drawn(
     kind: str,
-    deltas: Deltas,
+    vector: streamed_cuts.TaskVector,
     p: Mapping[str, Any],
     density: float,
     rescale: bool,
     generator: torch.Generator | None,
     dtype: torch.dtype,
+    memory: int,
 ) -> Decider:
-    """dare / della: masks drawn block by block, in the order the whole tensor draws them."""
+    """dare / della: masks drawn block by block, in the order the whole tensor draws them.
+
+    The first pass must draw every mask (model i's draws start where model i−1's ended). When
+    the masks, packed 8 to a byte, fit `memory` (budget.drawn_mask_bytes), they are kept
+    for the merge pass; otherwise that pass draws them again from the generator's state
+    before the first, which costs della a second sort of every row."""
     epsilon = float(p.get("epsilon", 0.15))
     if kind == "rank_random":
         if density <= 0:
@@ -263,11 +276,16 @@ def _drawn(
         return sparsify.Kept(lambda b, s: mask[s - start : s - start + b.numel()], work, factor)
 
     state = generator.get_state()
-    # first pass: the draws in order (they must be made to move the generator on), and the L1
-    # sums when rescaling; the rows' shape matters to della's per-row ranks
+    kept: dict[int, tuple[np.ndarray, int]] | None = None
+    if packed_mask_bytes(vector.count) <= memory:
+        kept = {}
+    # first pass: the draws in order, and the L1 sums when rescaling; the rows' shape matters
+    # to della's per-row ranks
     before, after = sparsify.L1(), sparsify.L1()
-    for start, delta in deltas():
+    for start, delta in vector.deltas():
         mask = draw(delta, generator)
+        if kept is not None:
+            kept[start] = (np.packbits(mask.numpy()), mask.numel())
         if rescale:
             original = delta.to(work).reshape(-1)
             before.add(original)
@@ -281,7 +299,17 @@ def _drawn(
     replay = torch.Generator().set_state(state)
 
     def decide(model: torch.Tensor, base: torch.Tensor, start: int) -> sparsify.Kept:
+        if kept is not None:  # each block is merged once, in order: its mask is let go
+            packed, entries = kept.pop(start)
+            mask = torch.from_numpy(np.unpackbits(packed, count=entries).view(np.bool_))
+            return block_kept(start, mask, factor)
         delta = task_vector(model, base, dtype).cpu()  # drawn on the host, as the first pass
         return block_kept(start, draw(delta, replay), factor)
 
     return decide
+
+
+def packed_mask_bytes(entries: int) -> int:
+    """Bytes one model's random-drop masks take packed 8 to a byte (a 64K-aligned block's
+    mask packs into whole bytes; the last block rounds up)."""
+    return -(-entries // 8)

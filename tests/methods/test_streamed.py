@@ -106,6 +106,38 @@ def test_streamed_family_equals_whole_tensor_bit_for_bit(method, extra, inputs) 
             assert torch.equal(whole, got), (method, params, block_rows)
 
 
+@pytest.mark.parametrize("method", ["dare_ties", "della", "della_linear"])
+def test_random_drops_keep_their_masks_when_they_fit_and_draw_again_otherwise(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, models = _smooth(0), [_smooth(1), _levels(2, 7)]
+    model_params = [
+        {"weight": 0.7, "density": 0.5, "epsilon": 0.1},
+        {"weight": 1.3, "density": 0.3, "epsilon": 0.1},
+    ]
+    params = {"rescale": True}
+    draws: list[int] = []
+    bernoulli = torch.bernoulli
+
+    def counted(*args, **kwargs):
+        draws.append(1)
+        return bernoulli(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "bernoulli", counted)
+    packed = streamed.packed_mask_bytes(ROWS * COLS)  # one model's masks, 8 to a byte
+    blocks = 3  # 16 + 16 + 8 rows
+    # memory for both models' masks: the merge pass reuses them; a byte short: drawn again
+    for memory, merge_pass_draws in (
+        (2 * packed, 0),
+        (2 * packed - 1, 2 * blocks),
+        (0, 2 * blocks),
+    ):
+        draws.clear()
+        whole, got = _run(method, models, base, model_params, params, 16, replay_memory=memory)
+        assert torch.equal(whole, got), memory
+        assert len(draws) == 2 + 2 * blocks + merge_pass_draws, memory  # 2: the whole tensor's
+
+
 def test_streamed_linear_equals_whole() -> None:
     models = [_smooth(1), _smooth(2), _levels(3, 5)]
     model_params = [{"weight": 0.2}, {"weight": 0.5}, {"weight": 0.3}]

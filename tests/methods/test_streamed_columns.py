@@ -226,7 +226,7 @@ def test_the_blocks_and_what_is_held_beside_them_fit_the_share(method, params) -
     shape = (128256, 8192)
     job = TensorJob("w", method, refs, base, ({},) * len(refs), params, shape, "bfloat16")
     share = 256 << 20
-    held = held_bytes(job, shape)
+    held = held_bytes(job, shape, share)
     assert held == (40_000_000 if method == "arcee_fusion" else 8192 * 64)
     rows = block_rows(job, srcs, share)
     blocks = (QUEUED_BLOCKS + 2) * rows * row_bytes(job, srcs, shape)

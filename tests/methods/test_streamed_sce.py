@@ -230,6 +230,6 @@ def test_budget_counts_sces_stacked_copies_and_its_replay() -> None:
     )
     # 3 inputs as read (bf16) + bf16 output + float32: 3 casts, 1 result, 3 more stacked × 2
     assert job_bytes(job, srcs, job.shape) == 64 * 1024 * (3 * 2 + 2 + 4 * (3 + 1 + 3 * 2))
-    assert replay_bytes(job, 1000) == 900
+    assert replay_bytes(job, 1000, job.shape) == 900
     whole_selection = TensorJob(**{**job.__dict__, "params": {"select_topk": 1.0}})
-    assert replay_bytes(whole_selection, 1000) == 0
+    assert replay_bytes(whole_selection, 1000, job.shape) == 0
