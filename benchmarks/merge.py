@@ -6,6 +6,7 @@
         # Llama-3-70B's largest tensors (128256 × 8192 embeddings and lm_head, 28672 × 8192 MLP
         # matrices, one decoder layer: 3B parameters, 5.9 GB a checkpoint, 18 GB of disk)
     python benchmarks/merge.py --device cuda --mergekit ...   # on a GPU: beside mergekit --cuda
+    python benchmarks/merge.py --cases della --mergekit ...   # della too (masks differ by design)
 
 mergekit is never a dependency: install it in a virtualenv of its own
 (`python -m venv /tmp/mk && /tmp/mk/bin/pip install torch==2.13.0 mergekit==0.1.5`) and name
@@ -58,6 +59,8 @@ class Case:
     model_params: dict[str, float]
     params: dict[str, Any]
     mergekit: bool = True  # run mergekit too (False: known to run out of memory here)
+    default: bool = True  # run when --cases is not given
+    random: bool = False  # draws random masks: mergekit's global RNG, lossless's per-tensor seeds
 
 
 CASES = {
@@ -76,6 +79,16 @@ CASES = {
         {"normalize": True},
     ),
     "linear": Case("linear of 3", "linear", 3, {"weight": 1.0}, {}),
+    # not in the three: `--cases della`
+    "della": Case(
+        "DELLA base + 2, density 0.5, epsilon 0.15",
+        "della",
+        2,
+        {"weight": 0.5, "density": 0.5, "epsilon": 0.15},
+        {"normalize": True},
+        default=False,
+        random=True,
+    ),
 }
 # the 70B-layer preset: two fine-tunes; mergekit's TIES was killed at 23 GiB on this machine
 CASES_70B = {
@@ -178,7 +191,7 @@ def write_config(path: Path, case: Case, dirs: list[Path]) -> None:
         "merge_method": case.method,
         "dtype": "bfloat16",
     }
-    if case.method == "ties":
+    if case.method in ("ties", "della"):
         config["base_model"] = str(dirs[0])
     if case.params:
         config["parameters"] = case.params
@@ -320,7 +333,8 @@ def main() -> None:
         params = sum(math.prod(s) for _, s in shapes)
         root = args.dir / size
         cases = CASES_70B if size == "70B-layer" else CASES
-        chosen = [c for c in (args.cases.split(",") if args.cases else cases) if c in cases]
+        default = [name for name, case in cases.items() if case.default]
+        chosen = [c for c in (args.cases.split(",") if args.cases else default) if c in cases]
         dirs = [root / f"m{i}" for i in range(1 + max(cases[c].models for c in chosen))]
         for i, d in enumerate(dirs):
             if not (d / "model.safetensors.index.json").is_file():
@@ -332,7 +346,8 @@ def main() -> None:
             work = root / f"case-{name}"
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
-            inputs = dirs[: 1 + case.models] if case.method == "ties" else dirs[1 : 1 + case.models]
+            with_base = case.method in ("ties", "della")
+            inputs = dirs[: 1 + case.models] if with_base else dirs[1 : 1 + case.models]
             write_config(work / "config.yml", case, dirs)
             files = [str(f) for d in inputs for f in sorted(d.glob("*.safetensors"))]
             in_bytes = sum(os.path.getsize(f) for f in files)
@@ -385,6 +400,8 @@ def main() -> None:
                     verdict = in_child(
                         "--compare", str(work / "out-lossless"), str(work / "out-mergekit")
                     )
+                    if case.random and verdict != "identical":
+                        verdict = "random masks differ (by design: per-tensor seeds)"
                 for tool in ("mergekit", "lossless"):
                     shutil.rmtree(work / f"out-{tool}", ignore_errors=True)
             med = {t: (statistics.median(r.wall), max(r.rss)) for t, r in results.items() if r.wall}
