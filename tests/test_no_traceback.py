@@ -67,12 +67,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_disk_full_mid_write_says_where_and_how_much(
     models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from lossless.tensors import writer
+    from lossless.tensors import output_shards
 
-    def full(self: object, data: bytes) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")  # as file.write raises it: no path
+    def full(fd: int, data: memoryview, offset: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")  # as os.pwrite raises it: no path
 
-    monkeypatch.setattr(writer.ShardWriter, "_put", full)
+    monkeypatch.setattr(output_shards, "_pwrite", full)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         f"models:\n  - model: {models / 'a'}\n    parameters: {{weight: 0.5}}\n"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -10,8 +13,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lossless.errors import LosslessError
+from lossless.tensors.output_shards import OutputShards
 from lossless.tensors.sizes import parse_shard_size
-from lossless.tensors.writer import ShardWriter, layout_shards, sha256_file, write_index
+from lossless.tensors.writer import ShardSpec, layout_shards, sha256_file, write_index
 
 
 @pytest.mark.parametrize(
@@ -51,7 +55,12 @@ def test_layout_packs_by_parameters_in_order() -> None:
     assert layout_shards(tensors, shard_size=10**9)[0].file == "model.safetensors"
 
 
-def test_streamed_shards_match_safetensors(tmp_path: Path) -> None:
+def _shards(tmp_path: Path, shards: list[ShardSpec]) -> tuple[OutputShards, dict[str, str]]:
+    done: dict[str, str] = {}
+    return OutputShards(tmp_path, shards, lambda spec, sha: done.update({spec.file: sha})), done
+
+
+def test_shards_written_by_position_match_safetensors(tmp_path: Path) -> None:
     data = {
         "x": torch.randn(3, 4),
         "y": torch.randn(5).to(torch.bfloat16),
@@ -59,13 +68,17 @@ def test_streamed_shards_match_safetensors(tmp_path: Path) -> None:
     }
     entries = [(k, tuple(v.shape), str(v.dtype)) for k, v in data.items()]
     shards = layout_shards(entries, shard_size=15)
+    out, done = _shards(tmp_path, shards)
+    # in reverse order, x as blocks of rows, the last block first
+    out.write("z", data["z"])
+    out.write("y", data["y"])
+    out.write("x", data["x"][2:], first_row=2)
+    out.write("x", data["x"][:2], first_row=0)
+    out.finish()
     for shard in shards:
-        writer = ShardWriter(tmp_path, shard)
-        for slot in shard.slots:
-            writer.write(slot.name, data[slot.name])
-        sha = writer.close()
-        assert sha == sha256_file(tmp_path / shard.file)
+        assert done[shard.file] == sha256_file(tmp_path / shard.file)
         assert (tmp_path / shard.file).stat().st_size == shard.size
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(s.file for s in shards)
     index = write_index(tmp_path, shards)
     assert index is not None
     weight_map = json.loads(index.read_text())["weight_map"]
@@ -76,20 +89,68 @@ def test_streamed_shards_match_safetensors(tmp_path: Path) -> None:
     assert loaded.keys() == data.keys()
     for k, v in data.items():
         assert torch.equal(loaded[k], v) and loaded[k].dtype == v.dtype
-    # A lone shard's bytes equal what safetensors itself would write for the same order.
-    single = layout_shards([entries[0]], shard_size=100)[0]
-    writer = ShardWriter(tmp_path, single)
-    writer.write("x", data["x"])
-    writer.close()
-    loaded_x = load_file(str(tmp_path / "model.safetensors"))["x"]
+    # A lone shard's bytes equal what safetensors itself writes for the same tensor.
+    single = layout_shards([entries[0]], shard_size=100)
+    (tmp_path / "one").mkdir()
+    out, _ = _shards(tmp_path / "one", single)
+    out.write("x", data["x"])
+    out.finish()
     save_file({"x": data["x"]}, str(tmp_path / "ref.safetensors"), metadata={"format": "pt"})
-    assert torch.equal(loaded_x, load_file(str(tmp_path / "ref.safetensors"))["x"])
+    ours = (tmp_path / "one" / "model.safetensors").read_bytes()
+    assert load_file(str(tmp_path / "one" / "model.safetensors"))["x"].equal(data["x"])
+    assert ours[8 + int.from_bytes(ours[:8], "little") :] == data["x"].numpy().tobytes()
 
 
-def test_writer_rejects_wrong_shape(tmp_path: Path) -> None:
-    (shard,) = layout_shards([("x", (2, 2), "float32")], shard_size=100)
-    writer = ShardWriter(tmp_path, shard)
-    with pytest.raises(LosslessError, match=r"the plan said \(2, 2\) F32"):
-        writer.write("x", torch.zeros(3))
-    writer.abort()
-    assert list(tmp_path.iterdir()) == []
+def test_blocks_from_many_threads_in_any_order_give_the_same_file(tmp_path: Path) -> None:
+    big = torch.randn(512, 64)
+    small = torch.randn(3).to(torch.bfloat16)
+    entries = [("a", (3,), "torch.bfloat16"), ("big", (512, 64), "torch.float32")]
+    shards = layout_shards(entries, shard_size=10**9)
+    (tmp_path / "threads").mkdir()
+    out, done = _shards(tmp_path / "threads", shards)
+    starts = list(range(0, 512, 16))
+    random.Random(0).shuffle(starts)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda lo: out.write("big", big[lo : lo + 16], first_row=lo), starts))
+    out.write("a", small)
+    out.finish()
+    save_file(
+        {"a": small, "big": big}, str(tmp_path / "ref.safetensors"), metadata={"format": "pt"}
+    )
+    got = tmp_path / "threads" / "model.safetensors"
+    header = 8 + int.from_bytes(got.read_bytes()[:8], "little")
+    loaded = load_file(str(got))
+    assert torch.equal(loaded["big"], big) and torch.equal(loaded["a"], small)
+    assert (
+        got.read_bytes()[header:]
+        == small.view(torch.uint8).numpy().tobytes() + big.numpy().tobytes()
+    )
+    assert done["model.safetensors"] == sha256_file(got)
+
+
+def test_a_wrong_block_a_second_write_and_missing_bytes_are_refused(tmp_path: Path) -> None:
+    shards = layout_shards([("x", (2, 2), "float32"), ("y", (4,), "float32")], shard_size=100)
+    out, done = _shards(tmp_path, shards)
+    with pytest.raises(LosslessError, match=r"'x' is \(3,\) F32, the plan said \(2, 2\) F32"):
+        out.write("x", torch.zeros(3))
+    with pytest.raises(LosslessError, match=r"a block of rows from 1 is \(2, 2\) F32"):
+        out.write("x", torch.zeros(2, 2), first_row=1)  # one row past the end
+    out.write("x", torch.zeros(1, 2), first_row=1)
+    with pytest.raises(RuntimeError, match="written twice"):
+        out.write("x", torch.zeros(1, 2), first_row=1)
+    with pytest.raises(RuntimeError, match=r"left incomplete: model\.safetensors"):
+        out.finish()  # row 0 of x and all of y were never written
+    out.abort()
+    assert list(tmp_path.iterdir()) == [] and done == {}
+
+
+def test_abort_deletes_the_partial_shards_and_keeps_the_finished_ones(tmp_path: Path) -> None:
+    shards = layout_shards([("x", (4,), "float32"), ("y", (4,), "float32")], shard_size=4)
+    out, done = _shards(tmp_path, shards)
+    out.write("x", torch.ones(4))  # the first shard, whole: hashed and renamed
+    deadline = time.monotonic() + 10
+    while shards[0].file not in done and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (tmp_path / (shards[1].file + ".partial")).exists() is False  # y not begun
+    out.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [shards[0].file]

@@ -22,7 +22,7 @@ GiB = 1 << 30
 # What the process holds besides tensors in flight: the interpreter, torch, the writer's buffers.
 BASELINE = GiB // 2
 MIN_SHARE = GiB // 2  # a worker's share below this helps no one: fewer workers instead
-QUEUED_BLOCKS = 2  # a streamed tensor's blocks computed ahead of the writer
+QUEUED_BLOCKS = 1  # a streamed tensor's next block, read ahead on a device (merge/rows.py)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": GiB, "T": 1 << 40}
 # Stacked (models × entries) compute-dtype copies a method holds at once beyond the one the
 # generic estimate counts: sce's task vectors, their selection, sign agreement, kept weights
@@ -144,7 +144,8 @@ def streamed_bytes(
     share: int,
 ) -> int:
     """Bytes a job streamed `rows` rows a block holds: the blocks in flight (the one computed,
-    those queued for the writer, the one being written), its sources' working bytes and what
+    the one before it, still being written, and the next one read ahead on a device), its
+    sources' working bytes and what
     the method holds beside its blocks (`held_bytes`)."""
     blocks = (QUEUED_BLOCKS + 2) * rows * row_bytes(job, sources, shape)
     return blocks + working_bytes(job, sources) + held_bytes(job, shape, share)
@@ -168,8 +169,8 @@ def held_bytes(job: TensorJob, shape: tuple[int, ...], share: int) -> int:
 
 
 def block_rows(job: TensorJob, sources: Mapping[str, TensorSource], share: int) -> int:
-    """Rows per block for a streamed job so that the blocks in flight (the one computed, those
-    queued for the writer, the one being written) and what the job holds besides fit `share`
+    """Rows per block for a streamed job so that the blocks in flight (`streamed_bytes`) and
+    what the job holds besides fit `share`
     bytes; at least one 64K-aligned block (streamed.row_alignment), at most the whole tensor."""
     from lossless.methods.streamed import row_alignment
 

@@ -1,12 +1,12 @@
-"""Run a MergePlan: compute each output tensor from its sources and stream it into shards.
+"""Run a MergePlan: compute each output tensor from its sources and write it into shards.
 
 Data flow, per tensor: `source.get` (a safetensors memory map) → cast to the job's compute dtype →
-the method's pure function → shape check → cast to the output dtype → the shard writer, then
-dropped. Worker threads compute upcoming tensors (torch releases the GIL in the math) while the
-calling thread writes finished ones in file order, so memory holds only the tensors in flight.
-Tensors far larger than the typical one (an embedding, the lm_head) start first, so none is left
-computing alone at the end; the rest start in file order, up to LOOKAHEAD per worker ahead of
-the writer, so no worker waits while the writer hashes.
+the method's pure function → shape check → cast to the output dtype → written at its place in
+its shard (tensors/output_shards.py), then dropped. Worker threads (torch releases the GIL in
+the math) each compute a tensor and write it themselves, so a finished tensor never waits for
+an earlier one and memory holds only the tensors being computed. Tensors far larger than the
+typical one (an embedding, the lm_head) start first, so none is left computing alone at the
+end; the rest start in file order as workers and memory come free.
 
 Memory budget (`memory`, `--memory 4G`): the tensors in flight are kept under it; there are as
 many workers as cores, or fewer when the budget would give each less than budget.MIN_SHARE. A
@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections import Counter
-from collections.abc import Callable, Generator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossless.errors import LosslessError
-from lossless.merge.block_queue import BlockQueue
 from lossless.merge.budget import (
     block_rows,
     default_memory,
@@ -53,14 +53,14 @@ from lossless.merge.device import CPU, MergeDevice, device_memory
 from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
 from lossless.merge.journal import JOURNAL, append_journal, plan_digest, resume
 from lossless.methods.table import METHODS
+from lossless.tensors.output_shards import OutputShards
 from lossless.tensors.source import TensorSource
-from lossless.tensors.writer import ShardWriter, layout_shards, write_index
+from lossless.tensors.writer import ShardSpec, layout_shards, write_index
 from lossless.threads import torch_threads
 
 if TYPE_CHECKING:
     import torch
 
-LOOKAHEAD = 4  # whole-tensor jobs started ahead of the writer, per worker
 EARLY_FACTOR = 4  # a job over this many times the median job's bytes starts first
 
 
@@ -110,16 +110,19 @@ def _compute(
     return out.to(out_dtype).cpu()
 
 
-def _produce_stream(
-    blocks: BlockQueue,
+def _write_streamed(
+    out: OutputShards,
     job: TensorJob,
     sources: Mapping[str, TensorSource],
     shape: tuple[int, ...],
     seed: int | None,
     rows: int,
     replay: int,
+    stop: threading.Event,
     device: MergeDevice = CPU,
-) -> None:
+) -> list[str]:
+    """Merge a streamed job block by block, each block written at its place as it comes;
+    returns what the method noted of the tensor (streamed.stream's `note`)."""
     import torch
 
     from lossless.merge.rows import JobRows
@@ -128,43 +131,60 @@ def _produce_stream(
     generator = None
     if METHODS[job.method].randomised:
         generator = torch.Generator().manual_seed(tensor_seed(seed, job.output))
+    notes: list[str] = []
     job_rows = JobRows(job, sources, shape, device=None if device.is_cpu else device.torch())
-    parts = stream(
-        job.method,
-        job_rows,
-        list(job.model_params),
-        dict(job.params),
-        block_rows=rows,
-        dtype=getattr(torch, job.compute_dtype),
-        out_dtype=getattr(torch, job.out_dtype),
-        generator=generator,
-        replay_memory=replay,
-        note=blocks.notes.append,
-    )
     try:
-        blocks.produce(part.cpu() for part in parts)
+        parts = stream(
+            job.method,
+            job_rows,
+            list(job.model_params),
+            dict(job.params),
+            block_rows=rows,
+            dtype=getattr(torch, job.compute_dtype),
+            out_dtype=getattr(torch, job.out_dtype),
+            generator=generator,
+            replay_memory=replay,
+            note=notes.append,
+        )
+        first = 0
+        for part in parts:
+            if stop.is_set():  # another job failed: the merge is over
+                break
+            out.write(job.output, part.cpu(), first_row=first)
+            first += part.shape[0]
+        else:
+            if first != shape[0]:
+                raise LosslessError(
+                    f"output tensor {job.output!r}: {first} rows merged, expected {shape}"
+                )
     finally:
         job_rows.close()
+    return notes
 
 
-def _stream(
+def _run_jobs(
     jobs: list[TensorJob],
     sources: Mapping[str, TensorSource],
     shapes: Mapping[str, tuple[int, ...]],
+    out: OutputShards,
+    done: Callable[[TensorJob, list[str]], None],
+    *,
     workers: int,
     seed: int | None,
     memory: int,
     device: MergeDevice = CPU,
-) -> Generator[tuple[TensorJob, torch.Tensor | BlockQueue], None, None]:
-    """Yield computed tensors (or a streamed tensor's blocks) in job order while up to
-    `workers` threads compute ahead, the bytes in flight under `memory` less the baseline."""
+) -> None:
+    """Compute every job on `workers` threads, each writing its own output (`out`), with the
+    bytes in flight under `memory` less the baseline; `done(job, notes)` is called on this
+    thread as each job ends. Jobs start in file order, the early ones first (_early_jobs), as
+    soon as a worker is free and their bytes fit (one always starts when none is running)."""
     fns = {name: METHODS[name].load() for name in {job.method for job in jobs}}
     usable = usable_memory(memory)
     share = usable // workers
 
     def plan(job: TensorJob) -> tuple[int, int, int]:
-        """(bytes in flight, rows per block: 0 for the whole tensor at once, bytes the
-        tie-order replay of a magnitude cut may hold)."""
+        """(bytes in flight, rows per block: 0 for the whole tensor at once, bytes a decision
+        over the whole task vector may hold: a cut's tie-order replay, kept random masks)."""
         shape = shapes[job.output]
         whole = job_bytes(job, sources, shape)
         if not streams(job, shape, whole, share):
@@ -174,64 +194,41 @@ def _stream(
         return max(streamed_bytes(job, sources, shape, rows, share), replay), rows, replay
 
     costs = [plan(job) for job in jobs]
-    # bytes counted in flight from a job's start until it is written
-    started: dict[int, tuple[int, Future[Any], BlockQueue | None]] = {}
-    inflight, next_job = 0, 0
     early = _early_jobs(costs, usable)
+    order = early + sorted(set(range(len(jobs))) - set(early))
+    stop = threading.Event()
+
+    def run(i: int) -> list[str]:
+        job, (_, rows, replay) = jobs[i], costs[i]
+        shape = shapes[job.output]
+        if rows:
+            return _write_streamed(out, job, sources, shape, seed, rows, replay, stop, device)
+        tensor = _compute(job, sources, fns[job.method], shape, seed, device)
+        out.write(job.output, tensor)
+        return []
+
+    running: dict[Future[list[str]], int] = {}
+    inflight, next_up = 0, 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="merge") as pool:
-
-        def start(i: int) -> None:
-            nonlocal inflight
-            job, (cost, rows, replay) = jobs[i], costs[i]
-            shape = shapes[job.output]
-            blocks = BlockQueue() if rows else None
-            future: Future[Any]
-            if blocks is not None:
-                future = pool.submit(
-                    _produce_stream, blocks, job, sources, shape, seed, rows, replay, device
-                )
-            else:
-                fn = fns[job.method]
-                future = pool.submit(_compute, job, sources, fn, shape, seed, device)
-            started[i] = (cost, future, blocks)
-            inflight += cost
-
         try:
-            for i in early:  # the largest tensors first, so none is left running alone at the end
-                start(i)
-            for head in range(len(jobs)):
-                next_job = max(next_job, head)
-                while next_job < len(jobs) and next_job - head < LOOKAHEAD * workers:
-                    if next_job in started:
-                        next_job += 1
-                        continue
-                    cost, rows, _ = costs[next_job]
-                    # the head always starts; a streamed job's worker waits on the writer after
-                    # a few blocks, so it starts only as near the head as the old window allowed
-                    far = rows and next_job > head + workers
-                    if next_job > head and (inflight + cost > usable or far):
+            while next_up < len(order) or running:
+                while next_up < len(order) and len(running) < workers:
+                    cost = costs[order[next_up]][0]
+                    if running and inflight + cost > usable:
                         break
-                    start(next_job)
-                    next_job += 1
-                size, future, blocks = started.pop(head)
-                job = jobs[head]
-                if blocks is not None:
-                    try:  # the writer drains it; the worker ends with the last block
-                        yield job, blocks
-                    finally:
-                        blocks.stop()  # a no-op once drained; frees the worker if the write failed
-                    future.result()
-                else:
-                    tensor = future.result()
-                    yield job, tensor
-                    del tensor
-                inflight -= size
-                del future, blocks
-        finally:
-            for _, future, blocks in started.values():
+                    running[pool.submit(run, order[next_up])] = order[next_up]
+                    inflight += cost
+                    next_up += 1
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    i = running.pop(future)
+                    inflight -= costs[i][0]
+                    done(jobs[i], future.result())
+        except BaseException:
+            stop.set()
+            for future in running:
                 future.cancel()
-                if blocks is not None:
-                    blocks.stop()
+            raise
 
 
 def _early_jobs(costs: list[tuple[int, int, int]], usable: int) -> list[int]:
@@ -305,38 +302,43 @@ def execute(
     progress = _progress(quiet)
     task = progress.add_task("merging", total=total_bytes, completed=done_bytes) if progress else 0
     tensors_done = len(plan.jobs) - len(todo)
-    with torch_threads(max(1, (os.cpu_count() or 1) // workers)):
-        stream = _stream(todo, sources, shapes, workers, seed, memory, device)
-        try:
-            if progress:
-                progress.start()
-            for shard in shards[len(done) :]:
-                writer = ShardWriter(out_dir, shard)
-                try:
-                    for slot in shard.slots:
-                        job, tensor = next(stream)
-                        if isinstance(tensor, BlockQueue):
-                            writer.write_parts(job.output, tensor)
-                            for note in tensor.notes if progress else ():
-                                progress.console.print(
-                                    f"[dim]{escape(job.output)}: {escape(note)}[/]"
-                                )
-                        else:
-                            writer.write(job.output, tensor)
-                        tensors_done += 1
-                        if progress:
-                            desc = f"merging {tensors_done}/{len(plan.jobs)} tensors"
-                            progress.update(task, advance=slot.end - slot.begin, description=desc)
-                        del tensor
-                    sha = writer.close()
-                except BaseException:
-                    writer.abort()
-                    raise
-                append_journal(out_dir, {"file": shard.file, "sha256": sha})
-        finally:
-            stream.close()
-            if progress:
-                progress.stop()
+    slot_bytes = {s.name: s.end - s.begin for shard in shards for s in shard.slots}
+
+    def job_done(job: TensorJob, notes: list[str]) -> None:
+        nonlocal tensors_done
+        tensors_done += 1
+        if progress:
+            for note in notes:
+                progress.console.print(f"[dim]{escape(job.output)}: {escape(note)}[/]")
+            desc = f"merging {tensors_done}/{len(plan.jobs)} tensors"
+            progress.update(task, advance=slot_bytes[job.output], description=desc)
+
+    def shard_done(shard: ShardSpec, sha: str) -> None:
+        append_journal(out_dir, {"file": shard.file, "sha256": sha})
+
+    out = OutputShards(out_dir, shards[len(done) :], shard_done)
+    try:
+        if progress:
+            progress.start()
+        with torch_threads(max(1, (os.cpu_count() or 1) // workers)):
+            _run_jobs(
+                todo,
+                sources,
+                shapes,
+                out,
+                job_done,
+                workers=workers,
+                seed=seed,
+                memory=memory,
+                device=device,
+            )
+        out.finish()
+    except BaseException:
+        out.abort()
+        raise
+    finally:
+        if progress:
+            progress.stop()
     index = write_index(out_dir, shards)
     return [out_dir / s.file for s in shards] + ([index] if index else [])
 

@@ -2,8 +2,9 @@
 
 Every output tensor's name, shape and dtype are known from the plan, so the shard files, each
 file's safetensors header and every tensor's byte offsets are fixed up front. That makes the
-output deterministic (same plan → same bytes, whatever the thread scheduling) and lets a shard
-be streamed to disk one tensor at a time, hashed as it is written, never held whole in memory.
+output deterministic (same plan → same bytes, whatever the thread scheduling) and lets each
+tensor, or block of rows, be written at its place as soon as it is computed, in any order
+(output_shards.py), never a shard held whole in memory.
 
 Shard names follow `save_pretrained`: `model-00001-of-00003.safetensors` + the index, or a lone
 `model.safetensors` when everything fits in one shard.
@@ -14,20 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import queue
-import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
 
 from lossless.errors import LosslessError
 from lossless.tensors.checkpoint import INDEX, SINGLE
 from lossless.tensors.safetensors_header import DTYPE_BYTES, TORCH_TO_SAFETENSORS
-
-if TYPE_CHECKING:
-    import torch
 
 
 @dataclass(frozen=True)
@@ -104,113 +98,6 @@ def write_index(out_dir: Path, shards: Sequence[ShardSpec]) -> Path | None:
     path = out_dir / INDEX
     path.write_text(json.dumps(index, indent=2) + "\n")
     return path
-
-
-class ShardWriter:
-    """Streams one shard: header first, then each tensor in slot order, hashing as it goes.
-
-    Written to `<file>.partial` and renamed when complete, so a file with the final name is
-    always whole. The sha256 runs on a thread of its own (hashlib lets go of the GIL on large
-    buffers), beside the write and the merge math, a few buffers behind at most.
-
-    Not fsynced: the executor's resume re-hashes every shard its journal lists, so a shard whose
-    bytes a power cut lost is found and recomputed, and a killed process loses nothing the page
-    cache holds (see merge/executor.py)."""
-
-    def __init__(self, out_dir: Path, spec: ShardSpec) -> None:
-        self.spec = spec
-        self.path = out_dir / spec.file
-        self._partial = out_dir / (spec.file + ".partial")
-        self._file: BinaryIO = self._partial.open("wb")
-        self._hasher = _Hasher()
-        self._next = 0
-        self._put(spec.header)
-
-    def _put(self, data: bytes | memoryview) -> None:
-        self._file.write(data)
-        self._hasher.update(data)
-
-    def write(self, name: str, tensor: torch.Tensor) -> None:
-        import torch
-
-        slot = self.spec.slots[self._next]
-        if name != slot.name:
-            raise RuntimeError(f"{self.spec.file}: expected tensor {slot.name!r}, got {name!r}")
-        got_dtype = TORCH_TO_SAFETENSORS.get(str(tensor.dtype).removeprefix("torch."))
-        if tuple(tensor.shape) != slot.shape or got_dtype != slot.dtype:
-            raise LosslessError(
-                f"output tensor {name!r} is {tuple(tensor.shape)} {got_dtype}, "
-                f"the plan said {slot.shape} {slot.dtype}"
-            )
-        raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-        self._put(raw.data)  # the tensor's bytes, no copy
-        self._next += 1
-
-    def write_parts(self, name: str, parts: Iterable[torch.Tensor]) -> None:
-        """Write one tensor given as consecutive blocks of rows (a streamed merge's output)."""
-        import torch
-
-        slot = self.spec.slots[self._next]
-        if name != slot.name:
-            raise RuntimeError(f"{self.spec.file}: expected tensor {slot.name!r}, got {name!r}")
-        rows = 0
-        for part in parts:
-            got_dtype = TORCH_TO_SAFETENSORS.get(str(part.dtype).removeprefix("torch."))
-            if tuple(part.shape[1:]) != tuple(slot.shape[1:]) or got_dtype != slot.dtype:
-                raise LosslessError(
-                    f"output tensor {name!r}: a block is {tuple(part.shape)} {got_dtype}, "
-                    f"the plan said rows of {slot.shape} {slot.dtype}"
-                )
-            rows += part.shape[0]
-            raw = part.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-            self._put(raw.data)
-        if (rows, *slot.shape[1:]) != tuple(slot.shape):
-            raise LosslessError(
-                f"output tensor {name!r}: {rows} rows written, expected {slot.shape}"
-            )
-        self._next += 1
-
-    def close(self) -> str:
-        """Flush and rename into place; returns the file's sha256."""
-        if self._next != len(self.spec.slots):
-            raise RuntimeError(f"{self.spec.file}: closed after {self._next} tensors")
-        self._file.close()
-        digest = self._hasher.hexdigest()
-        os.replace(self._partial, self.path)
-        return digest
-
-    def abort(self) -> None:
-        self._hasher.stop()
-        self._file.close()
-        self._partial.unlink(missing_ok=True)
-
-
-class _Hasher:
-    """sha256 of the buffers given, in order, on a thread; holds at most QUEUED of them."""
-
-    QUEUED = 4
-
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(self.QUEUED)
-        self._thread = threading.Thread(target=self._run, name="shard-sha256", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (data := self._queue.get()) is not None:
-            self._hash.update(data)
-
-    def update(self, data: bytes | memoryview) -> None:
-        self._queue.put(data)
-
-    def hexdigest(self) -> str:
-        self.stop()
-        return self._hash.hexdigest()
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
 
 
 def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
