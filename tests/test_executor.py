@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -386,6 +387,41 @@ def test_a_streamed_random_drop_counts_the_masks_it_keeps(method: str) -> None:
     dense = TensorJob(**{**job.__dict__, "model_params": ({"density": 1.0},) * 2})
     ties = TensorJob(**{**job.__dict__, "method": "ties"})
     assert drawn_mask_bytes(dense, shape, share) == drawn_mask_bytes(ties, shape, share) == 0
+
+
+def test_a_streamed_tensor_never_waits_for_the_one_before_it_to_be_written(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first streamed tensor holds back its blocks until the second has merged all of its
+    # own, one row a block: with tensors written in file order the second would wait for the
+    # first to be written, and neither would finish. Written by position, both do.
+    from lossless.merge import executor
+    from lossless.methods import streamed
+
+    srcs = sources(models)
+    plan = linear_plan(srcs, {"a": 0.3, "b": 0.7})
+    execute(plan, srcs, tmp_path / "plain", shard_size=10**9, quiet=True)
+    matrices = [job.output for job in plan.jobs if len(job.shape) == 2]
+    first, second = matrices[0], matrices[1]
+    second_done = threading.Event()
+    stream = streamed.stream
+
+    def held_back(method: str, rows: Any, *args: Any, **kwargs: Any) -> Any:
+        name = rows.job.output
+        for part in stream(method, rows, *args, **kwargs):
+            if name == first and not second_done.wait(30):
+                raise AssertionError(f"{second} waited for {first} to be written")
+            yield from part.split(1)
+        if name == second:
+            second_done.set()
+
+    monkeypatch.setattr(streamed, "stream", held_back)
+    monkeypatch.setattr(executor, "streams", lambda job, shape, whole, share: len(shape) == 2)
+    execute(
+        plan, srcs, tmp_path / "rows", shard_size=10**9, quiet=True, memory=3 << 30, num_threads=2
+    )
+    assert second_done.is_set()
+    assert hashes(tmp_path / "rows") == hashes(tmp_path / "plain")
 
 
 def test_device_cuda_without_cuda_is_a_clear_usage_error(tmp_path: Path) -> None:
