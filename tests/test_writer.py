@@ -107,7 +107,14 @@ def test_blocks_from_many_threads_in_any_order_give_the_same_file(tmp_path: Path
     entries = [("a", (3,), "torch.bfloat16"), ("big", (512, 64), "torch.float32")]
     shards = layout_shards(entries, shard_size=10**9)
     (tmp_path / "threads").mkdir()
-    out, done = _shards(tmp_path / "threads", shards)
+    done: dict[str, str] = {}
+    written: list[int] = []  # what a progress bar is told, from the writing threads
+    out = OutputShards(
+        tmp_path / "threads",
+        shards,
+        lambda spec, sha: done.update({spec.file: sha}),
+        written.append,
+    )
     starts = list(range(0, 512, 16))
     random.Random(0).shuffle(starts)
     with ThreadPoolExecutor(4) as pool:
@@ -126,6 +133,7 @@ def test_blocks_from_many_threads_in_any_order_give_the_same_file(tmp_path: Path
         == small.view(torch.uint8).numpy().tobytes() + big.numpy().tobytes()
     )
     assert done["model.safetensors"] == sha256_file(got)
+    assert sorted(written) == [6] + [16 * 64 * 4] * 32  # a's bytes, then each block's
 
 
 def test_a_wrong_block_a_second_write_and_missing_bytes_are_refused(tmp_path: Path) -> None:

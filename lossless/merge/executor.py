@@ -302,7 +302,6 @@ def execute(
     progress = _progress(quiet)
     task = progress.add_task("merging", total=total_bytes, completed=done_bytes) if progress else 0
     tensors_done = len(plan.jobs) - len(todo)
-    slot_bytes = {s.name: s.end - s.begin for shard in shards for s in shard.slots}
 
     def job_done(job: TensorJob, notes: list[str]) -> None:
         nonlocal tensors_done
@@ -311,12 +310,15 @@ def execute(
             for note in notes:
                 progress.console.print(f"[dim]{escape(job.output)}: {escape(note)}[/]")
             desc = f"merging {tensors_done}/{len(plan.jobs)} tensors"
-            progress.update(task, advance=slot_bytes[job.output], description=desc)
+            progress.update(task, description=desc)
+
+    def written(nbytes: int) -> None:  # on the worker that wrote them: a streamed tensor's
+        progress.update(task, advance=nbytes)  # bar moves block by block
 
     def shard_done(shard: ShardSpec, sha: str) -> None:
         append_journal(out_dir, {"file": shard.file, "sha256": sha})
 
-    out = OutputShards(out_dir, shards[len(done) :], shard_done)
+    out = OutputShards(out_dir, shards[len(done) :], shard_done, written if progress else None)
     try:
         if progress:
             progress.start()

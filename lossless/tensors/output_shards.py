@@ -55,8 +55,11 @@ class OutputShards:
         out_dir: Path,
         shards: Sequence[ShardSpec],
         on_done: Callable[[ShardSpec, str], None],
+        on_written: Callable[[int], None] | None = None,
     ) -> None:
-        self._on_done = on_done
+        """`on_done(spec, sha256)` when a shard is in place (on the hashing thread);
+        `on_written(bytes)` after each write (on the writing thread: a progress bar)."""
+        self._on_done, self._on_written = on_done, on_written
         self._shards = [
             _Shard(s, out_dir / (s.file + ".partial"), out_dir / s.file, len(s.header))
             for s in shards
@@ -101,6 +104,8 @@ class OutputShards:
         if raw.nbytes:
             _pwrite(self._open(shard), raw.data, begin)
             self._written(shard, begin, begin + raw.nbytes)
+            if self._on_written is not None:
+                self._on_written(raw.nbytes)
 
     def finish(self) -> None:
         """Wait until every shard is hashed and in place (a shard with no bytes to write is
