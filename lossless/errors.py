@@ -95,16 +95,14 @@ class GateFailed(LosslessError):
 
 def blocking_part(path: str | Path, code: int | None) -> str:
     """Which part of `path` stops it being opened, for the OS's bare "Not a directory" and
-    "No such file or directory": the file that stands where a directory must, or the first
-    part that does not exist. Empty for other errors, or when no part is to blame."""
+        "No such file or directory": the file that stands where a directory must, or the first
+        folder that does not exist. Empty for other errors, or when only the last part is missing
+    (the message's path says that already)."""
     if code not in (errno.ENOTDIR, errno.ENOENT):
         return ""
-    whole = Path(path)
-    for part in reversed((whole, *whole.parents)):
-        if part == whole:
-            break
+    for part in reversed(Path(path).parents):
         if code == errno.ENOTDIR and part.exists() and not part.is_dir():
             return f"{part} is a file, not a directory"
         if code == errno.ENOENT and not part.exists():
             return f"{part} does not exist"
-    return f"{whole} does not exist" if code == errno.ENOENT else ""
+    return ""

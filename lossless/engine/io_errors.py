@@ -68,7 +68,7 @@ def from_os_error(error: OSError) -> LosslessError:
     where = " → ".join(_short(os.fsdecode(p)) for p in paths) or "(no path given by the OS)"
     reason = error.strerror or type(error).__name__
     blame = blocking_part(os.fsdecode(paths[0]), error.errno) if len(paths) == 1 else ""
-    if blame and not blame.startswith(os.fsdecode(paths[0])):
+    if blame:
         where += f" ({_short(blame)})"
     hint = _WHAT_TO_DO.get(error.errno or -1, "check the path, then rerun")
     return LosslessError(f"{reason}: {where}", hint=hint)

@@ -145,8 +145,7 @@ def streamed_bytes(
 ) -> int:
     """Bytes a job streamed `rows` rows a block holds: the blocks in flight (the one computed,
     the one before it, still being written, and the next one read ahead on a device), its
-    sources' working bytes and what
-    the method holds beside its blocks (`held_bytes`)."""
+    sources' working bytes and what the method holds beside its blocks (`held_bytes`)."""
     blocks = (QUEUED_BLOCKS + 2) * rows * row_bytes(job, sources, shape)
     return blocks + working_bytes(job, sources) + held_bytes(job, shape, share)
 
@@ -170,8 +169,8 @@ def held_bytes(job: TensorJob, shape: tuple[int, ...], share: int) -> int:
 
 def block_rows(job: TensorJob, sources: Mapping[str, TensorSource], share: int) -> int:
     """Rows per block for a streamed job so that the blocks in flight (`streamed_bytes`) and
-    what the job holds besides fit `share`
-    bytes; at least one 64K-aligned block (streamed.row_alignment), at most the whole tensor."""
+    what the job holds besides fit `share` bytes; at least one 64K-aligned block
+    (streamed.row_alignment), at most the whole tensor."""
     from lossless.methods.streamed import row_alignment
 
     shape = job_shape(job, sources)

@@ -27,8 +27,11 @@ class MemoryRows:
         return self._base[lo:hi]
 
 
-def streamed_bf16(method, models, base, model_params, params, dtype, block_rows, seed=None):
-    """The whole tensor, streamed from `models` (and `base`) in `block_rows` blocks, in bf16."""
+def streamed_bf16(
+    method, models, base, model_params, params, dtype, block_rows, seed=None, **kwargs
+):
+    """The whole tensor, streamed from `models` (and `base`) in `block_rows` blocks, in bf16;
+    `kwargs` go to streamed.stream (e.g. `note`)."""
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     parts = streamed.stream(
         method,
@@ -39,6 +42,7 @@ def streamed_bf16(method, models, base, model_params, params, dtype, block_rows,
         dtype=dtype,
         out_dtype=torch.bfloat16,
         generator=generator,
+        **kwargs,
     )
     return torch.cat(list(parts))
 

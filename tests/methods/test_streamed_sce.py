@@ -14,7 +14,7 @@ from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
 from lossless.methods import radix, sce, sort_replay, streamed
 from lossless.tensors.checkpoint import Checkpoint
 from tests.factories import make_model
-from tests.methods.test_streamed import MemoryRows, _levels, _smooth
+from tests.methods.test_streamed import _levels, _smooth, streamed_bf16
 from tests.test_executor import hashes
 
 MODELS = 3
@@ -35,17 +35,10 @@ def _both(
     model_params = [{}] * len(models)
     whole = sce.sce([m.to(dtype) for m in models], base.to(dtype), model_params, params)
     notes: list[str] = []
-    blocks = streamed.stream(
-        "sce",
-        MemoryRows(models, base),
-        model_params,
-        params,
-        block_rows=block_rows,
-        dtype=dtype,
-        out_dtype=torch.bfloat16,
-        note=notes.append,
+    got = streamed_bf16(
+        "sce", models, base, model_params, params, dtype, block_rows, note=notes.append
     )
-    return whole.to(torch.bfloat16), torch.cat(list(blocks)), notes
+    return whole.to(torch.bfloat16), got, notes
 
 
 def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
