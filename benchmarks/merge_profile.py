@@ -9,7 +9,9 @@ the executor's usual workers, and sums the wall time each worker thread spends i
     its own reads and arithmetic count here, not above),
   - math: the elementwise merge of each tensor or block (the casts of its inputs to the
     compute dtype included; linear, or the task-arithmetic chain after the cut),
-  - write: the shard writer (hashing and fsync included),
+  - write: the workers' positional writes of tensors and blocks (tensors/output_shards.py),
+  - hash: the shard hasher's read-back of the written bytes and their sha256 (its own
+    thread, waits not counted),
   - check: the NaN/Inf check of each tensor read,
 and `execute`, the executor's own wall time (the rest is planning, input checks, the output's
 other files).
@@ -63,7 +65,7 @@ def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def instrument() -> None:
     from lossless.methods import linear, sparsify, streamed, streamed_cuts, task_arithmetic
-    from lossless.tensors import checkpoint, writer
+    from lossless.tensors import checkpoint, output_shards
 
     checkpoint._pread_tensor = timed("read", checkpoint._pread_tensor)
     checkpoint.check_finite = timed("check", checkpoint.check_finite)
@@ -88,8 +90,26 @@ def instrument() -> None:
     # the elementwise math, casts of the inputs to the compute dtype included
     task_arithmetic.combine = streamed.combine = timed("math", task_arithmetic.combine)
     linear.linear = streamed.linear = timed("math", linear.linear)
-    for name in ("write", "write_parts", "close"):
-        setattr(writer.ShardWriter, name, timed("write", getattr(writer.ShardWriter, name)))
+    # the workers' positional writes, and the shard hasher's read-back and sha256 (its thread)
+    shards = output_shards.OutputShards
+    shards.write = timed("write", shards.write)
+    hash_loop, next_range = shards._hash_loop, shards._next_range
+
+    def waiting(self: Any) -> Any:  # the hasher's idle time, taken off its loop's
+        start = time.perf_counter()
+        try:
+            return next_range(self)
+        finally:
+            TOTALS["hash"] -= time.perf_counter() - start
+
+    def hashing(self: Any) -> None:
+        start = time.perf_counter()
+        try:
+            hash_loop(self)
+        finally:
+            TOTALS["hash"] += time.perf_counter() - start
+
+    shards._next_range, shards._hash_loop = waiting, hashing
 
 
 def main() -> None:
@@ -113,7 +133,7 @@ def main() -> None:
         if code:
             sys.exit(f"the merge failed (exit {code})")
     print(f"wall {wall:.1f} s, {torch.get_num_threads()} torch threads")
-    for name in ("execute", "read", "check", "decide", "math", "write"):
+    for name in ("execute", "read", "check", "decide", "math", "write", "hash"):
         print(f"  {name:<7} {TOTALS[name]:7.1f} s")
 
 

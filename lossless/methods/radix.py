@@ -1,6 +1,6 @@
 """The exact k-th largest (or smallest) magnitude of a tensor seen only block by block.
 
-The TIES family ranks `|delta|` in float32 (sparsify._ranking_magnitudes). For non-negative
+The TIES family ranks `|delta|` in float32 (top_cut.ranking_magnitudes). For non-negative
 float32 numbers the order of the values is the order of their bit patterns read as integers, so
 the k-th value is found by a radix select over the bits, streaming: one pass counts the high 16
 bits of every entry (65,536 bins), which names the bin holding rank k; a second pass counts the

@@ -26,6 +26,7 @@ import numpy as np
 
 SMALL = 16  # libstdc++'s _S_threshold: ranges this small wait for the final insertion sort
 BLOCK = 1 << 16  # keys per numpy call: big enough to amortise the call, small enough for cache
+SUB = 1 << 10  # keys per count when a partition's swap count is narrowed down inside a block
 
 
 def _median_slot(a: float, b: float, c: float) -> int:
@@ -83,7 +84,9 @@ def _block_counts(keys: np.ndarray, lo: int, hi: int, pivot: float) -> tuple[np.
 
 def _stops(keys: np.ndarray, start: int, stop: int, pivot: float, left: bool) -> np.ndarray:
     block = keys[start:stop]
-    return np.flatnonzero(block <= pivot if left else block >= pivot) + start
+    stops = np.flatnonzero(block <= pivot if left else block >= pivot)
+    stops += start
+    return stops
 
 
 def _swap_count(
@@ -91,16 +94,34 @@ def _swap_count(
 ) -> int:
     """How many swaps Hoare's partition of keys[lo:hi] makes: the i-th left stop is swapped with
     the i-th right stop while it lies left of it, so the count is max over j of
-    min(left stops in [lo, j], right stops in (j, hi))."""
-    before_le = np.concatenate(([0], np.cumsum(le)))  # left stops before each block
-    after_ge = int(ge.sum()) - np.concatenate(([0], np.cumsum(ge)))  # right stops from each block
-    # the first block at whose end the left stops have caught up with the right stops
-    b = int(np.argmax(before_le[1:] >= after_ge[1:]))
+    min(left stops in [lo, j], right stops in (j, hi)). That maximum is where the two counts
+    cross: found block by block, then SUB entries by SUB entries inside the block, and only
+    there entry by entry (a cumulative sum over SUB entries, not a whole block)."""
+    before, after, b = _crossing(le, ge, 0, int(ge.sum()))
     start = lo + b * BLOCK
     block = keys[start : min(start + BLOCK, hi)]
-    left = before_le[b] + np.cumsum(block <= pivot)
-    right = after_ge[b] - np.cumsum(block >= pivot)
-    return max(min(int(before_le[b]), int(after_ge[b])), int(np.minimum(left, right).max()))
+    left_stops, right_stops = block <= pivot, block >= pivot
+    edges = np.arange(0, block.size, SUB)
+    before, after, c = _crossing(
+        np.add.reduceat(left_stops, edges, dtype=np.int64),
+        np.add.reduceat(right_stops, edges, dtype=np.int64),
+        before,
+        after,
+    )
+    part = slice(c * SUB, (c + 1) * SUB)
+    left = before + np.cumsum(left_stops[part])
+    right = after - np.cumsum(right_stops[part])
+    return max(min(before, after), int(np.minimum(left, right).max()))
+
+
+def _crossing(le: np.ndarray, ge: np.ndarray, before: int, after: int) -> tuple[int, int, int]:
+    """The first of consecutive ranges (`le`/`ge` stops each) at whose end the left stops so
+    far have caught up with the right stops still ahead, as (left stops before it, right stops
+    from it on, its index); `before` and `after` count the stops outside these ranges."""
+    before_le = before + np.concatenate(([0], np.cumsum(le)))
+    after_ge = after - np.concatenate(([0], np.cumsum(ge)))
+    i = int(np.argmax(before_le[1:] >= after_ge[1:]))
+    return int(before_le[i]), int(after_ge[i]), i
 
 
 def _nth_stop(

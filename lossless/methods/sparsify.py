@@ -11,16 +11,19 @@ tensor. The `keep_*` functions apply it to the whole tensor at once.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from lossless.errors import LosslessError
-from lossless.methods import sort_replay
 from lossless.methods.blocks import block_slices, lane_sums
+from lossless.methods.top_cut import (
+    TopCut,
+    ranking_magnitudes,
+    replay_first,
+    replayable,
+)
 
 RESCALE_EPS = 1e-7  # below this L1 norm (before or after) the masked tensor is returned as is
 
@@ -119,70 +122,6 @@ def rescale_l1(original: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
     return masked * (before / after)
 
 
-def _ranking_magnitudes(delta: torch.Tensor) -> torch.Tensor:
-    """|delta| flattened, in float32 on CPU (sorting half floats there is slow or missing)."""
-    magnitudes = delta.abs().reshape(-1)
-    return magnitudes.float() if magnitudes.device.type == "cpu" else magnitudes
-
-
-@dataclass(frozen=True)
-class TopCut:
-    """The first `k` of a sort of magnitudes, as torch's CPU sort orders them: every magnitude
-    beyond `threshold` (above it for a descending sort, below for an ascending one), and of
-    those equal to it the ones at `tied` (sorted flat indices)."""
-
-    threshold: float
-    tied: np.ndarray
-    ascending: bool = False
-
-    def select(self, delta: torch.Tensor, start: int) -> torch.Tensor:
-        """1.0 for the kept entries of the block, 0.0 for the others, in delta's dtype."""
-        mask = float_mask(delta)
-        beyond = torch.lt if self.ascending else torch.gt
-        if delta.dtype == torch.float32:  # the magnitudes ranked, in the mask's own memory
-            beyond(torch.abs(delta, out=mask), self.threshold, out=mask)
-        else:
-            beyond(_ranking_magnitudes(delta), self.threshold, out=mask)
-        lo, hi = np.searchsorted(self.tied, [start, start + delta.numel()])
-        if hi > lo:
-            mask[torch.from_numpy(self.tied[lo:hi] - start).to(mask.device)] = 1
-        return mask
-
-
-def replayable(magnitudes: torch.Tensor, k: int) -> bool:
-    """Whether replay_first can pick the first k of these magnitudes."""
-    if magnitudes.device.type != "cpu" or magnitudes.dtype != torch.float32:
-        return False
-    # max() is NaN if any entry is: one pass, no mask tensor
-    if not 0 < k < magnitudes.numel() or math.isnan(float(magnitudes.max())):
-        return False
-    return sort_replay.replay_agrees()
-
-
-def replay_first(magnitudes: torch.Tensor, k: int, ascending: bool = False) -> TopCut | None:
-    """The first `k` (0 < k < n) of torch's CPU sort of flat float32 `magnitudes`, replayed in
-    O(n) by sort_replay (which scrambles them); None where it cannot be: not CPU float32, a NaN,
-    a failed self-check, or the introsort's depth limit. An ascending sort compares exactly as
-    a descending sort of the negated keys does, so it is replayed as that."""
-    if not replayable(magnitudes, k):
-        return None
-    keys = magnitudes.contiguous()
-    if ascending:
-        keys.neg_()
-    replay = sort_replay.replay_top_k(keys.numpy(), k)
-    if replay is None:
-        return None
-    threshold, tied = replay
-    return TopCut(-threshold if ascending else threshold, tied, ascending)
-
-
-def float_mask(like: torch.Tensor) -> torch.Tensor:
-    """An output for a comparison written as 1.0/0.0 in `like`'s dtype. The values a mask
-    multiplies with are the same as a bool mask's, but on CPU a comparison into a bool tensor
-    and the bool → float cast of the multiply run ~5× slower than into a float tensor."""
-    return torch.empty(like.shape, dtype=like.dtype, device=like.device)
-
-
 def _argsort_top(magnitudes: torch.Tensor, keep: int) -> torch.Tensor:
     """The first `keep` entries of a full descending argsort, as a bool mask (what mergekit
     does; the reference the replay must match)."""
@@ -199,7 +138,7 @@ def _owned_magnitudes(
     inplace = remake is not None and delta.device.type == "cpu" and delta.dtype == torch.float32
     if inplace and delta.is_contiguous():
         return delta.abs_().view(-1)
-    return _ranking_magnitudes(delta)  # always a fresh tensor
+    return ranking_magnitudes(delta)  # always a fresh tensor
 
 
 def top_k_selector(
@@ -223,9 +162,9 @@ def top_k_selector(
     if replayable(magnitudes, keep):
         cut = replay_first(magnitudes, keep)
         if cut is not None:
-            return cut.select
+            return cut
         # the replay gave up and scrambled the magnitudes (and delta): rank afresh
-        magnitudes = _ranking_magnitudes(remake() if remake is not None else delta)
+        magnitudes = ranking_magnitudes(remake() if remake is not None else delta)
     found = _threshold_mask(magnitudes, keep)
     chosen = found if found is not None else _argsort_top(magnitudes, keep)
     return lambda block, start: chosen[start : start + block.numel()]
@@ -269,11 +208,11 @@ def middle_magnitude(delta: torch.Tensor, density: float, gamma: float) -> Kept:
     # kept: places [smallest, smallest + keep) of an ascending sort, i.e. the first
     # smallest + keep minus the first `smallest`, each replayed without sorting
     ends = (smallest + keep, smallest)
-    cuts = [replay_first(_ranking_magnitudes(delta), end, ascending=True) for end in ends]
+    cuts = [replay_first(ranking_magnitudes(delta), end, ascending=True) for end in ends]
     if keep and all(c is not None or e in (0, count) for c, e in zip(cuts, ends, strict=True)):
         first = [_prefix(c, e, count) for c, e in zip(cuts, ends, strict=True)]
         return Kept(lambda block, start: first[0](block, start) - first[1](block, start))
-    smallest_first = torch.sort(_ranking_magnitudes(delta), descending=False).indices
+    smallest_first = torch.sort(ranking_magnitudes(delta), descending=False).indices
     mask = torch.zeros(count, dtype=torch.bool, device=delta.device)
     mask[smallest_first[smallest : smallest + keep]] = True
     return dense(mask, delta.dtype)

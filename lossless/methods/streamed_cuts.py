@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from lossless.methods import radix, replay_stream, sort_replay, sparsify
+from lossless.methods.top_cut import TopCut, float_mask, ranking_magnitudes
 
 # (flat start, task-vector block) of one model, block by block in order
 Deltas = Callable[[], Iterator[tuple[int, torch.Tensor]]]
@@ -37,7 +38,7 @@ class TaskVector:
 
     def magnitudes(self) -> Iterator[torch.Tensor]:
         for _, delta in self.deltas():
-            yield sparsify._ranking_magnitudes(delta)
+            yield ranking_magnitudes(delta)
 
     def whole_magnitudes(self) -> torch.Tensor:
         """Every |delta| in one float32 tensor (the fallback's whole-tensor decision)."""
@@ -50,7 +51,7 @@ class TaskVector:
         """The float32 magnitudes the sort ranks, negated for an ascending sort."""
 
         def read(lo: int, hi: int) -> np.ndarray:
-            keys = sparsify._ranking_magnitudes(self.read(lo, hi)).numpy()
+            keys = ranking_magnitudes(self.read(lo, hi)).numpy()
             return np.negative(keys, out=keys) if ascending else keys
 
         return replay_stream.Source(read, self.count, self.chunk)
@@ -60,8 +61,8 @@ def _beyond_or_at(value: float, largest: bool) -> sparsify.Selector:
     compare = torch.ge if largest else torch.le
 
     def select(block: torch.Tensor, start: int) -> torch.Tensor:
-        mask = sparsify.float_mask(block)
-        return compare(sparsify._ranking_magnitudes(block), value, out=mask)
+        mask = float_mask(block)
+        return compare(ranking_magnitudes(block), value, out=mask)
 
     return select
 
@@ -80,7 +81,7 @@ def _first(
     tied = replay_stream.replay_top_k(vector.keys(not largest), k, threshold, vector.memory)
     if tied is None:
         return None
-    return sparsify.TopCut(rank.value, tied, ascending=not largest).select
+    return TopCut(rank.value, tied, ascending=not largest)
 
 
 def _filled(value: float) -> sparsify.Selector:

@@ -21,6 +21,7 @@ import torch
 
 from lossless.methods import sparsify
 from lossless.methods.blocks import BLOCK, block_slices
+from lossless.methods.top_cut import TopCut, float_mask
 
 # (a function making the whole task vector, per-model params, rescale, generator) → the entries
 # that survive. A function, not the tensor: a sparsifier may overwrite what it gets and make it
@@ -86,8 +87,8 @@ def elect_sign_mask(weighted: torch.Tensor) -> torch.Tensor:
     Zeros never agree, so a trimmed entry counts neither in the sum nor in the divisor.
     """
     total = sum_models(weighted)
-    majority = torch.ge(total, 0, out=sparsify.float_mask(total)) * 2 - 1
-    return torch.eq(weighted.sign(), majority, out=sparsify.float_mask(weighted))
+    majority = torch.ge(total, 0, out=float_mask(total)) * 2 - 1
+    return torch.eq(weighted.sign(), majority, out=float_mask(weighted))
 
 
 def plain_merge(weighted: torch.Tensor, weights: torch.Tensor, normalize: bool) -> torch.Tensor:
@@ -220,7 +221,10 @@ def _apply_kept(kept: sparsify.Kept, row: torch.Tensor, start: int) -> None:
     if kept.zero:
         row.zero_()
     elif kept.select is not None and (kept.work or row.dtype) == row.dtype:
-        row.mul_(kept.select(row, start))
+        if isinstance(kept.select, TopCut) and kept.select.trims:
+            kept.select.zero_dropped(row, start)
+        else:
+            row.mul_(kept.select(row, start))
         if kept.factor is not None:
             row.mul_(kept.factor)
     else:

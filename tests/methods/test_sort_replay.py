@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lossless.methods import sort_replay, sparsify
+from lossless.methods import sort_replay, sparsify, top_cut
 
 
 def argsort_first_k(keys: torch.Tensor, k: int) -> torch.Tensor:
@@ -48,15 +48,17 @@ def tie_heavy(n: int, distinct: int, seed: int, order: str = "random") -> torch.
     ],
 )
 def test_replay_picks_what_argsort_picks(block: int, n: int, distinct: int, order: str) -> None:
-    # small blocks put every partition's scans across many blocks, with odd tails
-    sort_replay.BLOCK, saved = block, sort_replay.BLOCK
+    # small blocks put every partition's scans across many blocks, with odd tails; small
+    # sub-blocks put the swap count's crossing across several of them
+    saved = sort_replay.BLOCK, sort_replay.SUB
+    sort_replay.BLOCK, sort_replay.SUB = block, max(1, block // 8)
     try:
         keys = tie_heavy(n, distinct, seed=n + distinct, order=order)
         for k in sorted({1, 2, 16, n // 3, n // 2, n - 17, n - 1}):
             if 0 < k < n:
                 assert torch.equal(replayed_first_k(keys, k), argsort_first_k(keys, k)), k
     finally:
-        sort_replay.BLOCK = saved
+        sort_replay.BLOCK, sort_replay.SUB = saved
 
 
 def test_bf16_like_deltas_many_equal_magnitudes_at_the_cut() -> None:
@@ -123,7 +125,7 @@ def test_ids_stay_int32_and_tied_indices_come_back_sorted() -> None:
 def test_ascending_sort_is_replayed_as_the_descending_sort_of_negated_keys(n: int) -> None:
     keys = tie_heavy(n, 6, seed=n)
     for k in (1, n // 4, n // 2, n - 1):
-        cut = sparsify.replay_first(keys.clone(), k, ascending=True)
+        cut = top_cut.replay_first(keys.clone(), k, ascending=True)
         assert cut is not None
         expected = torch.zeros(n, dtype=torch.bool)
         expected[torch.sort(keys).indices[:k]] = True
