@@ -95,8 +95,8 @@ class GateFailed(LosslessError):
 
 def blocking_part(path: str | Path, code: int | None) -> str:
     """Which part of `path` stops it being opened, for the OS's bare "Not a directory" and
-        "No such file or directory": the file that stands where a directory must, or the first
-        folder that does not exist. Empty for other errors, or when only the last part is missing
+    "No such file or directory": the file that stands where a directory must, or the first
+    folder that does not exist. Empty for other errors, or when only the last part is missing
     (the message's path says that already)."""
     if code not in (errno.ENOTDIR, errno.ENOENT):
         return ""

@@ -61,6 +61,24 @@ class Kept:
             masked = masked * self.factor
         return masked.to(delta.dtype)
 
+    def apply_in_place(self, row: torch.Tensor, start: int = 0) -> None:
+        """`row.copy_(self.apply(row, start))`, in place where the mask works in row's dtype: a
+        TIES cut zeroes the dropped entries itself (TopCut.zero_dropped), a mask multiplies."""
+        if self.zero:
+            row.zero_()
+            return
+        if self.select is None:
+            return
+        if (self.work or row.dtype) != row.dtype:
+            row.copy_(self.apply(row, start))
+            return
+        if isinstance(self.select, TopCut) and self.select.trims:
+            self.select.zero_dropped(row, start)
+        else:
+            row.mul_(self.select(row, start))
+        if self.factor is not None:
+            row.mul_(self.factor)
+
     def apply_whole(self, delta: torch.Tensor) -> torch.Tensor:
         return self.apply(delta.reshape(-1)).reshape(delta.shape)
 

@@ -21,7 +21,7 @@ import torch
 
 from lossless.methods import sparsify
 from lossless.methods.blocks import BLOCK, block_slices
-from lossless.methods.top_cut import TopCut, float_mask
+from lossless.methods.top_cut import float_mask
 
 # (a function making the whole task vector, per-model params, rescale, generator) → the entries
 # that survive. A function, not the tensor: a sparsifier may overwrite what it gets and make it
@@ -184,8 +184,7 @@ def combine(
         weighted, merged = stacked[:, :n], merged_buf[:n]
         for row, k, m in zip(weighted, kept, models, strict=True):
             _task_vector_block(m[part], anchor, row)
-            if k.select is not None or k.zero:
-                _apply_kept(k, row, start + part.start)
+            k.apply_in_place(row, start + part.start)
         if not unit:
             weighted.mul_(weights)
         if elect_sign:
@@ -216,21 +215,6 @@ def _task_vector_block(model: torch.Tensor, anchor: torch.Tensor, row: torch.Ten
         torch.sub(model, anchor, out=row)
     else:
         row.copy_(model).sub_(anchor)
-
-
-def _apply_kept(kept: sparsify.Kept, row: torch.Tensor, start: int) -> None:
-    """`row.copy_(kept.apply(row, start))` in place where the mask works in row's dtype."""
-    if kept.zero:
-        row.zero_()
-    elif kept.select is not None and (kept.work or row.dtype) == row.dtype:
-        if isinstance(kept.select, TopCut) and kept.select.trims:
-            kept.select.zero_dropped(row, start)
-        else:
-            row.mul_(kept.select(row, start))
-        if kept.factor is not None:
-            row.mul_(kept.factor)
-    else:
-        row.copy_(kept.apply(row, start))
 
 
 def _sum_rows(stacked: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

@@ -40,9 +40,9 @@ class TopCut:
             beyond(torch.abs(delta, out=mask), self.threshold, out=mask)
         else:
             beyond(ranking_magnitudes(delta), self.threshold, out=mask)
-        lo, hi = np.searchsorted(self.tied, [start, start + delta.numel()])
-        if hi > lo:
-            mask[torch.from_numpy(self.tied[lo:hi] - start).to(mask.device)] = 1
+        at = self._tied_in(delta, start)
+        if at is not None:
+            mask[at] = 1
         return mask
 
     __call__ = select  # a Selector
@@ -58,14 +58,18 @@ class TopCut:
         |x| > threshold), the kept ties put back: 4× faster on a bf16 block. A dropped entry
         becomes +0 where the mask makes -0 of a negative one; no merge can show the difference,
         since every sum of the chain starts from +0 (tests/methods/test_top_cut.py)."""
-        lo, hi = np.searchsorted(self.tied, [start, start + delta.numel()])
-        if hi == lo:
-            torch.hardshrink(delta, self.threshold, out=delta)
-            return
-        at = torch.from_numpy(self.tied[lo:hi] - start).to(delta.device)
-        ties = delta[at]
+        at = self._tied_in(delta, start)
+        ties = None if at is None else delta[at]
         torch.hardshrink(delta, self.threshold, out=delta)
-        delta[at] = ties
+        if at is not None and ties is not None:
+            delta[at] = ties
+
+    def _tied_in(self, block: torch.Tensor, start: int) -> torch.Tensor | None:
+        """Where the kept tied entries lie in the flat `block` starting at entry `start`."""
+        lo, hi = np.searchsorted(self.tied, [start, start + block.numel()])
+        if hi == lo:
+            return None
+        return torch.from_numpy(self.tied[lo:hi] - start).to(block.device)
 
 
 def replayable(magnitudes: torch.Tensor, k: int) -> bool:
