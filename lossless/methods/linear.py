@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from lossless.methods import blocks
+from lossless.methods import blocks, fused
 
 
 def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -44,6 +44,10 @@ def linear(
     weights = weights.to(first.device)
     divisor = weights.sum() if params.get("normalize", True) else None
     out = torch.empty(first.shape, dtype=out_dtype or dtype, device=first.device)
+    if fused.linear_into(
+        tensors, weights.tolist(), None if divisor is None else float(divisor), dtype, out
+    ):
+        return out  # one fused pass, the same bits (methods/fused.py); torch's ops otherwise
     flat, models = out.view(-1), [tensor.reshape(-1) for tensor in tensors]
     total = torch.empty(min(blocks.BLOCK, flat.numel()), dtype=accumulate, device=first.device)
     for part in blocks.block_slices(flat.numel()):

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from lossless.methods import sparsify
+from lossless.methods import fused, sparsify
 from lossless.methods.blocks import BLOCK, block_slices
 from lossless.methods.top_cut import float_mask
 
@@ -168,6 +168,10 @@ def combine(
     buffers made once (a fresh 64K-entry temporary costs more than the op filling it), and with
     no op mixing dtypes (torch runs those unvectorised): bf16 inputs are cast, then subtracted."""
     # int8_mask only saves memory in mergekit; the mask's values are the same either way.
+    if all(k is sparsify.KEEP_ALL for k in kept) and fused.combine_into(
+        tensors, base, model_params, params, elect_sign, normalize, dtype, out
+    ):
+        return  # one fused pass, the same bits (methods/fused.py); torch's ops otherwise
     scale = float(params.get("lambda", 1.0))
     weights = weight_column(model_params, torch.empty(0, 0, dtype=dtype, device=base.device))
     unit = bool((weights == 1).all())  # ×1.0 changes no bit: skipped

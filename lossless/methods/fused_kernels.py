@@ -1,0 +1,170 @@
+"""The numba kernels behind methods/fused.py (imported on the first fused merge: numba takes
+0.3 s to import, which `lossless validate` and the rest need not pay).
+
+Loads, stores and roundings are chosen by the arrays' integer types at compile time (bf16 is
+stored as int16, float32 as int32), and the chain's flags are closure constants, so each
+kernel is straight-line arithmetic per entry that LLVM vectorises. Every helper is inlined.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
+
+
+def _llvm(signature: Any, emit: Any) -> Any:
+    """A numba intrinsic of one LLVM instruction: `emit(builder, args)` under `signature`."""
+
+    def codegen(context: Any, builder: Any, sig: Any, values: Any) -> Any:
+        return emit(builder, values)
+
+    def unary(typingctx: Any, a: Any) -> Any:  # numba's typing takes no *args
+        return signature, codegen
+
+    def ternary(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+        return signature, codegen
+
+    return intrinsic(unary if len(signature.args) == 1 else ternary)
+
+
+# the float32 whose bits are these (uint32), and back: bitcasts, no instruction at all
+_f32_from_bits = _llvm(types.float32(types.uint32), lambda b, v: b.bitcast(v[0], ir.FloatType()))
+_bits_of_f32 = _llvm(types.uint32(types.float32), lambda b, v: b.bitcast(v[0], ir.IntType(32)))
+# a·b + c rounded once (float32), as torch's addcmul computes on x86
+_fma = _llvm(types.float32(types.float32, types.float32, types.float32), lambda b, v: b.fma(*v))
+
+
+def _load(array, j):  # type: ignore[no-untyped-def]  # numba matches these names
+    """Entry j of a bf16 (stored as int16) or float32 (as int32) array as float32."""
+
+
+@overload(_load, inline="always")
+def _load_typed(array, j):  # type: ignore[no-untyped-def]
+    if array.dtype == types.int16:
+        return lambda array, j: _f32_from_bits(np.uint32(np.uint16(array[j])) << np.uint32(16))
+    return lambda array, j: _f32_from_bits(np.uint32(array[j]))
+
+
+def _to(x, like):  # type: ignore[no-untyped-def]
+    """x rounded to `like`'s dtype (bf16 as int16: to nearest even, as torch rounds finite
+    values) and back to float32."""
+
+
+@overload(_to, inline="always")
+def _to_typed(x, like):  # type: ignore[no-untyped-def]
+    if like.dtype == types.int16:
+        return lambda x, like: _f32_from_bits(_bf16_bits(x) << np.uint32(16))
+    return lambda x, like: x
+
+
+def _store(out, j, x):  # type: ignore[no-untyped-def]
+    """x (float32) into entry j of a bf16 (int16) or float32 (int32) array."""
+
+
+@overload(_store, inline="always")
+def _store_typed(out, j, x):  # type: ignore[no-untyped-def]
+    if out.dtype == types.int16:
+
+        def store_bf16(out, j, x):  # type: ignore[no-untyped-def]
+            out[j] = np.int16(np.uint16(_bf16_bits(x)))
+
+        return store_bf16
+
+    def store_f32(out, j, x):  # type: ignore[no-untyped-def]
+        out[j] = np.int32(_bits_of_f32(x))
+
+    return store_f32
+
+
+@numba.njit(inline="always")
+def _bf16_bits(x: Any) -> Any:
+    bits = _bits_of_f32(x)
+    return (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+
+
+@numba.njit(inline="always")
+def _worse(worst: Any, x: Any) -> Any:
+    """The larger of `worst` and x's exponent bits (int32), which reach _NOT_FINITE exactly
+    when x is inf or NaN. A select on int32 keeps the loop vectorised, where a branch out
+    of it, or numba's max on uint32, would not."""
+    exponent = np.int32(_bits_of_f32(x) & np.uint32(0x7F800000))
+    return exponent if exponent > worst else worst
+
+
+_NOT_FINITE = np.int32(0x7F800000)
+
+
+@numba.njit(nogil=True, cache=True)
+def linear(models: Any, weights: Any, divisor: Any, like: Any, out: Any) -> bool:
+    """divisor 1 when not normalizing (x / 1 is x). A non-finite input makes the result
+    non-finite, so only the results are checked."""
+    worst = np.int32(0)
+    for j in range(out.shape[0]):
+        total = np.float32(0.0)
+        for i in range(len(models)):
+            total = _fma(_to(_load(models[i], j), like), weights[i], total)
+        merged = _to(total / divisor, like)
+        worst = _worse(worst, merged)
+        _store(out, j, merged)
+    return worst != _NOT_FINITE
+
+
+@numba.njit(inline="always")
+def _task_row(model: Any, anchor: Any, weight: Any, like: Any, j: int) -> Any:
+    """The weighted task vector's entry j. torch's chain skips ×1.0, which changes no bit;
+    here it is always made: a select between the two would stop the vectorising."""
+    return _to(_to(_to(_load(model, j), like) - anchor, like) * weight, like)
+
+
+@functools.cache
+def combine_kernel(elect_sign: bool, normalize: bool, scaled: bool) -> Any:
+    """The chain's kernel for these flags, compiled once each (cached on disk). The flags are
+    the closure's constants: numba folds them, where a branch per entry (or a numba literal
+    argument, which stays a run-time value) keeps LLVM from vectorising the loop."""
+    zero, one, tiny = np.float32(0.0), np.float32(1.0), np.float32(1e-8)
+
+    def combine(models: Any, base: Any, weights: Any, scale: Any, like: Any, out: Any) -> bool:
+        """Only the results are checked: the mask multiplies as torch's chain does, so a NaN
+        or inf task vector, elected or not, reaches the result (NaN·0 and inf·0 are NaN)."""
+        plain_divisor = zero
+        for i in range(len(models)):
+            plain_divisor = plain_divisor + weights[i]
+        plain_divisor = _to(plain_divisor, like)
+        if abs(plain_divisor) < tiny:
+            plain_divisor = one
+        worst = np.int32(0)
+        for j in range(out.shape[0]):
+            anchor = _to(_load(base, j), like)
+            total = zero
+            for i in range(len(models)):  # the task vectors' sum, from +0
+                total = total + _task_row(models[i], anchor, weights[i], like, j)
+            if elect_sign:  # the agreeing entries (the task vectors made again: cheaper)
+                sign = one if total >= zero else -one  # the elected sign; ties go to +
+                merged, divisor = zero, zero
+                for i in range(len(models)):
+                    r = _task_row(models[i], anchor, weights[i], like, j)
+                    mask = one if r * sign > zero else zero  # zeros never agree
+                    merged = merged + r * mask  # NaN·0 is NaN, as in torch's chain
+                    divisor = divisor + weights[i] * mask
+                merged = _to(merged, like)
+                if normalize:
+                    divisor = _to(divisor, like)
+                    merged = _to(merged / (one if divisor == zero else divisor), like)
+            else:
+                merged = _to(total, like)
+                if normalize:
+                    merged = _to(merged / plain_divisor, like)
+            if scaled:
+                merged = _to(merged * scale, like)
+            result = _to(anchor + merged, like)
+            worst = _worse(worst, result)
+            _store(out, j, result)
+        return worst != _NOT_FINITE
+
+    return numba.njit(nogil=True, cache=True)(combine)

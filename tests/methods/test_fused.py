@@ -1,0 +1,187 @@
+"""The fused kernels (methods/fused.py) against torch's chain, bit for bit."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from lossless.methods import fused, sparsify, task_arithmetic
+from lossless.methods.linear import linear
+
+pytestmark = pytest.mark.skipif(not fused.ENABLED, reason="numba is absent, or LOSSLESS_FUSED=0")
+
+N = 65536 + 4099  # a whole block and a ragged tail: torch's vector and scalar loops both run
+
+
+def inputs(kind: str, count: int, dtype: torch.dtype) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A base and fine-tunes: small deltas; few distinct values (ties, cancellations, -0 and
+    zero deltas); or magnitudes from subnormal to near overflow."""
+    g = torch.Generator().manual_seed(count * 7 + len(kind))
+    if kind == "small":
+        base = torch.randn(N, generator=g)
+        models = [base + torch.randn(N, generator=g) * 0.01 for _ in range(count)]
+    elif kind == "ties":
+        base = torch.randint(-3, 4, (N,), generator=g).float() / 2
+        models = [base + torch.randint(-2, 3, (N,), generator=g).float() / 4 for _ in range(count)]
+        base[::5] = -0.0
+        for model in models:
+            model[::7] = -0.0
+    else:
+
+        def wide() -> torch.Tensor:
+            exponent = torch.randint(-140, 120, (N,), generator=g).float()
+            return torch.randn(N, generator=g) * torch.exp2(exponent)
+
+        base = wide()
+        models = [base + wide() for _ in range(count)]
+    return base.to(dtype), [m.to(dtype) for m in models]
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.int16 if t.dtype == torch.bfloat16 else torch.int32)
+
+
+def torch_chain(monkeypatch: pytest.MonkeyPatch, run: Callable[[], torch.Tensor]) -> torch.Tensor:
+    with monkeypatch.context() as patch:
+        patch.setattr(fused, "ENABLED", False)
+        return run()
+
+
+def chain(
+    models: list[torch.Tensor],
+    base: torch.Tensor,
+    model_params: list[dict[str, float]],
+    params: dict[str, float],
+    elect: bool,
+    normalize: bool,
+    compute: torch.dtype,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    """task_arithmetic.combine at density 1 (the kernel or torch, as fused.ENABLED says)."""
+    out = torch.empty(N, dtype=out_dtype)
+    keep = [sparsify.KEEP_ALL] * len(models)
+    task_arithmetic.combine(
+        models, base, keep, model_params, params, elect, normalize, compute, out
+    )
+    return out
+
+
+# (stored dtype, compute dtype, output dtype)
+DTYPES = [
+    (torch.bfloat16, torch.bfloat16, torch.bfloat16),
+    (torch.float32, torch.float32, torch.float32),
+    (torch.bfloat16, torch.float32, torch.bfloat16),
+    (torch.float32, torch.bfloat16, torch.bfloat16),
+]
+# (weight, elect_sign, normalize, lambda): TIES as mergekit's defaults, weighted, unnormalised,
+# task arithmetic, and a lambda
+CHAINS = [
+    (1.0, True, True, 1.0),
+    (0.5, True, True, 1.0),
+    (0.7, True, False, 1.0),
+    (1.0, False, False, 1.0),
+    (0.3, False, True, 0.5),
+    (1.0, True, True, 1.3),
+]
+
+
+# every chain with bf16 throughout (the common case) at 1, 3 and 4 models; the other dtypes at
+# 3 models on three chains (each case is a kernel numba compiles: about a second each)
+CASES = [(DTYPES[0], count, CHAINS) for count in (1, 3, 4)] + [
+    (dtypes, 3, [CHAINS[1], CHAINS[2], CHAINS[4]]) for dtypes in DTYPES[1:]
+]
+
+
+@pytest.mark.parametrize(
+    ("dtypes", "count", "chains"),
+    CASES,
+    ids=[f"{'-'.join(str(t)[6:] for t in d)}-{c}" for d, c, _ in CASES],
+)
+@pytest.mark.parametrize("kind", ["small", "ties", "wide"])
+def test_chain_has_torchs_bits(
+    dtypes: tuple[torch.dtype, ...],
+    count: int,
+    chains: list[tuple[float, bool, bool, float]],
+    kind: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stored, compute, out_dtype = dtypes
+    base, models = inputs(kind, count, stored)
+    for weight, elect, normalize, scale in chains:
+        model_params = [{"weight": weight * (1 + 0.1 * i)} for i in range(count)]
+        params = {"lambda": scale}
+        run = functools.partial(
+            chain, models, base, model_params, params, elect, normalize, compute, out_dtype
+        )
+        expected = torch_chain(monkeypatch, run)
+        got = torch.empty(N, dtype=out_dtype)
+        assert fused.combine_into(
+            models, base, model_params, params, elect, normalize, compute, got
+        ), "the fused kernel ran"
+        assert torch.equal(bits(got), bits(expected)), (weight, elect, normalize, scale)
+        assert torch.equal(bits(run()), bits(expected))  # combine takes the kernel's result
+
+
+@pytest.mark.parametrize("dtypes", DTYPES, ids=lambda d: "-".join(str(t)[6:] for t in d))
+@pytest.mark.parametrize("kind", ["small", "wide"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_linear_has_torchs_bits(
+    dtypes: tuple[torch.dtype, ...], kind: str, normalize: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored, compute, out_dtype = dtypes
+    _, models = inputs(kind, 3, stored)
+    model_params = [{"weight": 0.3 + 0.2 * i} for i in range(3)]  # products that need an fma
+    params = {"normalize": normalize}
+
+    def run() -> torch.Tensor:
+        return linear(models, None, model_params, params, dtype=compute, out_dtype=out_dtype)
+
+    expected = torch_chain(monkeypatch, run)
+    weights = [float(p["weight"]) for p in model_params]
+    divisor = float(torch.tensor(weights).sum()) if normalize else None
+    got = torch.empty(N, dtype=out_dtype)
+    assert fused.linear_into(models, weights, divisor, compute, got), "the fused kernel ran"
+    assert torch.equal(bits(got), bits(expected))
+
+
+def test_a_non_finite_result_is_left_to_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    base, models = inputs("small", 3, torch.bfloat16)
+    models[1][100] = float("inf")
+    models[2][200] = float("nan")
+    params = [{"weight": 1.0}] * 3
+    assert not fused.combine_into(
+        models, base, params, {}, True, True, torch.bfloat16, base.clone()
+    )
+    assert not fused.linear_into(models, [1.0] * 3, 3.0, torch.bfloat16, base.clone())
+
+    run = functools.partial(chain, models, base, params, {}, True, True, *[torch.bfloat16] * 2)
+    result = run()
+    assert torch.equal(bits(result), bits(torch_chain(monkeypatch, run)))
+    assert result[100].isinf()  # an inf delta agrees with the sign it makes
+
+
+def test_a_nan_delta_that_is_not_elected_still_reaches_the_result() -> None:
+    """torch's chain multiplies by the mask, and NaN·0 is NaN: so must the kernel, which then
+    leaves the block to torch (with --allow-non-finite a NaN input may reach the chain)."""
+    base, models = inputs("small", 3, torch.bfloat16)
+    models[0][::3] = float("nan")
+    params = [{"weight": 1.0}] * 3
+    out = torch.empty(N, dtype=torch.bfloat16)
+    assert not fused.combine_into(models, base, params, {}, True, True, torch.bfloat16, out)
+
+
+def test_what_the_kernels_do_not_cover() -> None:
+    base, models = inputs("small", 5, torch.float32)
+    params = [{"weight": 1.0}] * 5
+    out = torch.empty(N)
+    # five float32 rows: torch sums those its own way
+    assert not fused.combine_into(models, base, params, {}, True, True, torch.float32, out)
+    half = [m.half() for m in models]
+    assert not fused.combine_into(half, base, params, {}, True, True, torch.float32, out)
+    mixed = [models[0], models[1].bfloat16()]
+    assert not fused.linear_into(mixed, [1.0, 1.0], 2.0, torch.float32, out)
+    assert not fused.linear_into(models, [1.0] * 5, 5.0, torch.float64, out)
+    assert not fused.available(base[::2])  # not contiguous
