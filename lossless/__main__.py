@@ -1,5 +1,5 @@
 """`python -m lossless` is the same as the `lossless` console script."""
 
-from lossless.cli import main
+from lossless.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -10,9 +10,13 @@ and where a traceback is shown, only with `--debug`.
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from lossless import __version__
 from lossless.commands import chat, lock, plan, push, run, schema, validate
@@ -91,6 +95,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def entry() -> NoReturn:
+    """The console script (and `python -m lossless`): main(), then a fast exit.
+
+    After a merge the interpreter's own teardown (torch's, numba's and every module's objects)
+    takes 0.5-0.9 s; mypy skips it the same way. What a normal exit does for the user's files
+    still runs first: the atexit handlers (logging's flush, temporary directories, libraries'
+    own) and the flush of stdout and stderr. While another thread still runs, the normal exit
+    (which waits for it) is taken instead.
+    """
+    code = main()
+    if threading.active_count() > 1:
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _escape(value: object) -> str:
     from rich.markup import escape
 
@@ -98,4 +120,4 @@ def _escape(value: object) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
