@@ -27,6 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from lossless.methods.sparsify import KEEP_ALL, Kept
+from lossless.methods.top_cut import TopCut
+
 # LOSSLESS_FUSED=0 runs the torch chain (to compare, or to rule the kernels out)
 ENABLED = importlib.util.find_spec("numba") is not None and os.environ.get("LOSSLESS_FUSED") != "0"
 _KINDS = {torch.bfloat16: torch.int16, torch.float32: torch.int32}  # what the kernels see
@@ -69,35 +72,72 @@ def linear_into(
 def combine_into(
     tensors: Sequence[torch.Tensor],
     base: torch.Tensor,
+    kept: Sequence[Kept],
     model_params: Sequence[Mapping[str, Any]],
     params: Mapping[str, Any],
     elect_sign: bool,
     normalize: bool,
     dtype: torch.dtype,
     out: torch.Tensor,
+    start: int = 0,
 ) -> bool:
-    """task_arithmetic.combine with every entry kept (density 1) into `out`; False when the
-    kernels do not cover it (the caller runs torch): a dtype other than bf16 or float32, more
-    than 4 float32 rows (torch splits those sums its own way), or a non-finite entry."""
+    """task_arithmetic.combine into `out` (the block at flat entry `start` of the tensor), for
+    models whose entries are all kept or trimmed by a TIES cut; False when the kernels do not
+    cover it (the caller runs torch): another sparsifier (random, outliers, rescaled), a dtype
+    other than bf16 or float32, more than 4 float32 rows (torch splits those sums its own way),
+    or a non-finite result."""
     if not (available(out, base, *tensors) and dtype in _KINDS and _one_dtype(tensors)):
         return False
-    if dtype == torch.float32 and len(tensors) > 4:
+    cuts = [_cut(k, dtype) for k in kept]
+    if (dtype == torch.float32 and len(tensors) > 4) or any(c is None for c in cuts):
         return False
     weights = torch.tensor([float(p["weight"]) for p in model_params], dtype=dtype)
     scale = float(params.get("lambda", 1.0))
     from lossless.methods import fused_kernels
 
-    kernel = fused_kernels.combine_kernel(elect_sign, normalize, scale != 1)
-    return bool(
-        kernel(
-            tuple(_bits(t) for t in tensors),
-            _bits(base),
-            tuple(np.float32(w) for w in weights.float().tolist()),  # values: no loads per entry
-            np.float32(scale),
-            _like(dtype),
-            _bits(out),
-        )
+    combine, fix_ties = fused_kernels.combine_kernel(elect_sign, normalize, scale != 1)
+    args = (
+        tuple(_bits(t) for t in tensors),
+        _bits(base),
+        tuple(np.float32(w) for w in weights.float().tolist()),  # values: no loads per entry
+        tuple(np.float32(c) for c in cuts),
+        np.float32(scale),
+        _like(dtype),
+        _bits(out),
     )
+    if not combine(*args):
+        return False
+    ties = _kept_ties(kept, start, out.numel())
+    return ties is None or bool(fix_ties(*args, *ties))
+
+
+def _cut(kept: Kept, dtype: torch.dtype) -> float | None:
+    """The magnitude a model's entries must exceed to be kept (-1: all are), or None where the
+    kernels cannot apply its sparsifier."""
+    if kept is KEEP_ALL:
+        return -1.0
+    cut = kept.select
+    plain = not kept.zero and kept.factor is None and kept.work in (None, dtype)
+    if plain and isinstance(cut, TopCut) and cut.trims:
+        return cut.threshold  # a float32 magnitude (or a bf16 one): exact in float32
+    return None
+
+
+def _kept_ties(kept: Sequence[Kept], start: int, count: int) -> tuple[np.ndarray, ...] | None:
+    """Where in the block [start, start + count) some model keeps an entry tied at its cut,
+    and for each such entry the bits of the models that keep it; None if nowhere."""
+    tied = []
+    for i, k in enumerate(kept):
+        if isinstance(k.select, TopCut) and k.select.tied.size:
+            lo, hi = np.searchsorted(k.select.tied, [start, start + count])
+            tied.append((i, k.select.tied[lo:hi] - start))
+    positions = np.unique(np.concatenate([at for _, at in tied])) if tied else np.empty(0)
+    if not positions.size:
+        return None
+    forced = np.zeros(positions.size, dtype=np.uint32)
+    for i, at in tied:
+        forced[np.searchsorted(positions, at)] |= np.uint32(1 << i)
+    return positions.astype(np.int64), forced
 
 
 def _one_dtype(tensors: Sequence[torch.Tensor]) -> bool:

@@ -116,55 +116,134 @@ def linear(models: Any, weights: Any, divisor: Any, like: Any, out: Any) -> bool
 
 
 @numba.njit(inline="always")
-def _task_row(model: Any, anchor: Any, weight: Any, like: Any, j: int) -> Any:
-    """The weighted task vector's entry j. torch's chain skips ×1.0, which changes no bit;
-    here it is always made: a select between the two would stop the vectorising."""
-    return _to(_to(_to(_load(model, j), like) - anchor, like) * weight, like)
+def _task_row(
+    model: Any, anchor: Any, weight: Any, cut: Any, forced: Any, like: Any, j: int
+) -> Any:
+    """The trimmed, weighted task vector's entry j. The trim keeps |x| > cut (hardshrink's
+    rule; NaN is kept; cut -1 keeps every entry) or a `forced` tie at the cut, else +0 as
+    hardshrink gives. torch's chain skips ×1.0, which changes no bit; here it is always made: a
+    select between the two would stop the vectorising."""
+    r = _to(_to(_load(model, j), like) - anchor, like)
+    r = r if forced or not abs(r) <= cut else np.float32(0.0)
+    return _to(r * weight, like)
+
+
+_ZERO, _ONE, _TINY = np.float32(0.0), np.float32(1.0), np.float32(1e-8)
+
+
+@numba.njit(inline="always")
+def _entry(
+    models: Any,
+    anchor: Any,
+    weights: Any,
+    cuts: Any,
+    forced: Any,
+    scale: Any,
+    like: Any,
+    j: int,
+    elect_sign: bool,
+    normalize: bool,
+    scaled: bool,
+) -> Any:
+    """Entry j of the chain; bit i of `forced` keeps model i's entry whatever its cut. The
+    flags are the calling kernel's constants (inlined here, then folded). Only the results
+    are checked for inf and NaN: the agreement mask multiplies as torch's chain does, so a
+    NaN or inf task vector, elected or not, reaches the result."""
+    total = _ZERO
+    for i in range(len(models)):  # the task vectors' sum, from +0
+        bit = (forced >> np.uint32(i)) & np.uint32(1)
+        total = total + _task_row(models[i], anchor, weights[i], cuts[i], bit, like, j)
+    if elect_sign:  # the agreeing entries (the task vectors made again: cheaper)
+        sign = _ONE if total >= _ZERO else -_ONE  # the elected sign; ties go to +
+        merged, divisor = _ZERO, _ZERO
+        for i in range(len(models)):
+            bit = (forced >> np.uint32(i)) & np.uint32(1)
+            r = _task_row(models[i], anchor, weights[i], cuts[i], bit, like, j)
+            mask = _ONE if r * sign > _ZERO else _ZERO  # zeros never agree
+            merged = merged + r * mask  # NaN·0 is NaN, as in torch's chain
+            divisor = divisor + weights[i] * mask
+        merged = _to(merged, like)
+        if normalize:
+            divisor = _to(divisor, like)
+            merged = _to(merged / (_ONE if divisor == _ZERO else divisor), like)
+    else:
+        merged = _to(total, like)
+        if normalize:
+            divisor = _ZERO
+            for i in range(len(models)):
+                divisor = divisor + weights[i]
+            divisor = _to(divisor, like)
+            merged = _to(merged / (_ONE if abs(divisor) < _TINY else divisor), like)
+    if scaled:
+        merged = _to(merged * scale, like)
+    return _to(anchor + merged, like)
 
 
 @functools.cache
 def combine_kernel(elect_sign: bool, normalize: bool, scaled: bool) -> Any:
-    """The chain's kernel for these flags, compiled once each (cached on disk). The flags are
+    """The chain's kernels for these flags, compiled once each (cached on disk): the pass over
+    a range, and the fix-up of the entries where a model keeps a tie at its cut. The flags are
     the closure's constants: numba folds them, where a branch per entry (or a numba literal
-    argument, which stays a run-time value) keeps LLVM from vectorising the loop."""
-    zero, one, tiny = np.float32(0.0), np.float32(1.0), np.float32(1e-8)
+    argument, which stays a run-time value) keeps LLVM from vectorising the loop. A closure
+    holding only constants is cached by numba; one holding another jitted function would be
+    compiled again in every process (its pickle differs), so _entry is a global."""
 
-    def combine(models: Any, base: Any, weights: Any, scale: Any, like: Any, out: Any) -> bool:
-        """Only the results are checked: the mask multiplies as torch's chain does, so a NaN
-        or inf task vector, elected or not, reaches the result (NaN·0 and inf·0 are NaN)."""
-        plain_divisor = zero
-        for i in range(len(models)):
-            plain_divisor = plain_divisor + weights[i]
-        plain_divisor = _to(plain_divisor, like)
-        if abs(plain_divisor) < tiny:
-            plain_divisor = one
+    @numba.njit(nogil=True, cache=True)
+    def combine(
+        models: Any, base: Any, weights: Any, cuts: Any, scale: Any, like: Any, out: Any
+    ) -> bool:
         worst = np.int32(0)
         for j in range(out.shape[0]):
             anchor = _to(_load(base, j), like)
-            total = zero
-            for i in range(len(models)):  # the task vectors' sum, from +0
-                total = total + _task_row(models[i], anchor, weights[i], like, j)
-            if elect_sign:  # the agreeing entries (the task vectors made again: cheaper)
-                sign = one if total >= zero else -one  # the elected sign; ties go to +
-                merged, divisor = zero, zero
-                for i in range(len(models)):
-                    r = _task_row(models[i], anchor, weights[i], like, j)
-                    mask = one if r * sign > zero else zero  # zeros never agree
-                    merged = merged + r * mask  # NaN·0 is NaN, as in torch's chain
-                    divisor = divisor + weights[i] * mask
-                merged = _to(merged, like)
-                if normalize:
-                    divisor = _to(divisor, like)
-                    merged = _to(merged / (one if divisor == zero else divisor), like)
-            else:
-                merged = _to(total, like)
-                if normalize:
-                    merged = _to(merged / plain_divisor, like)
-            if scaled:
-                merged = _to(merged * scale, like)
-            result = _to(anchor + merged, like)
+            result = _entry(
+                models,
+                anchor,
+                weights,
+                cuts,
+                np.uint32(0),
+                scale,
+                like,
+                j,
+                elect_sign,
+                normalize,
+                scaled,
+            )
             worst = _worse(worst, result)
             _store(out, j, result)
         return worst != _NOT_FINITE
 
-    return numba.njit(nogil=True, cache=True)(combine)
+    @numba.njit(nogil=True, cache=True)
+    def fix_ties(
+        models: Any,
+        base: Any,
+        weights: Any,
+        cuts: Any,
+        scale: Any,
+        like: Any,
+        out: Any,
+        positions: Any,
+        forced: Any,
+    ) -> bool:
+        """The entries at `positions` again, model i's kept where bit i of `forced` says."""
+        worst = np.int32(0)
+        for k in range(positions.shape[0]):
+            j = positions[k]
+            anchor = _to(_load(base, j), like)
+            result = _entry(
+                models,
+                anchor,
+                weights,
+                cuts,
+                forced[k],
+                scale,
+                like,
+                j,
+                elect_sign,
+                normalize,
+                scaled,
+            )
+            worst = _worse(worst, result)
+            _store(out, j, result)
+        return worst != _NOT_FINITE
+
+    return combine, fix_ties

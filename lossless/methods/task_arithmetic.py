@@ -168,8 +168,8 @@ def combine(
     buffers made once (a fresh 64K-entry temporary costs more than the op filling it), and with
     no op mixing dtypes (torch runs those unvectorised): bf16 inputs are cast, then subtracted."""
     # int8_mask only saves memory in mergekit; the mask's values are the same either way.
-    if all(k is sparsify.KEEP_ALL for k in kept) and fused.combine_into(
-        tensors, base, model_params, params, elect_sign, normalize, dtype, out
+    if fused.combine_into(
+        tensors, base, kept, model_params, params, elect_sign, normalize, dtype, out, start
     ):
         return  # one fused pass, the same bits (methods/fused.py); torch's ops otherwise
     scale = float(params.get("lambda", 1.0))

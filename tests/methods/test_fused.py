@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
 
-from lossless.methods import fused, sparsify, task_arithmetic
+from lossless.methods import fused, sparsify, task_arithmetic, top_cut
 from lossless.methods.linear import linear
 
 pytestmark = pytest.mark.skipif(not fused.ENABLED, reason="numba is absent, or LOSSLESS_FUSED=0")
@@ -118,8 +122,9 @@ def test_chain_has_torchs_bits(
         )
         expected = torch_chain(monkeypatch, run)
         got = torch.empty(N, dtype=out_dtype)
+        keep = [sparsify.KEEP_ALL] * count
         assert fused.combine_into(
-            models, base, model_params, params, elect, normalize, compute, got
+            models, base, keep, model_params, params, elect, normalize, compute, got
         ), "the fused kernel ran"
         assert torch.equal(bits(got), bits(expected)), (weight, elect, normalize, scale)
         assert torch.equal(bits(run()), bits(expected))  # combine takes the kernel's result
@@ -147,13 +152,54 @@ def test_linear_has_torchs_bits(
     assert torch.equal(bits(got), bits(expected))
 
 
+@pytest.mark.parametrize("compute", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("kind", ["small", "ties"])
+@pytest.mark.parametrize("start", [0, 4096 + 37])
+def test_ties_trim_has_torchs_bits(
+    compute: torch.dtype, kind: str, start: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TIES at density 0.5 and 0.3: the kernel trims at each model's cut and keeps the ties
+    at it that torch's sort order keeps, on a block starting at `start` (a streamed tensor's
+    rows) as on the whole."""
+    base, models = inputs(kind, 3, torch.bfloat16)
+    model_params = [{"weight": 0.5, "density": d} for d in (0.5, 0.3, 1.0)]
+    kept = [
+        sparsify.top_magnitude(task_arithmetic.task_vector(m, base, compute), p["density"])
+        for m, p in zip(models, model_params, strict=True)
+    ]
+    cuts = [k.select for k in kept[:2]]
+    assert all(isinstance(c, top_cut.TopCut) and c.trims for c in cuts)
+    if kind == "ties":  # some entries equal to the cut are kept, some dropped
+        assert all(c.tied.size for c in cuts)
+    block = slice(start, start + 40000)
+    parts = [m[block] for m in models]
+
+    def run() -> torch.Tensor:
+        out = torch.empty(40000, dtype=torch.bfloat16)
+        task_arithmetic.combine(
+            parts, base[block], kept, model_params, {}, True, True, compute, out, start
+        )
+        return out
+
+    expected = torch_chain(monkeypatch, run)
+    got = torch.empty(40000, dtype=torch.bfloat16)
+    assert fused.combine_into(
+        parts, base[block], kept, model_params, {}, True, True, compute, got, start
+    ), "the fused kernel ran"
+    assert torch.equal(bits(got), bits(expected))
+    # and the merge as the table runs it, on the whole tensor
+    whole = functools.partial(task_arithmetic.ties, models, base, model_params, {})
+    assert torch.equal(bits(whole()), bits(torch_chain(monkeypatch, whole)))
+
+
 def test_a_non_finite_result_is_left_to_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     base, models = inputs("small", 3, torch.bfloat16)
     models[1][100] = float("inf")
     models[2][200] = float("nan")
     params = [{"weight": 1.0}] * 3
+    keep = [sparsify.KEEP_ALL] * 3
     assert not fused.combine_into(
-        models, base, params, {}, True, True, torch.bfloat16, base.clone()
+        models, base, keep, params, {}, True, True, torch.bfloat16, base.clone()
     )
     assert not fused.linear_into(models, [1.0] * 3, 3.0, torch.bfloat16, base.clone())
 
@@ -170,7 +216,9 @@ def test_a_nan_delta_that_is_not_elected_still_reaches_the_result() -> None:
     models[0][::3] = float("nan")
     params = [{"weight": 1.0}] * 3
     out = torch.empty(N, dtype=torch.bfloat16)
-    assert not fused.combine_into(models, base, params, {}, True, True, torch.bfloat16, out)
+    assert not fused.combine_into(
+        models, base, [sparsify.KEEP_ALL] * len(models), params, {}, True, True, torch.bfloat16, out
+    )
 
 
 def test_what_the_kernels_do_not_cover() -> None:
@@ -178,10 +226,39 @@ def test_what_the_kernels_do_not_cover() -> None:
     params = [{"weight": 1.0}] * 5
     out = torch.empty(N)
     # five float32 rows: torch sums those its own way
-    assert not fused.combine_into(models, base, params, {}, True, True, torch.float32, out)
+    assert not fused.combine_into(
+        models, base, [sparsify.KEEP_ALL] * len(models), params, {}, True, True, torch.float32, out
+    )
     half = [m.half() for m in models]
-    assert not fused.combine_into(half, base, params, {}, True, True, torch.float32, out)
+    assert not fused.combine_into(
+        half, base, [sparsify.KEEP_ALL] * 5, params, {}, True, True, torch.float32, out
+    )
     mixed = [models[0], models[1].bfloat16()]
     assert not fused.linear_into(mixed, [1.0, 1.0], 2.0, torch.float32, out)
     assert not fused.linear_into(models, [1.0] * 5, 5.0, torch.float64, out)
     assert not fused.available(base[::2])  # not contiguous
+
+
+def test_the_kernels_compile_once_and_load_from_the_disk_cache_after(tmp_path: Path) -> None:
+    """numba caches a kernel only if its closure pickles the same in every process: a second
+    process must load both kernels from the cache, not compile them again (seconds a merge)."""
+    child = (
+        "import torch\n"
+        "from lossless.methods import fused, fused_kernels, sparsify\n"
+        "x = [torch.ones(8, dtype=torch.bfloat16)] * 2\n"
+        "keep = [sparsify.KEEP_ALL] * 2\n"
+        "p = [{'weight': 1.0}] * 2\n"
+        "assert fused.combine_into(x, x[0], keep, p, {}, True, True, torch.bfloat16, x[0].clone())\n"
+        "assert fused.linear_into(x, [1.0, 1.0], 2.0, torch.bfloat16, x[0].clone())\n"
+        "combine, _ = fused_kernels.combine_kernel(True, True, False)\n"
+        "stats = [combine.stats, fused_kernels.linear.stats]\n"
+        "print(sum(len(s.cache_hits) for s in stats), sum(len(s.cache_misses) for s in stats))\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", child], env=env, capture_output=True, text=True, check=True
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    assert runs == [["0", "2"], ["2", "0"]]
