@@ -18,7 +18,9 @@ or when a range would need the introsort's heap-sort fallback, which is not repl
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +29,8 @@ import numpy as np
 SMALL = 16  # libstdc++'s _S_threshold: ranges this small wait for the final insertion sort
 BLOCK = 1 << 16  # keys per numpy call: big enough to amortise the call, small enough for cache
 SUB = 1 << 10  # keys per count when a partition's swap count is narrowed down inside a block
+# the in-memory replay compiled (sort_replay_kernel.py), as the fused merge kernels are
+COMPILED = importlib.util.find_spec("numba") is not None and os.environ.get("LOSSLESS_FUSED") != "0"
 
 
 def _median_slot(a: float, b: float, c: float) -> int:
@@ -274,8 +278,16 @@ def replay_top_k(
     of its keys equal to the threshold (the k-th largest key, known beforehand), the only ones
     followed, and the `depth` of partitions left.
     """
-    ids: _AllIds | _TiedIds = _AllIds(keys.size) if tied is None else _TiedIds(*tied)
     depth = depth_limit(keys.size) if depth is None else depth
+    if tied is None and COMPILED:  # the same steps, compiled and outside the GIL
+        from lossless.methods import sort_replay_kernel
+
+        ids_dtype = np.int32 if keys.size < 2**31 else np.int64
+        found, threshold, chosen = sort_replay_kernel.replay(
+            keys, np.arange(keys.size, dtype=ids_dtype), k, small, depth
+        )
+        return (float(threshold), chosen) if found else None
+    ids: _AllIds | _TiedIds = _AllIds(keys.size) if tied is None else _TiedIds(*tied)
     picked: list[tuple[float, np.ndarray]] = []  # (pivot, ids of keys equal to it) before k
     pivot = math.nan
 

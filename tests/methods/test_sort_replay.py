@@ -9,6 +9,16 @@ import torch
 from lossless.methods import sort_replay, sparsify, top_cut
 
 
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def replay_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: the compiled replay (sort_replay_kernel.py) and numpy's, which also
+    runs the streamed replays and runs wherever numba is absent."""
+    if request.param == "compiled" and not sort_replay.COMPILED:
+        pytest.skip("numba is absent, or LOSSLESS_FUSED=0")
+    monkeypatch.setattr(sort_replay, "COMPILED", request.param == "compiled")
+    return str(request.param)
+
+
 def argsort_first_k(keys: torch.Tensor, k: int) -> torch.Tensor:
     """What mergekit keeps: the first k of a full descending argsort, as a mask."""
     mask = torch.zeros(keys.numel(), dtype=torch.bool)
@@ -141,3 +151,9 @@ def test_breadcrumbs_band_matches_the_sorted_slice_with_ties() -> None:
     kept = sparsify.middle_magnitude(delta, keep / count, outliers / count)
     assert torch.equal(kept.apply(delta) != 0, expected & (delta != 0))
     assert torch.equal(kept.apply(delta), delta * expected)
+
+
+def test_the_depth_limit_gives_up_where_the_sort_would_heap_sort() -> None:
+    keys = tie_heavy(5000, 40, seed=3)
+    assert sort_replay.replay_top_k(keys.numpy().copy(), 2500, depth=1) is None
+    assert sort_replay.replay_top_k(keys.numpy().copy(), 2500, depth=30) is not None
