@@ -107,8 +107,8 @@ def combine_into(
     )
     if not combine(*args):
         return False
-    ties = _kept_ties(kept, start, out.numel())
-    return ties is None or bool(fix_ties(*args, *ties))
+    tied = tuple(_kept_ties(k, start, out.numel()) for k in kept)
+    return not any(t.size for t in tied) or bool(fix_ties(*args, tied, start))
 
 
 def _cut(kept: Kept, dtype: torch.dtype) -> float | None:
@@ -123,21 +123,16 @@ def _cut(kept: Kept, dtype: torch.dtype) -> float | None:
     return None
 
 
-def _kept_ties(kept: Sequence[Kept], start: int, count: int) -> tuple[np.ndarray, ...] | None:
-    """Where in the block [start, start + count) some model keeps an entry tied at its cut,
-    and for each such entry the bits of the models that keep it; None if nowhere."""
-    tied = []
-    for i, k in enumerate(kept):
-        if isinstance(k.select, TopCut) and k.select.tied.size:
-            lo, hi = np.searchsorted(k.select.tied, [start, start + count])
-            tied.append((i, k.select.tied[lo:hi] - start))
-    positions = np.unique(np.concatenate([at for _, at in tied])) if tied else np.empty(0)
-    if not positions.size:
-        return None
-    forced = np.zeros(positions.size, dtype=np.uint32)
-    for i, at in tied:
-        forced[np.searchsorted(positions, at)] |= np.uint32(1 << i)
-    return positions.astype(np.int64), forced
+def _kept_ties(kept: Kept, start: int, count: int) -> np.ndarray:
+    """The entries tied at a model's cut that it keeps, in the block [start, start + count):
+    a view of the cut's sorted flat indices (empty for a model that keeps every entry)."""
+    if not isinstance(kept.select, TopCut):
+        return _NO_TIES
+    lo, hi = np.searchsorted(kept.select.tied, [start, start + count])
+    return kept.select.tied[lo:hi]
+
+
+_NO_TIES = np.empty(0, dtype=np.int64)
 
 
 def _one_dtype(tensors: Sequence[torch.Tensor]) -> bool:

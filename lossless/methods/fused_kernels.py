@@ -221,20 +221,35 @@ def combine_kernel(elect_sign: bool, normalize: bool, scaled: bool) -> Any:
         scale: Any,
         like: Any,
         out: Any,
-        positions: Any,
-        forced: Any,
+        tied: Any,
+        start: int,
     ) -> bool:
-        """The entries at `positions` again, model i's kept where bit i of `forced` says."""
+        """The entries where some model keeps a tie at its cut, made again with those models'
+        entries kept: `tied[i]` holds model i's kept tied entries in this block (sorted flat
+        indices of the tensor, the block starting at `start`), walked together as a merge, so
+        no union of them is ever held."""
+        cursors = np.zeros(len(tied), dtype=np.int64)
         worst = np.int32(0)
-        for k in range(positions.shape[0]):
-            j = positions[k]
+        while True:
+            at = np.int64(-1)  # the next entry any model keeps a tie at
+            for i in range(len(tied)):
+                if cursors[i] < tied[i].size and (at < 0 or tied[i][cursors[i]] < at):
+                    at = tied[i][cursors[i]]
+            if at < 0:
+                return worst != _NOT_FINITE
+            forced = np.uint32(0)
+            for i in range(len(tied)):
+                if cursors[i] < tied[i].size and tied[i][cursors[i]] == at:
+                    forced |= np.uint32(1) << np.uint32(i)
+                    cursors[i] += 1
+            j = int(at - start)
             anchor = _to(_load(base, j), like)
             result = _entry(
                 models,
                 anchor,
                 weights,
                 cuts,
-                forced[k],
+                forced,
                 scale,
                 like,
                 j,
@@ -244,6 +259,5 @@ def combine_kernel(elect_sign: bool, normalize: bool, scaled: bool) -> Any:
             )
             worst = _worse(worst, result)
             _store(out, j, result)
-        return worst != _NOT_FINITE
 
     return combine, fix_ties
