@@ -129,26 +129,29 @@ def _task_row(
 
 
 _ZERO, _ONE, _TINY = np.float32(0.0), np.float32(1.0), np.float32(1e-8)
+_NONE = np.uint32(0)  # no model's tie forced
 
 
 @numba.njit(inline="always")
 def _entry(
     models: Any,
-    anchor: Any,
+    base: Any,
     weights: Any,
     cuts: Any,
     forced: Any,
     scale: Any,
     like: Any,
+    out: Any,
     j: int,
-    elect_sign: bool,
-    normalize: bool,
-    scaled: bool,
+    flags: tuple[bool, bool, bool],
 ) -> Any:
-    """Entry j of the chain; bit i of `forced` keeps model i's entry whatever its cut. The
-    flags are the calling kernel's constants (inlined here, then folded). Only the results
-    are checked for inf and NaN: the agreement mask multiplies as torch's chain does, so a
-    NaN or inf task vector, elected or not, reaches the result."""
+    """Entry j of the chain into `out`, returned too; bit i of `forced` keeps model i's entry
+    whatever its cut. The flags (elect_sign, normalize, scaled) are the calling kernel's
+    constants, folded here. Only the results are checked for inf and NaN: the agreement mask
+    multiplies as torch's chain does, so a NaN or inf task vector, elected or not, reaches the
+    result."""
+    elect_sign, normalize, scaled = flags
+    anchor = _to(_load(base, j), like)
     total = _ZERO
     for i in range(len(models)):  # the task vectors' sum, from +0
         bit = (forced >> np.uint32(i)) & np.uint32(1)
@@ -176,7 +179,9 @@ def _entry(
             merged = _to(merged / (_ONE if abs(divisor) < _TINY else divisor), like)
     if scaled:
         merged = _to(merged * scale, like)
-    return _to(anchor + merged, like)
+    result = _to(anchor + merged, like)
+    _store(out, j, result)
+    return result
 
 
 @functools.cache
@@ -194,22 +199,9 @@ def combine_kernel(elect_sign: bool, normalize: bool, scaled: bool) -> Any:
     ) -> bool:
         worst = np.int32(0)
         for j in range(out.shape[0]):
-            anchor = _to(_load(base, j), like)
-            result = _entry(
-                models,
-                anchor,
-                weights,
-                cuts,
-                np.uint32(0),
-                scale,
-                like,
-                j,
-                elect_sign,
-                normalize,
-                scaled,
-            )
+            flags = (elect_sign, normalize, scaled)
+            result = _entry(models, base, weights, cuts, _NONE, scale, like, out, j, flags)
             worst = _worse(worst, result)
-            _store(out, j, result)
         return worst != _NOT_FINITE
 
     @numba.njit(nogil=True, cache=True)
@@ -242,22 +234,8 @@ def combine_kernel(elect_sign: bool, normalize: bool, scaled: bool) -> Any:
                 if cursors[i] < tied[i].size and tied[i][cursors[i]] == at:
                     forced |= np.uint32(1) << np.uint32(i)
                     cursors[i] += 1
-            j = int(at - start)
-            anchor = _to(_load(base, j), like)
-            result = _entry(
-                models,
-                anchor,
-                weights,
-                cuts,
-                forced,
-                scale,
-                like,
-                j,
-                elect_sign,
-                normalize,
-                scaled,
-            )
+            j, flags = int(at - start), (elect_sign, normalize, scaled)
+            result = _entry(models, base, weights, cuts, forced, scale, like, out, j, flags)
             worst = _worse(worst, result)
-            _store(out, j, result)
 
     return combine, fix_ties
