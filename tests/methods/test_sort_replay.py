@@ -15,6 +15,9 @@ def replay_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     runs the streamed replays and runs wherever numba is absent."""
     if request.param == "compiled" and not sort_replay.COMPILED:
         pytest.skip("numba is absent, or LOSSLESS_FUSED=0")
+    # the once-per-process self-check, made before any test patches the replay (a patched
+    # replay that gives up would leave it False for every later test in this process)
+    assert sort_replay.replay_agrees()
     monkeypatch.setattr(sort_replay, "COMPILED", request.param == "compiled")
     return str(request.param)
 
