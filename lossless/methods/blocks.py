@@ -8,9 +8,14 @@ the same order as on the whole tensor (tests/methods check this bit for bit).
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+# whether the numba-compiled kernels run (fused.py, sort_replay_kernel.py): numba importable and
+# LOSSLESS_FUSED not 0 (which runs torch's ops and numpy's replay, with the same bytes)
+KERNELS = importlib.util.find_spec("numba") is not None and os.environ.get("LOSSLESS_FUSED") != "0"
 BLOCK = 1 << 16  # entries per block
 LANE = 1 << 12  # entries one thread sums in lane_sums: under torch's parallel grain (32768)
 

@@ -1,5 +1,5 @@
 """Fused CPU kernels for the elementwise merge math: linear and the task-arithmetic chain at
-density 1 (TIES's sign election included), one pass over the entries instead of ~25 torch ops.
+density 1 or after the TIES cut (sign election included), one pass over the entries instead of ~25 torch ops.
 
 Why by hand: torch's eager ops run one pass each over 64K-entry blocks, so the math of a TIES
 merge costs more than reading and writing its bytes; torch.compile needs a C++ compiler at
@@ -11,27 +11,26 @@ chain's torch ops on a 17M-entry bf16 TIES tensor, 6× for linear.
 Every kernel computes exactly what the torch chain computes, bit for bit: each bf16 op of the
 chain is a float32 op rounded to bf16 to nearest even, as torch's CPU kernels do, in the same
 order (tests/methods/test_fused.py compares the bits on random, tied, signed-zero and
-subnormal entries). A block with a non-finite input or result is left to the torch chain,
-whose NaN bits (which differ between its vector and scalar loops) are not imitated here.
-Where numba cannot be imported, or for dtypes and devices the kernels do not cover (float16,
-float64, a GPU, inputs of mixed dtypes, a density below 1), the callers run torch.
+subnormal entries). A block whose result is not finite (a non-finite input always reaches
+it) is left to the torch chain, whose NaN bits (which differ between its vector and scalar
+loops) are not imitated here. Where numba cannot be imported, or for what the kernels do not
+cover (float16, float64, a GPU, inputs of mixed dtypes, a sparsifier other than the TIES cut),
+the callers run torch.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from lossless.methods import blocks
 from lossless.methods.sparsify import KEEP_ALL, Kept
 from lossless.methods.top_cut import TopCut
 
-# LOSSLESS_FUSED=0 runs the torch chain (to compare, or to rule the kernels out)
-ENABLED = importlib.util.find_spec("numba") is not None and os.environ.get("LOSSLESS_FUSED") != "0"
+ENABLED = blocks.KERNELS  # tests switch the torch chain on here
 _KINDS = {torch.bfloat16: torch.int16, torch.float32: torch.int32}  # what the kernels see
 _MAX_MODELS = 16  # a kernel is compiled per count of inputs; more run torch
 

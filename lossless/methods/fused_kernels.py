@@ -197,9 +197,8 @@ def combine_kernel(elect_sign: bool, normalize: bool, scaled: bool) -> Any:
     def combine(
         models: Any, base: Any, weights: Any, cuts: Any, scale: Any, like: Any, out: Any
     ) -> bool:
-        worst = np.int32(0)
+        worst, flags = np.int32(0), (elect_sign, normalize, scaled)
         for j in range(out.shape[0]):
-            flags = (elect_sign, normalize, scaled)
             result = _entry(models, base, weights, cuts, _NONE, scale, like, out, j, flags)
             worst = _worse(worst, result)
         return worst != _NOT_FINITE
@@ -221,7 +220,7 @@ def combine_kernel(elect_sign: bool, normalize: bool, scaled: bool) -> Any:
         indices of the tensor, the block starting at `start`), walked together as a merge, so
         no union of them is ever held."""
         cursors = np.zeros(len(tied), dtype=np.int64)
-        worst = np.int32(0)
+        worst, flags = np.int32(0), (elect_sign, normalize, scaled)
         while True:
             at = np.int64(-1)  # the next entry any model keeps a tie at
             for i in range(len(tied)):
@@ -234,7 +233,7 @@ def combine_kernel(elect_sign: bool, normalize: bool, scaled: bool) -> Any:
                 if cursors[i] < tied[i].size and tied[i][cursors[i]] == at:
                     forced |= np.uint32(1) << np.uint32(i)
                     cursors[i] += 1
-            j, flags = int(at - start), (elect_sign, normalize, scaled)
+            j = int(at - start)
             result = _entry(models, base, weights, cuts, forced, scale, like, out, j, flags)
             worst = _worse(worst, result)
 

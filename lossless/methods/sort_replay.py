@@ -18,19 +18,18 @@ or when a range would need the introsort's heap-sort fallback, which is not repl
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from lossless.methods.blocks import KERNELS
+
 SMALL = 16  # libstdc++'s _S_threshold: ranges this small wait for the final insertion sort
 BLOCK = 1 << 16  # keys per numpy call: big enough to amortise the call, small enough for cache
 SUB = 1 << 10  # keys per count when a partition's swap count is narrowed down inside a block
-# the in-memory replay compiled (sort_replay_kernel.py), as the fused merge kernels are
-COMPILED = importlib.util.find_spec("numba") is not None and os.environ.get("LOSSLESS_FUSED") != "0"
+COMPILED = KERNELS  # the in-memory replay compiled (sort_replay_kernel.py); tests switch it here
 
 
 def _median_slot(a: float, b: float, c: float) -> int:
