@@ -49,15 +49,14 @@ KILLERS = {
     # the second shard is half written when the process dies
     "shard": """
         from lossless.tensors import output_shards
-        write = output_shards.OutputShards.write
-        def dying_write(self, name, tensor, first_row=None):
-            shard, slot = self._slots[name]
+        put = output_shards.OutputShards._put  # under write and write_bits
+        def dying_put(self, shard, slot, raw, first_row, rows):
             if "00002" in shard.spec.file and shard.fd >= 0:  # one of its tensors is written
-                raw = tensor.contiguous().reshape(-1).view(-1).numpy().tobytes()
-                os.pwrite(shard.fd, raw[: len(raw) // 2], shard.data_start + slot.begin)
+                data = raw.tobytes()
+                os.pwrite(shard.fd, data[: len(data) // 2], shard.data_start + slot.begin)
                 os.kill(os.getpid(), signal.SIGKILL)
-            write(self, name, tensor, first_row)
-        output_shards.OutputShards.write = dying_write
+            put(self, shard, slot, raw, first_row, rows)
+        output_shards.OutputShards._put = dying_put
     """,
     # the step's output is published; its state record is half written
     "state": """

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from lossless.errors import LosslessError
 from lossless.merge.jobs import TensorJob, TensorRef
 from lossless.methods.table import METHODS
-from lossless.tensors.safetensors_header import DTYPE_BYTES
+from lossless.tensors.safetensors_header import DTYPE_BYTES, TORCH_TO_SAFETENSORS
 from lossless.tensors.source import TensorSource
 
 GiB = 1 << 30
@@ -103,12 +103,10 @@ def job_bytes(job: TensorJob, sources: Mapping[str, TensorSource], shape: tuple[
 
 def _entry_bytes(job: TensorJob, sources: Mapping[str, TensorSource]) -> int:
     """What one output entry costs: the inputs' entries as read, the output's, the copies'."""
-    import torch
-
     refs = _refs(job)
     read = sum(DTYPE_BYTES.get(sources[r.model].dtype(r.tensor), 4) for r in refs)
-    compute = getattr(torch, job.compute_dtype).itemsize
-    out = getattr(torch, job.out_dtype).itemsize
+    compute = DTYPE_BYTES[TORCH_TO_SAFETENSORS[job.compute_dtype]]
+    out = DTYPE_BYTES[TORCH_TO_SAFETENSORS[job.out_dtype]]
     if METHODS[job.method].casts_inputs:
         return read + out + 2 * max(compute, 4) + 2 + _EXTRA_ENTRY_BYTES.get(job.method, 0)
     stacked = (_STACKED_COPIES.get(job.method, 1) - 1) * len(job.sources)
@@ -182,11 +180,7 @@ def block_rows(job: TensorJob, sources: Mapping[str, TensorSource], share: int) 
 
 def streams(job: TensorJob, shape: tuple[int, ...], whole: int, share: int) -> bool:
     """Whether a job is streamed: its method can be, and its whole-tensor math exceeds `share`."""
-    from lossless.methods.streamed_vectors import streamable
-
-    if not (METHODS[job.method].streams and len(shape) >= 2 and shape[0] > 1 and whole > share):
-        return False
-    return streamable(job.method, job.params)
+    return METHODS[job.method].streams and len(shape) >= 2 and shape[0] > 1 and whole > share
 
 
 def replay_bytes(job: TensorJob, share: int, shape: tuple[int, ...]) -> int:

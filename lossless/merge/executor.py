@@ -2,7 +2,10 @@
 
 Data flow, per tensor: `source.get` (a safetensors memory map) → cast to the job's compute dtype →
 the method's pure function → shape check → cast to the output dtype → written at its place in
-its shard (tensors/output_shards.py), then dropped. Worker threads (torch releases the GIL in
+its shard (tensors/output_shards.py), then dropped. A tensor that methods/direct.py covers
+(linear; task arithmetic and TIES keeping every entry; bf16 or float32) skips torch: its
+inputs' bits are read into numpy and merged by the fused kernels (merge/direct_jobs.py), so
+a merge of such tensors alone never imports torch (1.4 s). Worker threads (torch releases the GIL in
 the math) each compute a tensor and write it themselves, so a finished tensor never waits for
 an earlier one and memory holds only the tensors being computed. Tensors far larger than the
 typical one (an embedding, the lm_head) start first, so none is left computing alone at the
@@ -50,13 +53,14 @@ from lossless.merge.budget import (
     worker_count,
 )
 from lossless.merge.device import CPU, MergeDevice, device_memory
+from lossless.merge.direct_jobs import compute_direct, direct_math
 from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
 from lossless.merge.journal import JOURNAL, append_journal, plan_digest, resume
 from lossless.methods.table import METHODS
 from lossless.tensors.output_shards import OutputShards
 from lossless.tensors.source import TensorSource
 from lossless.tensors.writer import ShardSpec, layout_shards, write_index
-from lossless.threads import torch_threads
+from lossless.threads import LazyTorchThreads
 
 if TYPE_CHECKING:
     import torch
@@ -74,7 +78,6 @@ def tensor_seed(seed: int | None, name: str) -> int:
 def _compute(
     job: TensorJob,
     sources: Mapping[str, TensorSource],
-    fn: Callable[..., Any],
     shape: tuple[int, ...],
     seed: int | None,
     device: MergeDevice = CPU,
@@ -82,6 +85,7 @@ def _compute(
     import torch
 
     spec = METHODS[job.method]
+    fn = spec.load()
     compute, out_dtype = getattr(torch, job.compute_dtype), getattr(torch, job.out_dtype)
     target = device.torch()
 
@@ -173,12 +177,14 @@ def _run_jobs(
     seed: int | None,
     memory: int,
     device: MergeDevice = CPU,
+    torch_ready: Callable[[], None] = lambda: None,
 ) -> None:
     """Compute every job on `workers` threads, each writing its own output (`out`), with the
     bytes in flight under `memory` less the baseline; `done(job, notes)` is called on this
     thread as each job ends. Jobs start in file order, the early ones first (_early_jobs), as
-    soon as a worker is free and their bytes fit (one always starts when none is running)."""
-    fns = {name: METHODS[name].load() for name in {job.method for job in jobs}}
+    soon as a worker is free and their bytes fit (one always starts when none is running).
+    A whole-tensor job that methods/direct.py covers runs without torch (merge/direct_jobs.py);
+    `torch_ready()` is called before a job's torch work."""
     usable = usable_memory(memory)
     share = usable // workers
 
@@ -194,16 +200,26 @@ def _run_jobs(
         return max(streamed_bytes(job, sources, shape, rows, share), replay), rows, replay
 
     costs = [plan(job) for job in jobs]
+    directs = [
+        None if rows else direct_math(job, sources, shapes[job.output], device)
+        for job, (_, rows, _) in zip(jobs, costs, strict=True)
+    ]
     early = _early_jobs(costs, usable)
     order = early + sorted(set(range(len(jobs))) - set(early))
     stop = threading.Event()
 
     def run(i: int) -> list[str]:
-        job, (_, rows, replay) = jobs[i], costs[i]
+        job, (_, rows, replay), merge = jobs[i], costs[i], directs[i]
         shape = shapes[job.output]
+        if merge is not None:
+            bits = compute_direct(job, sources, shape, merge)
+            if bits is not None:
+                out.write_bits(job.output, bits)
+                return []
+        torch_ready()
         if rows:
             return _write_streamed(out, job, sources, shape, seed, rows, replay, stop, device)
-        tensor = _compute(job, sources, fns[job.method], shape, seed, device)
+        tensor = _compute(job, sources, shape, seed, device)
         out.write(job.output, tensor)
         return []
 
@@ -322,7 +338,7 @@ def execute(
     try:
         if progress:
             progress.start()
-        with torch_threads(max(1, (os.cpu_count() or 1) // workers)):
+        with LazyTorchThreads(max(1, (os.cpu_count() or 1) // workers)) as torch_threads:
             _run_jobs(
                 todo,
                 sources,
@@ -333,6 +349,7 @@ def execute(
                 seed=seed,
                 memory=memory,
                 device=device,
+                torch_ready=torch_threads.ensure,
             )
         out.finish()
     except BaseException:

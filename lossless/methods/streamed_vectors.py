@@ -34,12 +34,6 @@ STREAMED = (
 )
 
 
-def streamable(method: str, params: Mapping[str, Any]) -> bool:
-    """False for a parameter choice that keeps a streaming method (MethodSpec.streams) whole:
-    none today (nuslerp's columns stream since their dot products are summed per column)."""
-    return True
-
-
 def stream_vectors(
     method: str,
     rows: Any,

@@ -38,6 +38,7 @@ from lossless.tensors.safetensors_header import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 INDEX = "model.safetensors.index.json"
@@ -212,6 +213,23 @@ class Checkpoint:
             check_finite(tensor, f"{self._label}: tensor {name!r} ({self.path / shard})")
         return tensor
 
+    def read_bits(self, name: str, kinds: Mapping[str, Any]) -> np.ndarray | None:
+        """The tensor's entries, flat, as numpy integers of the dtype's width (`kinds`: its
+        safetensors dtype → that numpy type), with no torch; None for a pickle checkpoint or
+        a dtype not in `kinds`. Not checked for NaN or Inf: the caller checks the result
+        (methods/direct.py), and reads the tensor with `get` where it is not finite."""
+        entry = self._entry(name)
+        kind = kinds.get(entry["dtype"])
+        if self._pickle or kind is None:
+            return None
+        import numpy as np
+
+        shard = self._where[name]
+        begin, end = entry["data_offsets"]
+        bits = np.empty((end - begin) // np.dtype(kind).itemsize, dtype=kind)
+        _pread_into(self._open(shard), self.path / shard, entry, bits)
+        return bits
+
     def get_rows(self, name: str, lo: int, hi: int) -> torch.Tensor | None:
         """Rows [lo, hi) of the tensor along its first dimension, reading only their bytes;
         None for a pickle checkpoint (read it whole)."""
@@ -287,17 +305,22 @@ def _pread_tensor(fd: int, file: Path, entry: Mapping[str, Any]) -> torch.Tensor
     import torch
 
     begin, end = entry["data_offsets"]
-    start = entry["data_start"] + begin
     raw = torch.empty(end - begin, dtype=torch.uint8)
-    view = raw.numpy().data  # writable view of the new tensor's bytes
+    _pread_into(fd, file, entry, raw.numpy())  # a writable view of the new tensor's bytes
+    dtype = getattr(torch, SAFETENSORS_TO_TORCH[entry["dtype"]])
+    return raw.view(dtype).reshape(entry["shape"])
+
+
+def _pread_into(fd: int, file: Path, entry: Mapping[str, Any], buffer: Any) -> None:
+    """The tensor's bytes into `buffer` (a numpy array of exactly that many bytes)."""
+    view = memoryview(buffer).cast("B")
+    start = entry["data_start"] + entry["data_offsets"][0]
     done = 0
     while done < len(view):
         got = os.preadv(fd, [view[done:]], start + done)
         if got == 0:
             raise LosslessError(f"{file}: file ended while reading a tensor (truncated?)")
         done += got
-    dtype = getattr(torch, SAFETENSORS_TO_TORCH[entry["dtype"]])
-    return raw.view(dtype).reshape(entry["shape"])
 
 
 def _weight_map(index: Path) -> dict[str, str]:

@@ -17,6 +17,7 @@ on resume finds a shard a power cut damaged (merge/journal.py).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -25,10 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossless.errors import LosslessError
-from lossless.tensors.safetensors_header import TORCH_TO_SAFETENSORS
+from lossless.tensors.safetensors_header import DTYPE_BYTES, TORCH_TO_SAFETENSORS
 from lossless.tensors.writer import ShardSpec, TensorSlot
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 _READ_BACK = 1 << 24  # bytes hashed per read of the written prefix
@@ -98,9 +100,27 @@ class OutputShards:
                 f"the plan said rows of {slot.shape} {slot.dtype}"
             )
         raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        self._put(shard, slot, raw, first_row, shape[0] if shape else 1)
+
+    def write_bits(self, name: str, bits: np.ndarray) -> None:
+        """The whole of output tensor `name` as its flat entries' bits (numpy integers of the
+        dtype's width: methods/direct.py), written without torch."""
+        shard, slot = self._slots[name]
+        count = math.prod(slot.shape)
+        if bits.ndim != 1 or bits.size != count or bits.itemsize != DTYPE_BYTES[slot.dtype]:
+            raise LosslessError(
+                f"output tensor {name!r}: {bits.size} entries of {bits.itemsize} bytes, "
+                f"the plan said {count} {slot.dtype} entries"
+            )
+        self._put(shard, slot, bits.view("uint8"), None, 1)
+
+    def _put(
+        self, shard: _Shard, slot: TensorSlot, raw: Any, first_row: int | None, rows: int
+    ) -> None:
+        """`raw` (bytes of `rows` rows) at its place: the slot's start, or row `first_row`."""
         begin = shard.data_start + slot.begin
         if first_row:
-            begin += first_row * (raw.nbytes // shape[0])
+            begin += first_row * (raw.nbytes // rows)
         if raw.nbytes:
             _pwrite(self._open(shard), raw.data, begin)
             self._written(shard, begin, begin + raw.nbytes)

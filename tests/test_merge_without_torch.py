@@ -1,0 +1,99 @@
+"""`lossless run` on a merge that methods/direct.py covers never imports torch, and writes the
+bytes the torch path writes; a tensor it leaves to torch still gets torch's checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from lossless.methods import blocks
+from tests.factories import make_model, read_tensors
+
+pytestmark = pytest.mark.skipif(not blocks.KERNELS, reason="numba is absent, or LOSSLESS_FUSED=0")
+
+CHILD = """
+import json, sys
+from lossless.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "torch": "torch" in sys.modules}))
+"""
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bf16-models")
+    for i, name in enumerate(("base", "a", "b")):
+        make_model(root / name, seed=i, dtype="bfloat16", tokenizer=False)
+    return root
+
+
+def merge(config: str, out: Path, fused: bool = True) -> dict[str, object]:
+    recipe = out.parent / f"{out.name}.yml"
+    recipe.write_text(config)
+    env = {**os.environ, "LOSSLESS_FUSED": "1" if fused else "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, "run", "-q", "--no-copy-tokenizer", str(recipe), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**report, "stderr": done.stderr}
+
+
+LINEAR = """
+models:
+  - {{model: {root}/a, parameters: {{weight: 0.7}}}}
+  - {{model: {root}/b, parameters: {{weight: 0.45}}}}
+merge_method: linear
+dtype: bfloat16
+"""
+TIES = """
+models:
+  - {{model: {root}/a, parameters: {{weight: 1.0, density: 1.0}}}}
+  - {{model: {root}/b, parameters: {{weight: 0.6, density: 1.0}}}}
+merge_method: ties
+base_model: {root}/base
+parameters: {{normalize: true, int8_mask: true, lambda: 0.9}}
+dtype: bfloat16
+"""
+
+
+@pytest.mark.parametrize("config", [LINEAR, TIES], ids=["linear", "ties"])
+def test_no_torch_and_the_torch_paths_bytes(config: str, models: Path, tmp_path: Path) -> None:
+    text = config.format(root=models)
+    direct = merge(text, tmp_path / "direct")
+    assert direct["code"] == 0, direct["stderr"]
+    assert direct["torch"] is False
+    by_torch = merge(text, tmp_path / "torch", fused=False)
+    assert by_torch["code"] == 0 and by_torch["torch"] is True, by_torch["stderr"]
+    got, want = read_tensors(tmp_path / "direct"), read_tensors(tmp_path / "torch")
+    assert sorted(got) == sorted(want) and len(got) > 10
+    for name, tensor in want.items():
+        assert got[name].dtype == tensor.dtype == torch.bfloat16
+        assert got[name].view(torch.int16).equal(tensor.view(torch.int16)), name
+
+
+def test_a_nan_input_is_named_as_before(models: Path, tmp_path: Path) -> None:
+    """The kernel only sees a result that is not finite; the torch path then reads the
+    inputs with their checks, and says which tensor holds the NaN."""
+    broken = tmp_path / "broken"
+    make_model(broken, seed=5, dtype="bfloat16", tokenizer=False)
+    file = broken / "model.safetensors"
+    tensors = load_file(file)
+    name = "model.layers.1.mlp.up_proj.weight"
+    tensors[name][3, 4] = float("nan")
+    save_file(tensors, file, metadata={"format": "pt"})
+    text = LINEAR.format(root=models).replace(f"{models}/b", str(broken))
+    report = merge(text, tmp_path / "out")
+    assert report["code"] == 1
+    assert f"tensor {name!r}" in str(report["stderr"]) and "1 NaN" in str(report["stderr"])
+    assert not (tmp_path / "out" / "model.safetensors").exists()
