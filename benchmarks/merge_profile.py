@@ -4,11 +4,12 @@
 
 Runs the merge of a mergekit config (as `lossless run` would plan it) in this process, with
 the executor's usual workers, and sums the wall time each worker thread spends in:
-  - read: `preadv` of tensor bytes (tensors/checkpoint.py),
+  - read: `preadv` of tensor bytes (tensors/checkpoint.py), into torch or numpy,
   - decide: the magnitude cut of each task vector (radix select and tie-order replay included;
     its own reads and arithmetic count here, not above),
   - math: the elementwise merge of each tensor or block (the casts of its inputs to the
-    compute dtype included; linear, or the task-arithmetic chain after the cut),
+    compute dtype included; linear, or the task-arithmetic chain after the cut; with or
+    without torch: methods/direct.py, whose first call loads numba and its kernels),
   - write: the workers' positional writes of tensors and blocks (tensors/output_shards.py),
   - hash: the shard hasher's read-back of the written bytes and their sha256 (its own
     thread, waits not counted),
@@ -64,10 +65,17 @@ def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def instrument() -> None:
-    from lossless.methods import linear, sparsify, streamed, streamed_cuts, task_arithmetic
+    from lossless.methods import (
+        direct,
+        linear,
+        sparsify,
+        streamed,
+        streamed_cuts,
+        task_arithmetic,
+    )
     from lossless.tensors import checkpoint, output_shards
 
-    checkpoint._pread_tensor = timed("read", checkpoint._pread_tensor)
+    checkpoint._pread_into = timed("read", checkpoint._pread_into)  # torch's reads and direct's
     checkpoint.check_finite = timed("check", checkpoint.check_finite)
     from lossless.merge import executor
 
@@ -90,9 +98,11 @@ def instrument() -> None:
     # the elementwise math, casts of the inputs to the compute dtype included
     task_arithmetic.combine = streamed.combine = timed("math", task_arithmetic.combine)
     linear.linear = streamed.linear = timed("math", linear.linear)
+    direct.DirectMath.run = timed("math", direct.DirectMath.run)  # the merges without torch
     # the workers' positional writes, and the shard hasher's read-back and sha256 (its thread)
     shards = output_shards.OutputShards
     shards.write = timed("write", shards.write)
+    shards.write_bits = timed("write", shards.write_bits)
     hash_loop, next_range = shards._hash_loop, shards._next_range
 
     def waiting(self: Any) -> Any:  # the hasher's idle time, taken off its loop's
