@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -183,3 +186,67 @@ def test_config_problems_name_key_tensor_and_sizes() -> None:
         "config.json says hidden_size 64, but model.embed_tokens.weight is [512, 48]",
         "config.json says num_hidden_layers 3, but the weights hold 2",
     ]
+
+
+KINDS = {"BF16": np.int16, "F32": np.int32}
+
+
+def test_read_bits_are_the_tensors_bits_mapped_or_copied(tmp_path: Path) -> None:
+    """An aligned tensor is a copy-on-write map of the file; one whose bytes start at an odd
+    offset (a float32 after 3 bf16 entries, as safetensors itself never lays out) is read
+    into a new array; both are the bits."""
+    tensors = {
+        "a_odd": torch.randn(3).to(torch.bfloat16),
+        "b_f32": torch.randn(4097),
+        "c_bf16": torch.randn(64, 65).to(torch.bfloat16),
+        "d_empty": torch.zeros(0, 4),
+        "e_f16": torch.randn(5).half(),
+    }
+    names = {torch.bfloat16: "BF16", torch.float32: "F32", torch.float16: "F16"}
+    header, data = {}, b""
+    for name, tensor in tensors.items():
+        raw = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+        offsets = [len(data), len(data) + len(raw)]
+        header[name] = {
+            "dtype": names[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": offsets,
+        }
+        data += raw
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + data)
+    ckpt = Checkpoint(tmp_path)
+    for name in ("a_odd", "b_f32", "c_bf16", "d_empty"):
+        bits = ckpt.read_bits(name, KINDS)
+        assert bits is not None and bits.ndim == 1 and bits.flags.writeable
+        want = tensors[name].reshape(-1).view(torch.int16 if bits.itemsize == 2 else torch.int32)
+        assert np.array_equal(bits, want.numpy()), name
+    mapped = ckpt.read_bits("c_bf16", KINDS).base  # type: ignore[union-attr]
+    assert isinstance(mapped, memoryview) and isinstance(mapped.obj, mmap.mmap)
+    assert ckpt.read_bits("b_f32", KINDS).base is None  # type: ignore[union-attr]
+    assert ckpt.read_bits("e_f16", KINDS) is None  # not a kind asked for
+
+
+def test_read_bits_never_writes_the_file(tmp_path: Path) -> None:
+    save_file({"w": torch.randn(4096).to(torch.bfloat16)}, tmp_path / "model.safetensors")
+    before = (tmp_path / "model.safetensors").read_bytes()
+    bits = Checkpoint(tmp_path).read_bits("w", KINDS)
+    assert bits is not None
+    bits[:] = 7
+    del bits
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+
+
+def test_read_bits_of_a_file_cut_short_since_it_was_opened(tmp_path: Path) -> None:
+    save_file({"w": torch.randn(4096).to(torch.bfloat16)}, tmp_path / "model.safetensors")
+    ckpt = Checkpoint(tmp_path)
+    file = tmp_path / "model.safetensors"
+    os.truncate(file, file.stat().st_size - 100)
+    with pytest.raises(LosslessError, match=r"model\.safetensors: file ended while reading"):
+        ckpt.read_bits("w", KINDS)
+
+
+def test_read_bits_of_a_pickle_is_none(tmp_path: Path) -> None:
+    torch.save({"w": torch.arange(6.0)}, tmp_path / "pytorch_model.bin")
+    assert Checkpoint(tmp_path, allow_pickle=True).read_bits("w", KINDS) is None

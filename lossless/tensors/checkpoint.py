@@ -15,7 +15,8 @@ kept open; `preadv` has no shared file position, so worker threads read concurre
 the same single copy out of the page cache as safetensors' `get_tensor` on its memory map, but the
 file pages are not mapped into this process: with mmap every page ever touched counts in the
 merge's RSS (4.7 GiB peak for a 300M-parameter 4-model merge), with `preadv` only the tensors in
-flight do.
+flight do. `read_bits` (the merges without torch) maps one tensor's pages at a time instead,
+copy-on-write, and the map goes with its array, so its RSS too is only the tensors in flight.
 """
 
 from __future__ import annotations
@@ -217,18 +218,17 @@ class Checkpoint:
         """The tensor's entries, flat, as numpy integers of the dtype's width (`kinds`: its
         safetensors dtype → that numpy type), with no torch; None for a pickle checkpoint or
         a dtype not in `kinds`. Not checked for NaN or Inf: the caller checks the result
-        (methods/direct.py), and reads the tensor with `get` where it is not finite."""
+        (methods/direct.py), and reads the tensor with `get` where it is not finite.
+
+        A private map of the file's pages rather than a copy (`_map_entry`): the merge then
+        reads the page cache itself, and both its copy and the fresh pages' faults are saved
+        (0.3–0.8 s of a 336M merge's 2 s here). The map is gone with the array."""
         entry = self._entry(name)
         kind = kinds.get(entry["dtype"])
         if self._pickle or kind is None:
             return None
-        import numpy as np
-
         shard = self._where[name]
-        begin, end = entry["data_offsets"]
-        bits = np.empty((end - begin) // np.dtype(kind).itemsize, dtype=kind)
-        _pread_into(self._open(shard), self.path / shard, entry, bits)
-        return bits
+        return _map_entry(self._open(shard), self.path / shard, entry, kind)
 
     def get_rows(self, name: str, lo: int, hi: int) -> torch.Tensor | None:
         """Rows [lo, hi) of the tensor along its first dimension, reading only their bytes;
@@ -309,6 +309,34 @@ def _pread_tensor(fd: int, file: Path, entry: Mapping[str, Any]) -> torch.Tensor
     _pread_into(fd, file, entry, raw.numpy())  # a writable view of the new tensor's bytes
     dtype = getattr(torch, SAFETENSORS_TO_TORCH[entry["dtype"]])
     return raw.view(dtype).reshape(entry["shape"])
+
+
+def _map_entry(fd: int, file: Path, entry: Mapping[str, Any], kind: Any) -> np.ndarray:
+    """The tensor's bytes as a writable numpy array of `kind` over a copy-on-write map of the
+    file (never written: nothing reaches the file), or read into a new one where the bytes do
+    not start at a multiple of `kind`'s size (the kernels are compiled for aligned arrays). The file is checked to hold them first;
+    one cut short while mapped would end the process (SIGBUS), as with any memory map."""
+    import mmap
+
+    import numpy as np
+
+    begin, end = entry["data_offsets"]
+    start, stop = entry["data_start"] + begin, entry["data_start"] + end
+    if stop == start or start % np.dtype(kind).itemsize:  # nothing, or not aligned: a copy
+        bits = np.empty((stop - start) // np.dtype(kind).itemsize, dtype=kind)
+        _pread_into(fd, file, entry, bits)
+        return bits
+    if os.fstat(fd).st_size < stop:
+        raise LosslessError(f"{file}: file ended while reading a tensor (truncated?)")
+    first = start - start % mmap.ALLOCATIONGRANULARITY
+    pages = mmap.mmap(
+        fd,
+        stop - first,
+        flags=mmap.MAP_PRIVATE,
+        prot=mmap.PROT_READ | mmap.PROT_WRITE,
+        offset=first,
+    )
+    return np.frombuffer(pages, dtype=kind, offset=start - first)
 
 
 def _pread_into(fd: int, file: Path, entry: Mapping[str, Any], buffer: Any) -> None:
