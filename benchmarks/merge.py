@@ -19,7 +19,9 @@ process whose own peak RSS is taken from `os.wait4`:
     bytes, which no merge can beat (the fastest of the rounds: noise only slows it);
   - `mergekit-yaml config.yml out` (CPU), when given;
   - `lossless run config.yml out`;
-and checks that both outputs hold the same tensors, bit for bit. Prints a table; asserts
+and checks that both outputs hold the same tensors, bit for bit. After each command the
+written pages are flushed (`sync`, untimed), so none runs beside the previous one's writeback
+(which slowed a 2 s lossless merge after mergekit's by a second). Prints a table; asserts
 nothing (timings belong in reports, not tests). `uptime`'s load is printed with each merge:
 the machine may be shared.
 """
@@ -390,6 +392,8 @@ def main() -> None:
                         print(f"  failed: {failed}", flush=True)
                         results.pop(tool)
                         continue
+                    finally:  # its output's writeback is not the next command's to pay
+                        os.sync()
                     if tool == "floor":
                         (work / "floor.bin").unlink(missing_ok=True)
                         wall = json.loads(stdout.strip().splitlines()[-1])["seconds"]
