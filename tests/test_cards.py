@@ -46,3 +46,19 @@ def test_adapter_records_the_hub_id_of_its_base(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "adapter_config.json").read_text())
     assert saved == {"base_model_name_or_path": "org/base", "r": 8, "revision": "v1"}
     record_base_model(tmp_path / "none", "org/base")  # no adapter: nothing to do
+
+
+def test_the_card_is_what_huggingface_hubs_model_card_writes_back() -> None:
+    """build_card skips `ModelCard` (whose module loads the hub client); its text must be the
+    one `ModelCard(text)` gives back, with and without eval results, for merges and adapters."""
+    from huggingface_hub import ModelCard
+
+    recipe, _ = load_recipe(RECIPES / "base-lora-ties.yaml")
+    scores = [Score("general", "loss", 2.5, "f"), Score("new", "accuracy", 0.123456789, "g")]
+    for step in ("merged", "new_skill"):
+        for given in ([], scores):
+            card = render_card(
+                "x: 1\n", name="m", lineage=lineage(recipe, step), scores=given, repo_id="o/m"
+            )
+            assert str(ModelCard(card)) == card, (step, given)
+            assert ModelCard(card).data.to_dict()["tags"][0] == "lossless"

@@ -188,9 +188,12 @@ def build_card(
     lock_text: str | None = None,
     scores: Sequence[Score] = (),
     repo_id: str | None = None,
-) -> Any:
-    """A `huggingface_hub.ModelCard` for an output named `name` (the repo id when pushing)."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+) -> str:
+    """The model card (README.md) of an output named `name` (the repo id when pushing): its
+    metadata made by huggingface_hub's `ModelCardData`, the text as `ModelCard(text)` would
+    write it back (tests/test_cards.py checks that). `ModelCard` itself is not imported: its
+    module loads the hub client, 0.2 s at the end of every merge."""
+    from huggingface_hub.repocard_data import EvalResult, ModelCardData
 
     from lossless.hub.reproduce import card_section
 
@@ -232,13 +235,12 @@ def build_card(
         ]
         body += [f"| {s.dataset} | {s.metric} | {s.value:.4f} | {s.source} |" for s in scores]
     body += ["", card_section(recipe_text, lock_text, repo_id)]
-    content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body)
-    return ModelCard(content)
+    return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body)
 
 
 def render_card(recipe_text: str, **kwargs: Any) -> str:
     """README.md text of `build_card`."""
-    return str(build_card(recipe_text, **kwargs))
+    return build_card(recipe_text, **kwargs)
 
 
 def _summary(lineage: Lineage) -> str:
