@@ -1,5 +1,5 @@
 """The merge's tensors computed without torch (methods/direct.py): which jobs qualify, and their
-bits, read straight from the checkpoints.
+bits, from the checkpoints' mapped pages (Checkpoint.read_bits).
 
 A job qualifies when methods/direct.py covers its method, parameters and dtypes, it runs on
 the CPU, and every input is a checkpoint's own tensor of the output's shape (not a LoRA-applied

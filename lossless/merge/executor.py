@@ -4,10 +4,10 @@ Data flow, per tensor: `source.get` (a safetensors memory map) → cast to the j
 the method's pure function → shape check → cast to the output dtype → written at its place in
 its shard (tensors/output_shards.py), then dropped. A tensor that methods/direct.py covers
 (linear; task arithmetic and TIES keeping every entry; bf16 or float32) skips torch: its
-inputs' bits are read into numpy and merged by the fused kernels (merge/direct_jobs.py), so
-a merge of such tensors alone never imports torch (1.4 s). Worker threads (torch releases the GIL in
-the math) each compute a tensor and write it themselves, so a finished tensor never waits for
-an earlier one and memory holds only the tensors being computed. Tensors far larger than the
+inputs' bits are mapped into numpy and merged by the fused kernels (merge/direct_jobs.py),
+so a merge of such tensors alone never imports torch (1.4 s). Worker threads (the math
+releases the GIL) each compute a tensor and write it themselves, so a finished tensor never
+waits for an earlier one and memory holds only the tensors being computed. Tensors far larger than the
 typical one (an embedding, the lm_head) start first, so none is left computing alone at the
 end; the rest start in file order as workers and memory come free.
 
