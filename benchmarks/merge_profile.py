@@ -4,7 +4,8 @@
 
 Runs the merge of a mergekit config (as `lossless run` would plan it) in this process, with
 the executor's usual workers, and sums the wall time each worker thread spends in:
-  - read: `preadv` of tensor bytes (tensors/checkpoint.py), into torch or numpy,
+  - read: `preadv` of tensor bytes (tensors/checkpoint.py), or the merges without torch
+    mapping them (whose page faults then count in math),
   - decide: the magnitude cut of each task vector (radix select and tie-order replay included;
     its own reads and arithmetic count here, not above),
   - math: the elementwise merge of each tensor or block (the casts of its inputs to the
@@ -75,7 +76,8 @@ def instrument() -> None:
     )
     from lossless.tensors import checkpoint, output_shards
 
-    checkpoint._pread_into = timed("read", checkpoint._pread_into)  # torch's reads and direct's
+    checkpoint._pread_into = timed("read", checkpoint._pread_into)
+    checkpoint._map_entry = timed("read", checkpoint._map_entry)  # the merges without torch
     checkpoint.check_finite = timed("check", checkpoint.check_finite)
     from lossless.merge import executor
 

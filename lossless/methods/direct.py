@@ -35,8 +35,10 @@ _FAMILY = "lossless.methods.task_arithmetic:"
 # checks the two agree), and the one member that never sparsifies
 SIGN_ELECTING = frozenset({"ties", "dare_ties", "breadcrumbs_ties", "della"})
 _NEVER_SPARSIFIES = "task_arithmetic"
-_MAX_MODELS = 16  # a kernel is compiled per count of inputs
-_MAX_SUMMED = 4  # float32 rows (and linear's weights) torch adds in order, one by one
+# the kernels' limits, fused.py's too: a kernel is compiled per count of inputs; torch adds up
+# to 4 float32 rows (and linear's weights) in order, one by one, more in an order of its own
+MAX_MODELS = 16
+MAX_SUMMED = 4
 
 
 @dataclass(frozen=True)
@@ -77,16 +79,17 @@ def plan(
     """The tensor's merge without torch, or None where this module does not cover it.
     `stored`: the inputs' safetensors dtypes (the base's apart), as read."""
     spec = METHODS.get(method)
+    if spec is None:
+        return None
     covered = (
         blocks.KERNELS
-        and spec is not None
-        and 0 < len(stored) <= _MAX_MODELS
+        and 0 < len(stored) <= MAX_MODELS
         and len(set(stored)) == 1
         and stored[0] in STORED
         and compute_dtype in COMPUTED
         and out_dtype in COMPUTED
     )
-    if not covered or spec is None:
+    if not covered:
         return None
     like = np.empty(0, dtype=COMPUTED[compute_dtype])
     if method == "linear":
@@ -103,7 +106,7 @@ def _linear(
     weights = tuple(np.float32(float(p["weight"])) for p in model_params)
     divisor = np.float32(1.0)
     if params.get("normalize", True):
-        if len(weights) > _MAX_SUMMED:
+        if len(weights) > MAX_SUMMED:
             return None
         divisor = np.float32(0.0)
         for weight in weights:
@@ -123,7 +126,7 @@ def _chain(
     densities = [float(p.get("density", 1.0)) for p in model_params]
     if method != _NEVER_SPARSIFIES and any(d < 1 for d in densities):
         return None  # a cut or a random drop: torch's (fused.py covers the TIES cut)
-    if compute_dtype == "float32" and len(model_params) > _MAX_SUMMED:
+    if compute_dtype == "float32" and len(model_params) > MAX_SUMMED:
         return None
     weights = tuple(_rounded(float(p["weight"]), compute_dtype) for p in model_params)
     normalize = params.get("normalize", METHODS[method].global_params["normalize"].default)

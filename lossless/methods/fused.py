@@ -26,13 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from lossless.methods import blocks
+from lossless.methods import blocks, direct
 from lossless.methods.sparsify import KEEP_ALL, Kept
 from lossless.methods.top_cut import TopCut
 
 ENABLED = blocks.KERNELS  # tests switch the torch chain on here
 _KINDS = {torch.bfloat16: torch.int16, torch.float32: torch.int32}  # what the kernels see
-_MAX_MODELS = 16  # a kernel is compiled per count of inputs; more run torch
 
 
 def available(*tensors: torch.Tensor) -> bool:
@@ -88,7 +87,9 @@ def combine_into(
     if not (available(out, base, *tensors) and dtype in _KINDS and _one_dtype(tensors)):
         return False
     cuts = [_cut(k, dtype) for k in kept]
-    if (dtype == torch.float32 and len(tensors) > 4) or any(c is None for c in cuts):
+    if (dtype == torch.float32 and len(tensors) > direct.MAX_SUMMED) or any(
+        c is None for c in cuts
+    ):
         return False
     weights = torch.tensor([float(p["weight"]) for p in model_params], dtype=dtype)
     scale = float(params.get("lambda", 1.0))
@@ -136,7 +137,7 @@ _NO_TIES = np.empty(0, dtype=np.int64)
 
 def _one_dtype(tensors: Sequence[torch.Tensor]) -> bool:
     """Inputs of one stored dtype, and not too many (numba indexes a tuple of one type)."""
-    return 0 < len(tensors) <= _MAX_MODELS and len({t.dtype for t in tensors}) == 1
+    return 0 < len(tensors) <= direct.MAX_MODELS and len({t.dtype for t in tensors}) == 1
 
 
 def _bits(t: torch.Tensor) -> np.ndarray:
@@ -147,4 +148,4 @@ def _bits(t: torch.Tensor) -> np.ndarray:
 
 def _like(dtype: torch.dtype) -> np.ndarray:
     """An empty array whose integer type names the compute dtype to the kernels."""
-    return np.empty(0, dtype=np.int16 if dtype == torch.bfloat16 else np.int32)
+    return np.empty(0, dtype=direct.COMPUTED[str(dtype).removeprefix("torch.")])

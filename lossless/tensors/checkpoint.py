@@ -314,8 +314,9 @@ def _pread_tensor(fd: int, file: Path, entry: Mapping[str, Any]) -> torch.Tensor
 def _map_entry(fd: int, file: Path, entry: Mapping[str, Any], kind: Any) -> np.ndarray:
     """The tensor's bytes as a writable numpy array of `kind` over a copy-on-write map of the
     file (never written: nothing reaches the file), or read into a new one where the bytes do
-    not start at a multiple of `kind`'s size (the kernels are compiled for aligned arrays). The file is checked to hold them first;
-    one cut short while mapped would end the process (SIGBUS), as with any memory map."""
+    not start at a multiple of `kind`'s size (the kernels are compiled for aligned arrays).
+    The file is checked to hold them first; one cut short while mapped would end the process
+    (SIGBUS), as with any memory map."""
     import mmap
 
     import numpy as np
