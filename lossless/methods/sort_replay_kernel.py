@@ -17,11 +17,68 @@ from typing import Any
 import numba
 import numpy as np
 
+BLOCK = 256  # keys a branchless scan gathers the stops of at a time
+
 
 @numba.njit(inline="always")
 def _swap(keys: Any, ids: Any, i: int, j: int) -> None:
     keys[i], keys[j] = keys[j], keys[i]
     ids[i], ids[j] = ids[j], ids[i]
+
+
+@numba.njit(nogil=True, cache=True)
+def _partition(keys: Any, ids: Any, lo: int, hi: int, left_stops: Any, right_stops: Any) -> int:
+    """libstdc++'s `__unguarded_partition` of [lo + 1, hi) around the pivot at `lo` (left scan
+    stops at key <= pivot, right scan at key >= pivot, `comp = a > b`): the same swaps in the
+    same order, so the same arrangement; returns where the left scan ends (the cut).
+
+    Hoare's loop swaps the i-th left stop with the i-th right stop (counted from the end)
+    until they cross. While BLOCK keys remain unscanned on each side, the stops of a block are
+    gathered without a branch (an offset is written at every key, and the count moves on at a
+    stop: BlockQuicksort's trick), and paired in that order; the scalar loop, resumed after
+    the last swap, finishes the middle. Branchless, it runs ~3x faster on random keys, whose
+    scan branches a CPU cannot predict.
+    """
+    pivot = keys[lo]
+    left, right = lo + 1, hi - 1  # the next key each scan reads (right: inclusive)
+    gathered_left = used_left = gathered_right = used_right = 0
+    swapped_left, swapped_right = lo, hi  # the last pair swapped (none yet)
+    while True:
+        if used_left == gathered_left:
+            if left + BLOCK - 1 > right:
+                break
+            gathered_left = used_left = 0
+            for t in range(BLOCK):
+                left_stops[gathered_left] = left + t
+                gathered_left += keys[left + t] <= pivot
+            left += BLOCK
+        if used_right == gathered_right:
+            if right - BLOCK + 1 < left:
+                break
+            gathered_right = used_right = 0
+            for t in range(BLOCK):
+                right_stops[gathered_right] = right - t
+                gathered_right += keys[right - t] >= pivot
+            right -= BLOCK
+        pairs = min(gathered_left - used_left, gathered_right - used_right)
+        for t in range(pairs):
+            _swap(keys, ids, left_stops[used_left + t], right_stops[used_right + t])
+        if pairs:
+            used_left += pairs
+            used_right += pairs
+            swapped_left, swapped_right = left_stops[used_left - 1], right_stops[used_right - 1]
+    # the scalar loop from just after the last swap (gathered, unswapped stops are met again)
+    left, right = swapped_left + 1, swapped_right
+    while True:
+        while keys[left] > pivot:
+            left += 1
+        right -= 1
+        while pivot > keys[right]:
+            right -= 1
+        if not left < right:
+            return left
+        _swap(keys, ids, left, right)
+        left += 1
 
 
 @numba.njit(nogil=True, cache=True)
@@ -31,11 +88,13 @@ def replay(keys: Any, ids: Any, k: int, small: int, depth: int) -> Any:
 
     Each step is libstdc++'s `__unguarded_partition_pivot` with `comp = a > b`: the median of
     the second, middle and last keys (by `__move_median_to_first`'s branches) swapped to the
-    front, then Hoare's scans (left stops at key <= pivot, right at key >= pivot). Ranges of
+    front, then Hoare's scans (`_partition`). Ranges of
     `small` keys or fewer wait for the final insertion sort, which is stable.
     """
     lo, hi = 0, keys.size
-    pivot = np.float32(np.nan)
+    pivot = keys[0]  # any key of this type: set by the first partition or the insertion sort
+    left_stops = np.empty(BLOCK, dtype=np.int64)
+    right_stops = np.empty(BLOCK, dtype=np.int64)
     while hi - lo > small and lo < k < hi:
         if depth == 0:
             return False, pivot, np.empty(0, dtype=np.int64)
@@ -50,17 +109,7 @@ def replay(keys: Any, ids: Any, k: int, small: int, depth: int) -> Any:
             chosen = last if b > c else mid
         _swap(keys, ids, lo, chosen)
         pivot = keys[lo]
-        left, right = lo + 1, hi
-        while True:
-            while keys[left] > pivot:
-                left += 1
-            right -= 1
-            while pivot > keys[right]:
-                right -= 1
-            if not left < right:
-                break
-            _swap(keys, ids, left, right)
-            left += 1
+        left = _partition(keys, ids, lo, hi, left_stops, right_stops)
         if k < left:
             hi = left
         else:
@@ -86,3 +135,23 @@ def replay(keys: Any, ids: Any, k: int, small: int, depth: int) -> Any:
             count += 1
     tied.sort()
     return True, pivot, tied
+
+
+@numba.njit(nogil=True, cache=True)
+def replay_magnitudes(
+    bits: Any, keys: Any, ids: Any, k: int, small: int, depth: int, unsigned: int, infinity: int
+) -> Any:
+    """`replay` on the magnitudes of floats given as their bits (bf16 as int16, float32 as
+    int32), never made as floats: with the sign bit cleared (`& unsigned`), non-negative
+    floats order as their bit patterns do, ties included. `keys` (may be `bits`
+    itself) receives them, `ids` the indices. found False, before any partition, when a
+    magnitude is NaN (its bits above `infinity`'s)."""
+    nan = False
+    for i in range(bits.size):
+        magnitude = bits[i] & unsigned
+        keys[i] = magnitude
+        ids[i] = i
+        nan |= magnitude > infinity
+    if nan:
+        return False, keys[0], np.empty(0, dtype=np.int64)
+    return replay(keys, ids, k, small, depth)

@@ -21,8 +21,10 @@ from lossless.methods.blocks import block_slices, lane_sums
 from lossless.methods.top_cut import (
     TopCut,
     ranking_magnitudes,
+    replay_bits_first,
     replay_first,
     replayable,
+    replays_bits,
 )
 
 RESCALE_EPS = 1e-7  # below this L1 norm (before or after) the masked tensor is returned as is
@@ -165,10 +167,17 @@ def top_k_selector(
     """Selects the `keep` largest |delta| (0 < keep), as `argsort(descending=True)[:keep]` picks
     them, ties at the cut included. `delta` may be overwritten when `remake` is given.
 
-    On CPU the pick is replayed in O(n) (sort_replay). Elsewhere, or after a NaN or a failed
-    self-check, a `kthvalue` threshold decides whenever the cut value is not shared by more
-    entries than are still needed, and only then do we sort.
+    On CPU the pick is replayed in O(n) (sort_replay), on a bf16 or float32 delta's own bits
+    where the compiled replay runs (top_cut.replay_bits_first). Elsewhere, or after a NaN or
+    a failed self-check, a `kthvalue` threshold decides whenever the cut value is not shared
+    by more entries than are still needed, and only then do we sort.
     """
+    if replays_bits(delta, keep):
+        cut = replay_bits_first(delta, keep, scramble=remake is not None)
+        if cut is not None:
+            return cut
+        if remake is not None:  # stopped at a NaN or the depth limit, signs cleared in place
+            delta = remake()
     magnitudes = _owned_magnitudes(delta, remake)
     if magnitudes.device.type != "cpu":
         mask = _threshold_mask(magnitudes, keep)

@@ -99,6 +99,46 @@ def replay_first(magnitudes: torch.Tensor, k: int, ascending: bool = False) -> T
     return TopCut(-threshold if ascending else threshold, tied, ascending)
 
 
+# a float dtype's bits as an integer: (that integer dtype, the sign-cleared mask, +inf's bits)
+_BITS = {
+    torch.bfloat16: (torch.int16, 0x7FFF, 0x7F80),
+    torch.float32: (torch.int32, 0x7FFFFFFF, 0x7F800000),
+}
+
+
+def replays_bits(delta: torch.Tensor, k: int) -> bool:
+    """Whether replay_bits_first can pick the first k of |delta|."""
+    return (
+        sort_replay.COMPILED
+        and delta.device.type == "cpu"
+        and delta.dtype in _BITS
+        and delta.is_contiguous()
+        and 0 < k < delta.numel()
+        and sort_replay.replay_agrees()
+    )
+
+
+def replay_bits_first(delta: torch.Tensor, k: int, scramble: bool) -> TopCut | None:
+    """replay_first of |delta| (replays_bits true) without making the magnitudes in float32:
+    the compiled replay ranks the bits with the sign cleared (2 bytes a key for bf16, and no
+    conversion pass). `scramble`: the keys are made in delta's own memory. None at a NaN or
+    the depth limit (delta scrambled then too, if allowed)."""
+    from lossless.methods import sort_replay_kernel
+
+    as_int, unsigned, infinity = _BITS[delta.dtype]
+    bits = delta.view(-1).view(as_int).numpy()
+    keys = bits if scramble else np.empty_like(bits)
+    ids = np.empty(bits.size, dtype=np.int32 if bits.size < 2**31 else np.int64)
+    depth = sort_replay.depth_limit(bits.size)
+    found, threshold, tied = sort_replay_kernel.replay_magnitudes(
+        bits, keys, ids, k, sort_replay.SMALL, depth, unsigned, infinity
+    )
+    if not found:
+        return None
+    as_float = torch.tensor([int(threshold)], dtype=as_int).view(delta.dtype)
+    return TopCut(float(as_float), tied)
+
+
 def float_mask(like: torch.Tensor) -> torch.Tensor:
     """An output for a comparison written as 1.0/0.0 in `like`'s dtype. The values a mask
     multiplies with are the same as a bool mask's, but on CPU a comparison into a bool tensor

@@ -109,7 +109,8 @@ def test_top_k_selector_equals_argsort_even_when_the_replay_gives_up(
     give_up: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if give_up:  # the introsort depth limit: the selector must sort instead
-        monkeypatch.setattr(sort_replay, "replay_top_k", lambda keys, k: None)
+        monkeypatch.setattr(sort_replay, "depth_limit", lambda n: 1)
+        assert sort_replay.replay_top_k(tie_heavy(5000, 9, seed=3).numpy(), 1234) is None
     delta = (tie_heavy(5000, 9, seed=3) - 4) / 8
     expected = argsort_first_k(delta.abs(), 1234)
     # `remake` lets the selector rank in the delta's own memory and make it again if needed
