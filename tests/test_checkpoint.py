@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from lossless.errors import LosslessError
+from lossless.tensors import checkpoint
 from lossless.tensors.checkpoint import Checkpoint
 from lossless.tensors.safetensors_header import read_header
 from tests.factories import make_model, read_tensors
@@ -191,10 +192,9 @@ def test_config_problems_name_key_tensor_and_sizes() -> None:
 KINDS = {"BF16": np.int16, "F32": np.int32}
 
 
-def test_read_bits_are_the_tensors_bits_mapped_or_copied(tmp_path: Path) -> None:
-    """An aligned tensor is a copy-on-write map of the file; one whose bytes start at an odd
-    offset (a float32 after 3 bf16 entries, as safetensors itself never lays out) is read
-    into a new array; both are the bits."""
+def write_odd_layout(folder: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file whose float32 starts after 3 bf16 entries (an offset safetensors
+    itself never lays out), beside aligned tensors and an empty one."""
     tensors = {
         "a_odd": torch.randn(3).to(torch.bfloat16),
         "b_f32": torch.randn(4097),
@@ -215,7 +215,14 @@ def test_read_bits_are_the_tensors_bits_mapped_or_copied(tmp_path: Path) -> None
         data += raw
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
-    (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + data)
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return tensors
+
+
+def test_read_bits_are_the_tensors_bits_mapped_or_copied(tmp_path: Path) -> None:
+    """An aligned tensor is a copy-on-write map of the file; one whose bytes start at an odd
+    offset is read into a new array; both are the bits."""
+    tensors = write_odd_layout(tmp_path)
     ckpt = Checkpoint(tmp_path)
     for name in ("a_odd", "b_f32", "c_bf16", "d_empty"):
         bits = ckpt.read_bits(name, KINDS)
@@ -226,6 +233,37 @@ def test_read_bits_are_the_tensors_bits_mapped_or_copied(tmp_path: Path) -> None
     assert isinstance(mapped, memoryview) and isinstance(mapped.obj, mmap.mmap)
     assert ckpt.read_bits("b_f32", KINDS).base is None  # type: ignore[union-attr]
     assert ckpt.read_bits("e_f16", KINDS) is None  # not a kind asked for
+
+
+def test_tensors_are_mapped_where_aligned_and_read_where_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tensors = write_odd_layout(tmp_path)
+    copied: list[int] = []
+    pread_into = checkpoint._pread_into
+    monkeypatch.setattr(checkpoint, "_pread_into", lambda *a: copied.append(1) or pread_into(*a))
+    ckpt = Checkpoint(tmp_path)
+    for name, tensor in tensors.items():
+        copied.clear()
+        got = ckpt.get(name)
+        assert got.dtype == tensor.dtype and torch.equal(got, tensor), name
+        # the float32 after 3 bf16 entries is read; the empty one is made; the rest mapped
+        assert bool(copied) == (name in ("b_f32", "d_empty")), name
+    rows = ckpt.get_rows("c_bf16", 10, 20)
+    assert rows is not None and torch.equal(rows, tensors["c_bf16"][10:20])
+
+
+def test_a_mapped_tensor_written_to_never_writes_the_file(tmp_path: Path) -> None:
+    save_file({"w": torch.randn(64, 64).to(torch.bfloat16)}, tmp_path / "model.safetensors")
+    before = (tmp_path / "model.safetensors").read_bytes()
+    ckpt = Checkpoint(tmp_path)
+    original = ckpt.get("w").clone()
+    tensor = ckpt.get("w")
+    tensor.mul_(3).add_(1)
+    assert not torch.equal(tensor, original)
+    assert torch.equal(ckpt.get("w"), original)  # another read, while the first is mapped
+    del tensor
+    assert (tmp_path / "model.safetensors").read_bytes() == before
 
 
 def test_read_bits_never_writes_the_file(tmp_path: Path) -> None:
@@ -245,6 +283,8 @@ def test_read_bits_of_a_file_cut_short_since_it_was_opened(tmp_path: Path) -> No
     os.truncate(file, file.stat().st_size - 100)
     with pytest.raises(LosslessError, match=r"model\.safetensors: file ended while reading"):
         ckpt.read_bits("w", KINDS)
+    with pytest.raises(LosslessError, match=r"model\.safetensors: file ended while reading"):
+        ckpt.get("w")
 
 
 def test_read_bits_of_a_pickle_is_none(tmp_path: Path) -> None:

@@ -10,13 +10,14 @@ Every safetensors header is validated by hand before any tensor is read
 (`safetensors_header.py`), so a corrupt or hostile file fails with a message naming the file and
 the defect instead of a crash or a huge allocation.
 
-Tensors are read with `os.preadv` straight into a fresh tensor's buffer (one descriptor per shard,
-kept open; `preadv` has no shared file position, so worker threads read concurrently). That is
-the same single copy out of the page cache as safetensors' `get_tensor` on its memory map, but the
-file pages are not mapped into this process: with mmap every page ever touched counts in the
-merge's RSS (4.7 GiB peak for a 300M-parameter 4-model merge), with `preadv` only the tensors in
-flight do. `read_bits` (the merges without torch) maps one tensor's pages at a time instead,
-copy-on-write, and the map goes with its array, so its RSS too is only the tensors in flight.
+A tensor is a private (copy-on-write) map of its own bytes, one map per tensor read (one
+descriptor per shard, kept open; worker threads read concurrently), gone with the tensor. The
+merge then reads the page cache itself: no copy out of it, no fresh pages to fault in. Mapping
+the whole files instead, as safetensors' `safe_open` does, would count every page ever touched
+in the merge's RSS (4.7 GiB peak for a 300M-parameter 4-model merge); here only the tensors in
+flight count. Bytes that do not start at a multiple of their dtype's size are read with
+`os.preadv` into a new tensor instead. `read_bits` (the merges without torch) gives the same
+maps as numpy integers.
 """
 
 from __future__ import annotations
@@ -301,13 +302,20 @@ def rows_entry(entry: Mapping[str, Any], lo: int, hi: int) -> dict[str, Any]:
 
 
 def _pread_tensor(fd: int, file: Path, entry: Mapping[str, Any]) -> torch.Tensor:
-    """Read one tensor's bytes at its offset into a new tensor (no shared file position)."""
+    """One tensor over a copy-on-write map of its bytes (`_map_entry`), or, where they do not
+    start at a multiple of its dtype's size, read into a new tensor (no shared file position).
+    The map saves the copy out of the page cache and the fresh pages' faults: 1.1 of the
+    2.7 s of system time of a 336M TIES merge at density 0.5 here."""
+    import numpy as np
     import torch
 
     begin, end = entry["data_offsets"]
-    raw = torch.empty(end - begin, dtype=torch.uint8)
-    _pread_into(fd, file, entry, raw.numpy())  # a writable view of the new tensor's bytes
     dtype = getattr(torch, SAFETENSORS_TO_TORCH[entry["dtype"]])
+    if (entry["data_start"] + begin) % dtype.itemsize == 0 and end > begin:
+        raw = torch.from_numpy(_map_entry(fd, file, entry, np.uint8))
+    else:
+        raw = torch.empty(end - begin, dtype=torch.uint8)
+        _pread_into(fd, file, entry, raw.numpy())  # a writable view of the new tensor's bytes
     return raw.view(dtype).reshape(entry["shape"])
 
 
