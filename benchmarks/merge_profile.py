@@ -7,7 +7,8 @@ the executor's usual workers, and sums the wall time each worker thread spends i
   - read: `preadv` of tensor bytes (tensors/checkpoint.py), or the merges without torch
     mapping them (whose page faults then count in math),
   - decide: the magnitude cut of each task vector (radix select and tie-order replay included;
-    its own reads and arithmetic count here, not above),
+    its own reads and arithmetic count here, not above; in the merges without torch, the task
+    vector made for it too),
   - math: the elementwise merge of each tensor or block (the casts of its inputs to the
     compute dtype included; linear, or the task-arithmetic chain after the cut; with or
     without torch: methods/direct.py, whose first call loads numba and its kernels),
@@ -42,24 +43,29 @@ _local = threading.local()
 
 
 @contextlib.contextmanager
-def phase(name: str) -> Iterator[None]:
-    """Time the block under `name`, unless an outer phase of this thread already counts it."""
-    if getattr(_local, "inside", False):
+def phase(name: str, carve: bool = False) -> Iterator[None]:
+    """Time the block under `name`, unless an outer phase of this thread already counts it;
+    with `carve`, inside an outer phase, count it under `name` and take it off the outer's."""
+    outer = getattr(_local, "inside", None)
+    if outer is not None and not carve:
         yield
         return
-    _local.inside = True
+    _local.inside = name
     start = time.perf_counter()
     try:
         yield
     finally:
-        TOTALS[name] += time.perf_counter() - start
-        _local.inside = False
+        spent = time.perf_counter() - start
+        TOTALS[name] += spent
+        if outer is not None:
+            TOTALS[outer] -= spent
+        _local.inside = outer
 
 
-def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+def timed(name: str, fn: Callable[..., Any], carve: bool = False) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with phase(name):
+        with phase(name, carve):
             return fn(*args, **kwargs)
 
     return wrapper
@@ -101,6 +107,7 @@ def instrument() -> None:
     task_arithmetic.combine = streamed.combine = timed("math", task_arithmetic.combine)
     linear.linear = streamed.linear = timed("math", linear.linear)
     direct.DirectMath.run = timed("math", direct.DirectMath.run)  # the merges without torch
+    direct.DirectMath.cuts = timed("decide", direct.DirectMath.cuts, carve=True)  # their cuts
     # the workers' positional writes, and the shard hasher's read-back and sha256 (its thread)
     shards = output_shards.OutputShards
     shards.write = timed("write", shards.write)

@@ -37,7 +37,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def merge(config: str, out: Path, fused: bool = True) -> dict[str, object]:
     recipe = out.parent / f"{out.name}.yml"
     recipe.write_text(config)
-    env = {**os.environ, "LOSSLESS_FUSED": "1" if fused else "0"}
+    # a cache of this test's own: whether the replay's self-check is remembered is up to it
+    cache = out.parent / "cache"
+    env = {**os.environ, "LOSSLESS_FUSED": "1" if fused else "0", "LOSSLESS_CACHE": str(cache)}
     done = subprocess.run(
         [sys.executable, "-c", CHILD, "run", "-q", "--no-copy-tokenizer", str(recipe), str(out)],
         capture_output=True,
@@ -67,9 +69,23 @@ dtype: bfloat16
 """
 
 
-@pytest.mark.parametrize("config", [LINEAR, TIES], ids=["linear", "ties"])
+TIES_CUT = """
+models:
+  - {{model: {root}/a, parameters: {{weight: 0.5, density: 0.5}}}}
+  - {{model: {root}/b, parameters: {{weight: 0.5, density: 0.3}}}}
+merge_method: ties
+base_model: {root}/base
+parameters: {{normalize: true}}
+dtype: bfloat16
+"""
+
+
+@pytest.mark.parametrize("config", [LINEAR, TIES, TIES_CUT], ids=["linear", "ties", "ties-cut"])
 def test_no_torch_and_the_torch_paths_bytes(config: str, models: Path, tmp_path: Path) -> None:
     text = config.format(root=models)
+    if config is TIES_CUT:  # the replay's self-check, remembered (methods/replay_trust.py)
+        first = merge(text, tmp_path / "first")
+        assert first["code"] == 0 and first["torch"] is True, first["stderr"]
     direct = merge(text, tmp_path / "direct")
     assert direct["code"] == 0, direct["stderr"]
     assert direct["torch"] is False

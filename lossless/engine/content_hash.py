@@ -13,14 +13,12 @@ import json
 import os
 from pathlib import Path
 
+from lossless.cache import cache_dir, write_json
 from lossless.tensors.writer import sha256_file
 
 
 def cache_file() -> Path:
-    root = os.environ.get("LOSSLESS_CACHE") or Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "lossless"
-    )
-    return Path(root) / "sha256.json"
+    return cache_dir() / "sha256.json"
 
 
 def _load() -> dict[str, dict[str, object]]:
@@ -32,14 +30,7 @@ def _load() -> dict[str, dict[str, object]]:
 
 
 def _save(data: dict[str, dict[str, object]]) -> None:
-    target = cache_file()
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, sort_keys=True))
-        os.replace(tmp, target)
-    except OSError:
-        pass  # a read-only home only costs a rehash next time
+    write_json(cache_file(), data)  # a read-only home only costs a rehash next time
 
 
 def cached_sha256(path: Path) -> str:

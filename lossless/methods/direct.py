@@ -1,5 +1,6 @@
 """Merge math on a tensor's bits in numpy arrays, with no torch: linear, and the task-arithmetic
-chain where every entry is kept (task_arithmetic; ties and its kin at density 1).
+chain where every entry is kept (task_arithmetic; ties and its kin at density 1) or after the
+TIES magnitude cut (ties at any density, without rescale).
 
 Why: `import torch` takes 1.4 s here, a third of the wall time of a 336M-parameter linear
 merge, and these merges need none of it: the fused kernels (fused_kernels.py) take numpy arrays.
@@ -9,10 +10,14 @@ and imports torch only for a tensor it does not cover (merge/executor.py).
 The result is the torch path's, bit for bit (tests/methods/test_direct.py runs each method's
 torch function beside `DirectMath.run`): the parameters are read and rounded as the torch
 functions read them (methods/linear.py, methods/task_arithmetic.py), and the kernels are the
-ones fused.py calls there. Not covered, so left to torch: other methods, a sparsifier at a
-density under 1, dtypes other than bf16 and float32, inputs of mixed dtypes, more than 4
+ones fused.py calls there; the TIES cut is the compiled replay of torch's sort order on the
+task vector's bits that the torch path runs (top_cut.replay_bits_first), trusted as it is
+there (methods/replay_trust.py remembers the self-check per torch installation). Not covered,
+so left to torch: other methods, another sparsifier at a density under 1 (random drops,
+breadcrumbs, a rescaled cut), dtypes other than bf16 and float32, inputs of mixed dtypes, more than 4
 float32 task vectors or more than 4 normalized linear weights (torch sums those in an order
-of its own), and any tensor whose result is not finite (`run` says False).
+of its own), and any tensor whose result is not finite or whose cut the replay cannot make
+(`run` says False).
 """
 
 from __future__ import annotations
@@ -35,10 +40,15 @@ _FAMILY = "lossless.methods.task_arithmetic:"
 # checks the two agree), and the one member that never sparsifies
 SIGN_ELECTING = frozenset({"ties", "dare_ties", "breadcrumbs_ties", "della"})
 _NEVER_SPARSIFIES = "task_arithmetic"
+_CUT_BY_MAGNITUDE = "ties"  # the member whose sparsifier is the plain top-k magnitude cut
 # the kernels' limits, fused.py's too: a kernel is compiled per count of inputs; torch adds up
 # to 4 float32 rows (and linear's weights) in order, one by one, more in an order of its own
 MAX_MODELS = 16
 MAX_SUMMED = 4
+_KEEP_ALL = np.float32(-1.0)  # a cut every magnitude exceeds
+_NO_TIES = np.empty(0, dtype=np.int64)
+# the compute dtype's bits with the sign cleared, and +inf's (top_cut._BITS, torch-free)
+_MAGNITUDE_BITS = {np.int16: (0x7FFF, 0x7F80), np.int32: (0x7FFFFFFF, 0x7F800000)}
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class DirectMath:
     normalize: bool
     scale: np.float32  # the chain's lambda
     like: np.ndarray  # an empty array of the compute dtype's integer type
+    densities: tuple[float, ...] = ()  # the TIES cut's per model (1: every entry kept)
 
     def run(self, tensors: Sequence[np.ndarray], base: np.ndarray | None, out: np.ndarray) -> bool:
         """The merged bits into `out` (flat, the output dtype's integer type); False, with
@@ -61,9 +72,54 @@ class DirectMath:
         models = tuple(tensors)
         if self.linear:
             return bool(fused_kernels.linear(models, self.weights, self.divisor, self.like, out))
-        combine, _ = fused_kernels.combine_kernel(self.elect_sign, self.normalize, self.scale != 1)
-        cuts = tuple(np.float32(-1.0) for _ in models)  # every entry kept
-        return bool(combine(models, base, self.weights, cuts, self.scale, self.like, out))
+        cut = self.cuts(models, base)
+        if cut is None:
+            return False
+        cuts, tied = cut
+        combine, fix_ties = fused_kernels.combine_kernel(
+            self.elect_sign, self.normalize, self.scale != 1
+        )
+        args = (models, base, self.weights, cuts, self.scale, self.like, out)
+        if not combine(*args):
+            return False
+        return not any(t.size for t in tied) or bool(fix_ties(*args, tied, 0))
+
+    def cuts(
+        self, models: tuple[np.ndarray, ...], base: np.ndarray | None
+    ) -> tuple[tuple[np.float32, ...], tuple[np.ndarray, ...]] | None:
+        """Each model's TIES cut, as the torch path makes it (sparsify.top_magnitude): the
+        magnitude its kept entries exceed (-1: all kept) and the entries tied at it that it
+        keeps; None where the replay cannot say (the torch path then decides)."""
+        count = 0 if base is None else base.size
+        if all(d >= 1 for d in self.densities) or count == 0:
+            return tuple(_KEEP_ALL for _ in models), tuple(_NO_TIES for _ in models)
+        from lossless.methods import fused_kernels, replay_trust, sort_replay, sort_replay_kernel
+
+        if not replay_trust.replay_trusted():
+            return None
+        delta = np.empty(count, dtype=self.like.dtype)  # every model's in turn, ranked in place
+        ids = np.empty(count, dtype=np.int32 if count < 2**31 else np.int64)
+        unsigned, infinity = _MAGNITUDE_BITS[self.like.dtype.type]
+        cuts, tied = [], []
+        for model, density in zip(models, self.densities, strict=True):
+            if density >= 1:
+                cuts.append(_KEEP_ALL)
+                tied.append(_NO_TIES)
+                continue
+            keep = max(1, int(density * count))  # top_magnitude's count
+            if keep >= count:
+                return None  # torch keeps all through a mask, not a cut
+            fused_kernels.task_vector(model, base, self.like, delta)
+            depth = sort_replay.depth_limit(count)
+            found, threshold, kept = sort_replay_kernel.replay_magnitudes(
+                delta, delta, ids, keep, sort_replay.SMALL, depth, unsigned, infinity
+            )
+            magnitude = _as_float32(int(threshold), self.like.dtype.type)
+            if not found or not np.isfinite(magnitude):
+                return None  # a NaN, the depth limit, or an inf cut: torch's to decide
+            cuts.append(magnitude)
+            tied.append(kept)
+        return tuple(cuts), tuple(tied)
 
 
 def plan(
@@ -124,8 +180,10 @@ def _chain(
     """task_arithmetic.merge_task_vectors with every entry kept: its weights rounded to the
     compute dtype, its defaults the method table's."""
     densities = [float(p.get("density", 1.0)) for p in model_params]
-    if method != _NEVER_SPARSIFIES and any(d < 1 for d in densities):
-        return None  # a cut or a random drop: torch's (fused.py covers the TIES cut)
+    cut = method != _NEVER_SPARSIFIES and any(d < 1 for d in densities)
+    rescale = bool(params.get("rescale", METHODS[method].global_params["rescale"].default))
+    if cut and (method != _CUT_BY_MAGNITUDE or any(d <= 0 for d in densities) or rescale):
+        return None  # a random drop, breadcrumbs' cut, a rescaled or empty one: torch's
     if compute_dtype == "float32" and len(model_params) > MAX_SUMMED:
         return None
     weights = tuple(_rounded(float(p["weight"]), compute_dtype) for p in model_params)
@@ -138,6 +196,7 @@ def _chain(
         normalize=bool(normalize),
         scale=np.float32(float(params.get("lambda", 1.0))),
         like=like,
+        densities=tuple(densities) if cut else (),
     )
 
 
@@ -150,3 +209,9 @@ def _rounded(value: float, dtype: str) -> np.float32:
     bits = int(np.array(single).view(np.uint32))
     bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16
     return np.float32(np.array(bits & 0xFFFFFFFF, dtype=np.uint32).view(np.float32)[()])
+
+
+def _as_float32(bits: int, kind: type) -> np.float32:
+    """The float32 value of a bf16 (int16) or float32 (int32) magnitude's bits."""
+    wide = bits << 16 if kind is np.int16 else bits
+    return np.float32(np.array(wide, dtype=np.uint32).view(np.float32)[()])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lossless.methods import blocks, direct, fused
+from lossless.methods import blocks, direct, fused, replay_trust, sort_replay
 from lossless.methods.table import METHODS
 
 pytestmark = pytest.mark.skipif(not blocks.KERNELS, reason="numba is absent, or LOSSLESS_FUSED=0")
@@ -49,6 +49,7 @@ def by_torch(
     """The method's torch function, with the fused kernels off (torch's own ops)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(fused, "ENABLED", False)
+        patch.setattr(sort_replay, "COMPILED", False)  # numpy's replay of the TIES cut
         return METHODS[method].load()(models, base, mp, params, **kw)
 
 
@@ -104,6 +105,40 @@ def test_the_chain_at_density_1_is_the_torch_functions(
 
 
 @pytest.mark.parametrize("dtypes", DTYPES, ids=lambda d: "-".join(str(t)[6:] for t in d))
+@pytest.mark.parametrize("count", [1, 3])
+def test_the_ties_cut_is_the_torch_functions(count: int, dtypes: Any) -> None:
+    """Task vectors of few distinct values: every cut falls among tied entries, and the ones
+    torch's sort keeps are made again by the tie fix-up."""
+    stored, compute, out_dtype = dtypes
+    base, models = tensors(count, stored, seed=10 + count)
+    for densities in ((0.5, 0.5, 0.5), (0.3, 1.0, 0.71), (0.02, 0.9, 1.0)):
+        mp = [
+            {"weight": w, "density": d} for w, d in zip((0.7, 1.3, -0.45), densities, strict=True)
+        ]
+        for params in ({}, {"normalize": False, "lambda": 0.8}):
+            want = by_torch(
+                "ties", models, base, mp[:count], params, dtype=compute, out_dtype=out_dtype
+            )
+            got = by_direct("ties", models, base, mp[:count], params, compute, out_dtype)
+            assert got is not None
+            assert np.array_equal(got, bits(want)), (densities, params)
+
+
+def test_a_cut_the_replay_cannot_make_is_left_to_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    base, models = tensors(2, torch.bfloat16, seed=4)
+    mp = [{"weight": 1.0, "density": 0.5}, {"weight": 1.0, "density": 0.5}]
+    assert by_direct("ties", models, base, mp, {}, torch.bfloat16, torch.bfloat16) is not None
+    monkeypatch.setattr(sort_replay, "depth_limit", lambda n: 1)  # where libstdc++ heap-sorts
+    assert by_direct("ties", models, base, mp, {}, torch.bfloat16, torch.bfloat16) is None
+    monkeypatch.undo()
+    monkeypatch.setattr(replay_trust, "replay_trusted", lambda: False)  # another torch's sort
+    assert by_direct("ties", models, base, mp, {}, torch.bfloat16, torch.bfloat16) is None
+    monkeypatch.undo()
+    models[0][5] = float("inf")  # an infinite input: a result not finite
+    assert by_direct("ties", models, base, mp, {}, torch.bfloat16, torch.bfloat16) is None
+
+
+@pytest.mark.parametrize("dtypes", DTYPES, ids=lambda d: "-".join(str(t)[6:] for t in d))
 def test_linear_is_the_torch_function_with_adversarial_weights(dtypes: Any) -> None:
     """The divisor is the weights' float32 sum in torch's order: in order, up to 4 weights."""
     stored, compute, out_dtype = dtypes
@@ -149,6 +184,8 @@ def test_a_result_not_finite_is_left_to_torch() -> None:
     models[1][17] = float("nan")
     mp = [{"weight": 1.0}, {"weight": 1.0}]
     assert by_direct("ties", models, base, mp, {}, torch.bfloat16, torch.bfloat16) is None
+    cut = [{"weight": 1.0, "density": 0.5}] * 2
+    assert by_direct("ties", models, base, cut, {}, torch.bfloat16, torch.bfloat16) is None
     assert by_direct("linear", models, None, mp, {}, torch.bfloat16, torch.bfloat16) is None
 
 
@@ -160,7 +197,12 @@ def plan(method: str = "ties", count: int = 2, stored: str = "BF16", **kw: Any) 
 
 def test_what_it_leaves_to_torch() -> None:
     assert plan() is not None and plan("linear", base_stored=None) is not None
-    assert plan(mp=[{"weight": 1.0, "density": 0.5}, {"weight": 1.0}]) is None  # a TIES cut
+    cut = [{"weight": 1.0, "density": 0.5}, {"weight": 1.0}]
+    assert plan(mp=cut) is not None  # the TIES cut, replayed on the task vectors' bits
+    assert plan(mp=cut, params={"rescale": True}) is None  # the rescaled cut: torch's
+    for method in ("dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della"):
+        assert plan(method, mp=cut) is None, method  # random drops, the outlier cut
+    assert plan(mp=[{"weight": 1.0, "density": 0.0}] * 2) is None
     assert plan("task_arithmetic", mp=[{"weight": 1.0, "density": 0.5}]) is not None
     assert plan(stored="F16") is None and plan(compute_dtype="float16") is None
     assert plan(out_dtype="float64") is None and plan(base_stored="F16") is None
@@ -192,3 +234,5 @@ def test_the_family_flags_are_the_functions(method: str) -> None:
     assert (method in direct.SIGN_ELECTING) == family.elect_sign
     assert (method == direct._NEVER_SPARSIFIES) == (family.sparsifier is None)
     assert METHODS[method].global_params["normalize"].default == family.normalize
+    assert METHODS[method].global_params["rescale"].default == family.rescale
+    assert (method == direct._CUT_BY_MAGNITUDE) == (family.sparsifier == "top")
