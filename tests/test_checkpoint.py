@@ -253,6 +253,22 @@ def test_tensors_are_mapped_where_aligned_and_read_where_not(
     assert rows is not None and torch.equal(rows, tensors["c_bf16"][10:20])
 
 
+def test_a_file_that_cannot_be_mapped_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tensors = write_odd_layout(tmp_path)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(19, "No such device")  # ENODEV: a file system without mmap
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    ckpt = Checkpoint(tmp_path)
+    assert torch.equal(ckpt.get("c_bf16"), tensors["c_bf16"])
+    bits = ckpt.read_bits("c_bf16", KINDS)
+    assert bits is not None and bits.base is None
+    assert np.array_equal(bits, tensors["c_bf16"].reshape(-1).view(torch.int16).numpy())
+
+
 def test_a_mapped_tensor_written_to_never_writes_the_file(tmp_path: Path) -> None:
     save_file({"w": torch.randn(64, 64).to(torch.bfloat16)}, tmp_path / "model.safetensors")
     before = (tmp_path / "model.safetensors").read_bytes()

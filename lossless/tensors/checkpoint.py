@@ -322,29 +322,35 @@ def _pread_tensor(fd: int, file: Path, entry: Mapping[str, Any]) -> torch.Tensor
 def _map_entry(fd: int, file: Path, entry: Mapping[str, Any], kind: Any) -> np.ndarray:
     """The tensor's bytes as a writable numpy array of `kind` over a copy-on-write map of the
     file (never written: nothing reaches the file), or read into a new one where the bytes do
-    not start at a multiple of `kind`'s size (the kernels are compiled for aligned arrays).
-    The file is checked to hold them first; one cut short while mapped would end the process
+    not start at a multiple of `kind`'s size (the kernels are compiled for aligned arrays) or
+    the file cannot be mapped. The file is checked to hold them first; one cut short while mapped would end the process
     (SIGBUS), as with any memory map."""
     import mmap
 
     import numpy as np
 
-    begin, end = entry["data_offsets"]
-    start, stop = entry["data_start"] + begin, entry["data_start"] + end
-    if stop == start or start % np.dtype(kind).itemsize:  # nothing, or not aligned: a copy
+    def copy() -> np.ndarray:
         bits = np.empty((stop - start) // np.dtype(kind).itemsize, dtype=kind)
         _pread_into(fd, file, entry, bits)
         return bits
+
+    begin, end = entry["data_offsets"]
+    start, stop = entry["data_start"] + begin, entry["data_start"] + end
+    if stop == start or start % np.dtype(kind).itemsize:  # nothing, or not aligned: a copy
+        return copy()
     if os.fstat(fd).st_size < stop:
         raise LosslessError(f"{file}: file ended while reading a tensor (truncated?)")
     first = start - start % mmap.ALLOCATIONGRANULARITY
-    pages = mmap.mmap(
-        fd,
-        stop - first,
-        flags=mmap.MAP_PRIVATE,
-        prot=mmap.PROT_READ | mmap.PROT_WRITE,
-        offset=first,
-    )
+    try:
+        pages = mmap.mmap(
+            fd,
+            stop - first,
+            flags=mmap.MAP_PRIVATE,
+            prot=mmap.PROT_READ | mmap.PROT_WRITE,
+            offset=first,
+        )
+    except OSError:  # a file system that cannot map files, or no address space left
+        return copy()
     return np.frombuffer(pages, dtype=kind, offset=start - first)
 
 
