@@ -22,6 +22,7 @@ of its own), and any tensor whose result is not finite or whose cut the replay c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,8 +48,6 @@ MAX_MODELS = 16
 MAX_SUMMED = 4
 _KEEP_ALL = np.float32(-1.0)  # a cut every magnitude exceeds
 _NO_TIES = np.empty(0, dtype=np.int64)
-# the compute dtype's bits with the sign cleared, and +inf's (top_cut._BITS, torch-free)
-_MAGNITUDE_BITS = {np.int16: (0x7FFF, 0x7F80), np.int32: (0x7FFFFFFF, 0x7F800000)}
 
 
 @dataclass(frozen=True)
@@ -93,13 +92,12 @@ class DirectMath:
         count = 0 if base is None else base.size
         if all(d >= 1 for d in self.densities) or count == 0:
             return tuple(_KEEP_ALL for _ in models), tuple(_NO_TIES for _ in models)
-        from lossless.methods import fused_kernels, replay_trust, sort_replay, sort_replay_kernel
+        from lossless.methods import fused_kernels, replay_trust, sort_replay_kernel
 
         if not replay_trust.replay_trusted():
             return None
         delta = np.empty(count, dtype=self.like.dtype)  # every model's in turn, ranked in place
         ids = np.empty(count, dtype=np.int32 if count < 2**31 else np.int64)
-        unsigned, infinity = _MAGNITUDE_BITS[self.like.dtype.type]
         cuts, tied = [], []
         for model, density in zip(models, self.densities, strict=True):
             if density >= 1:
@@ -110,15 +108,11 @@ class DirectMath:
             if keep >= count:
                 return None  # torch keeps all through a mask, not a cut
             fused_kernels.task_vector(model, base, self.like, delta)
-            depth = sort_replay.depth_limit(count)
-            found, threshold, kept = sort_replay_kernel.replay_magnitudes(
-                delta, delta, ids, keep, sort_replay.SMALL, depth, unsigned, infinity
-            )
-            magnitude = _as_float32(int(threshold), self.like.dtype.type)
-            if not found or not np.isfinite(magnitude):
+            found = sort_replay_kernel.cut_of_magnitudes(delta, delta, keep, ids)
+            if found is None or not math.isfinite(found[0]):
                 return None  # a NaN, the depth limit, or an inf cut: torch's to decide
-            cuts.append(magnitude)
-            tied.append(kept)
+            cuts.append(np.float32(found[0]))
+            tied.append(found[1])
         return tuple(cuts), tuple(tied)
 
 
@@ -209,9 +203,3 @@ def _rounded(value: float, dtype: str) -> np.float32:
     bits = int(np.array(single).view(np.uint32))
     bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16
     return np.float32(np.array(bits & 0xFFFFFFFF, dtype=np.uint32).view(np.float32)[()])
-
-
-def _as_float32(bits: int, kind: type) -> np.float32:
-    """The float32 value of a bf16 (int16) or float32 (int32) magnitude's bits."""
-    wide = bits << 16 if kind is np.int16 else bits
-    return np.float32(np.array(wide, dtype=np.uint32).view(np.float32)[()])

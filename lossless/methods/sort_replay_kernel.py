@@ -155,3 +155,32 @@ def replay_magnitudes(
     if nan:
         return False, keys[0], np.empty(0, dtype=np.int64)
     return replay(keys, ids, k, small, depth)
+
+
+# a float's magnitude in its bits, by the integer type that holds them (bf16 as int16, float32
+# as int32): every bit but the sign, and +inf's bits (any above are NaN)
+MAGNITUDE_BITS = {
+    np.dtype(np.int16): (0x7FFF, 0x7F80),
+    np.dtype(np.int32): (0x7FFFFFFF, 0x7F800000),
+}
+
+
+def cut_of_magnitudes(
+    bits: np.ndarray, keys: np.ndarray, k: int, ids: np.ndarray | None = None
+) -> tuple[float, np.ndarray] | None:
+    """`replay_magnitudes` with libstdc++'s constants: (the k-th largest magnitude as a float,
+    the kept entries tied at it), or None at a NaN or the depth limit. `ids` (an index per
+    key; made if not given) may be reused across calls."""
+    from lossless.methods import sort_replay
+
+    if ids is None:
+        ids = np.empty(bits.size, dtype=np.int32 if bits.size < 2**31 else np.int64)
+    unsigned, infinity = MAGNITUDE_BITS[bits.dtype]
+    depth = sort_replay.depth_limit(bits.size)
+    found, threshold, tied = replay_magnitudes(
+        bits, keys, ids, k, sort_replay.SMALL, depth, unsigned, infinity
+    )
+    if not found:
+        return None
+    wide = int(threshold) << 16 if bits.dtype == np.int16 else int(threshold)
+    return float(np.array(wide, dtype=np.uint32).view(np.float32)[()]), tied

@@ -99,11 +99,8 @@ def replay_first(magnitudes: torch.Tensor, k: int, ascending: bool = False) -> T
     return TopCut(-threshold if ascending else threshold, tied, ascending)
 
 
-# a float dtype's bits as an integer: (that integer dtype, the sign-cleared mask, +inf's bits)
-_BITS = {
-    torch.bfloat16: (torch.int16, 0x7FFF, 0x7F80),
-    torch.float32: (torch.int32, 0x7FFFFFFF, 0x7F800000),
-}
+# the integer type that holds a float dtype's bits, as the compiled replay ranks them
+_BITS = {torch.bfloat16: torch.int16, torch.float32: torch.int32}
 
 
 def replays_bits(delta: torch.Tensor, k: int) -> bool:
@@ -125,18 +122,10 @@ def replay_bits_first(delta: torch.Tensor, k: int, scramble: bool) -> TopCut | N
     the depth limit (delta scrambled then too, if allowed)."""
     from lossless.methods import sort_replay_kernel
 
-    as_int, unsigned, infinity = _BITS[delta.dtype]
-    bits = delta.view(-1).view(as_int).numpy()
+    bits = delta.view(-1).view(_BITS[delta.dtype]).numpy()
     keys = bits if scramble else np.empty_like(bits)
-    ids = np.empty(bits.size, dtype=np.int32 if bits.size < 2**31 else np.int64)
-    depth = sort_replay.depth_limit(bits.size)
-    found, threshold, tied = sort_replay_kernel.replay_magnitudes(
-        bits, keys, ids, k, sort_replay.SMALL, depth, unsigned, infinity
-    )
-    if not found:
-        return None
-    as_float = torch.tensor([int(threshold)], dtype=as_int).view(delta.dtype)
-    return TopCut(float(as_float), tied)
+    found = sort_replay_kernel.cut_of_magnitudes(bits, keys, k)
+    return None if found is None else TopCut(*found)
 
 
 def float_mask(like: torch.Tensor) -> torch.Tensor:
