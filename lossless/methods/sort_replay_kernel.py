@@ -3,11 +3,13 @@ literally, moving each key with its original index, on the range that holds posi
 
 Why compiled: in numpy the replay counts and gathers stops over 64K blocks, about twenty
 calls a block that take the GIL again each time, so beside a second merge thread it ran
-40-45 % slower; here one scalar loop per partition runs outside the GIL (numba, nogil). It
+40-45 % slower; here each partition runs outside the GIL (numba, nogil), its stops gathered
+a block at a time without branches (`_partition`). It
 moves the keys the way the sort does (the numpy replay only follows where they go), so it
 holds every key's index (4 bytes a key, as the numpy replay's first step may). Only the
 in-memory replay (`tied` None) runs here; replay_agrees() still checks it against
-torch.argsort once per process.
+torch.argsort once per process (once per torch installation for the merges without torch:
+replay_trust.py).
 """
 
 from __future__ import annotations
