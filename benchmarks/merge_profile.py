@@ -4,8 +4,8 @@
 
 Runs the merge of a mergekit config (as `lossless run` would plan it) in this process, with
 the executor's usual workers, and sums the wall time each worker thread spends in:
-  - read: `preadv` of tensor bytes (tensors/checkpoint.py), or the merges without torch
-    mapping them (whose page faults then count in math),
+  - read: mapping each tensor's bytes (tensors/checkpoint.py), or `preadv` of the few that
+    cannot be mapped; the maps' page faults count where the pages are first touched,
   - decide: the magnitude cut of each task vector (radix select and tie-order replay included;
     its own reads and arithmetic count here, not above; in the merges without torch, the task
     vector made for it too),

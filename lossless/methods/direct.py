@@ -92,12 +92,12 @@ class DirectMath:
         count = 0 if base is None else base.size
         if all(d >= 1 for d in self.densities) or count == 0:
             return tuple(_KEEP_ALL for _ in models), tuple(_NO_TIES for _ in models)
-        from lossless.methods import fused_kernels, replay_trust, sort_replay_kernel
+        from lossless.methods import fused_kernels, replay_trust, sort_replay, sort_replay_kernel
 
         if not replay_trust.replay_trusted():
             return None
         delta = np.empty(count, dtype=self.like.dtype)  # every model's in turn, ranked in place
-        ids = np.empty(count, dtype=np.int32 if count < 2**31 else np.int64)
+        ids: np.ndarray = np.empty(count, dtype=sort_replay.index_type(count))
         cuts, tied = [], []
         for model, density in zip(models, self.densities, strict=True):
             if density >= 1:

@@ -28,10 +28,11 @@ import torch
 
 from lossless.methods import blocks, direct
 from lossless.methods.sparsify import KEEP_ALL, Kept
+from lossless.methods.top_cut import KINDS as _KINDS
 from lossless.methods.top_cut import TopCut
+from lossless.methods.top_cut import as_bits as _bits
 
 ENABLED = blocks.KERNELS  # tests switch the torch chain on here
-_KINDS = {torch.bfloat16: torch.int16, torch.float32: torch.int32}  # what the kernels see
 
 
 def available(*tensors: torch.Tensor) -> bool:
@@ -138,12 +139,6 @@ _NO_TIES = np.empty(0, dtype=np.int64)
 def _one_dtype(tensors: Sequence[torch.Tensor]) -> bool:
     """Inputs of one stored dtype, and not too many (numba indexes a tuple of one type)."""
     return 0 < len(tensors) <= direct.MAX_MODELS and len({t.dtype for t in tensors}) == 1
-
-
-def _bits(t: torch.Tensor) -> np.ndarray:
-    """The flat entries as numpy integers of the same width (bf16 has no numpy dtype): the
-    kernels are compiled per integer type, so each dtype's loads and stores are fixed then."""
-    return t.reshape(-1).view(_KINDS[t.dtype]).numpy()
 
 
 def _like(dtype: torch.dtype) -> np.ndarray:

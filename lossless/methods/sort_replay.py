@@ -173,6 +173,11 @@ def _pairs(left: Iterator[np.ndarray], right: Iterator[np.ndarray]) -> Iterator[
         lbuf, rbuf = lbuf[n:], rbuf[n:]
 
 
+def index_type(n: int) -> type:
+    """The integer type for the indices of n keys: 4 bytes each while they fit."""
+    return np.int32 if n < 2**31 else np.int64
+
+
 def depth_limit(n: int) -> int:
     """libstdc++: 2·floor(log2 n) partitions deep, then heapsort."""
     return 2 * (n.bit_length() - 1)
@@ -185,7 +190,7 @@ class _AllIds:
     threshold: float | None = None
 
     def __init__(self, n: int) -> None:
-        self.dtype = np.int32 if n < 2**31 else np.int64
+        self.dtype = index_type(n)
         self.ids: np.ndarray | None = None
         self.swapped = 0  # the first step's pivot swap, while `ids` is None
 
@@ -281,9 +286,8 @@ def replay_top_k(
     if tied is None and COMPILED:  # the same steps, compiled and outside the GIL
         from lossless.methods import sort_replay_kernel
 
-        ids_dtype = np.int32 if keys.size < 2**31 else np.int64
         found, threshold, chosen = sort_replay_kernel.replay(
-            keys, np.arange(keys.size, dtype=ids_dtype), k, small, depth
+            keys, np.arange(keys.size, dtype=index_type(keys.size)), k, small, depth
         )
         return (float(threshold), chosen) if found else None
     ids: _AllIds | _TiedIds = _AllIds(keys.size) if tied is None else _TiedIds(*tied)

@@ -176,7 +176,7 @@ def cut_of_magnitudes(
     from lossless.methods import sort_replay
 
     if ids is None:
-        ids = np.empty(bits.size, dtype=np.int32 if bits.size < 2**31 else np.int64)
+        ids = np.empty(bits.size, dtype=sort_replay.index_type(bits.size))
     unsigned, infinity = MAGNITUDE_BITS[bits.dtype]
     depth = sort_replay.depth_limit(bits.size)
     found, threshold, tied = replay_magnitudes(

@@ -99,8 +99,15 @@ def replay_first(magnitudes: torch.Tensor, k: int, ascending: bool = False) -> T
     return TopCut(-threshold if ascending else threshold, tied, ascending)
 
 
-# the integer type that holds a float dtype's bits, as the compiled replay ranks them
-_BITS = {torch.bfloat16: torch.int16, torch.float32: torch.int32}
+# the integer type that holds a float dtype's bits: what the compiled kernels see (bf16 has
+# no numpy dtype), here and in fused.py
+KINDS = {torch.bfloat16: torch.int16, torch.float32: torch.int32}
+
+
+def as_bits(t: torch.Tensor) -> np.ndarray:
+    """The flat entries of a contiguous CPU bf16 or float32 tensor as numpy integers of the
+    same width, sharing its memory: the kernels are compiled per integer type."""
+    return t.reshape(-1).view(KINDS[t.dtype]).numpy()
 
 
 def replays_bits(delta: torch.Tensor, k: int) -> bool:
@@ -108,7 +115,7 @@ def replays_bits(delta: torch.Tensor, k: int) -> bool:
     return (
         sort_replay.COMPILED
         and delta.device.type == "cpu"
-        and delta.dtype in _BITS
+        and delta.dtype in KINDS
         and delta.is_contiguous()
         and 0 < k < delta.numel()
         and sort_replay.replay_agrees()
@@ -122,7 +129,7 @@ def replay_bits_first(delta: torch.Tensor, k: int, scramble: bool) -> TopCut | N
     the depth limit (delta scrambled then too, if allowed)."""
     from lossless.methods import sort_replay_kernel
 
-    bits = delta.view(-1).view(_BITS[delta.dtype]).numpy()
+    bits = as_bits(delta)
     keys = bits if scramble else np.empty_like(bits)
     found = sort_replay_kernel.cut_of_magnitudes(bits, keys, k)
     return None if found is None else TopCut(*found)
