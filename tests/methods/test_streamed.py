@@ -190,6 +190,29 @@ def test_tie_order_replayed_through_views_in_little_memory(method, extra, monkey
     assert len(partitions) >= 4  # at least two streamed partitions per model
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_a_cut_whose_bits_fit_its_memory_is_made_whole_without_the_radix_select(
+    dtype, monkeypatch
+) -> None:
+    """A task vector whose bits and indices fit the replay's memory is gathered once and cut
+    by the compiled replay (streamed_cuts._held_cut): no radix pass, still the whole-tensor
+    path's bits; with room for the keys alone, the streamed cut (radix select first) decides."""
+    base, models = _levels(0, 7), [_levels(1, 7), _levels(2, 7)]
+    model_params = [{"weight": 0.7, "density": 0.5}, {"weight": 1.3, "density": 0.3}]
+    count = ROWS * COLS
+    selects = []
+    real = radix.kth_magnitude
+    monkeypatch.setattr(radix, "kth_magnitude", lambda *a, **k: selects.append(1) or real(*a, **k))
+    held = count * (dtype.itemsize + 4)
+    for memory, radix_passes in ((held, 0), (held - 1, 2)):
+        selects.clear()
+        whole, got = _run(
+            "ties", models, base, model_params, {}, 16, dtype=dtype, replay_memory=memory
+        )
+        assert torch.equal(whole, got), (dtype, memory)
+        assert len(selects) == radix_passes, (dtype, memory)
+
+
 VECTORS = [
     ("passthrough", 1, False, [{"scale": 0.5}], {}),
     ("nearswap", 1, True, [{}], {"t": 0.01}),
