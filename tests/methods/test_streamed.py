@@ -149,8 +149,23 @@ def test_streamed_linear_equals_whole() -> None:
     assert torch.equal(whole, got)
 
 
-def test_radix_select_finds_value_and_counts_at_the_cut() -> None:
-    mags = _levels(4, 9).float().abs().reshape(-1)
+@pytest.mark.parametrize("kind", ["bf16 levels", "float32"])
+def test_radix_select_finds_value_and_counts_at_the_cut(kind) -> None:
+    """Exact value and counts; one pass over magnitudes without low bits (a bf16 task
+    vector's), two over float32 ones."""
+    if kind == "float32":
+        mags = torch.randn(ROWS * COLS, generator=torch.Generator().manual_seed(4)).abs()
+        mags[: mags.numel() // 2] = mags[mags.numel() // 2 :]  # ties too
+    else:
+        mags = _levels(4, 9).float().abs().reshape(-1)
+    passes = []
+
+    def blocks():
+        passes.append(1)
+        return iter(mags.split(70001))
+
+    radix.kth_magnitude(blocks, 1000)
+    assert len(passes) == (1 if kind == "bf16 levels" else 2)
     for k in (1, 1000, mags.numel() // 2, mags.numel()):
         rank = radix.kth_magnitude(lambda: iter(mags.split(70001)), k)
         value = torch.sort(mags, descending=True).values[k - 1]
@@ -204,13 +219,13 @@ def test_a_cut_whose_bits_fit_its_memory_is_made_whole_without_the_radix_select(
     real = radix.kth_magnitude
     monkeypatch.setattr(radix, "kth_magnitude", lambda *a, **k: selects.append(1) or real(*a, **k))
     held = count * (dtype.itemsize + 4)
-    for memory, radix_passes in ((held, 0), (held - 1, 2)):
+    for memory, radix_calls in ((held, 0), (held - 1, 2)):
         selects.clear()
         whole, got = _run(
             "ties", models, base, model_params, {}, 16, dtype=dtype, replay_memory=memory
         )
         assert torch.equal(whole, got), (dtype, memory)
-        assert len(selects) == radix_passes, (dtype, memory)
+        assert len(selects) == radix_calls, (dtype, memory)  # one per model
 
 
 VECTORS = [
