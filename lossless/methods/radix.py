@@ -7,9 +7,9 @@ bits of every entry (65,536 bins), which names the bin holding rank k; a second 
 low 16 bits of the entries in that bin, which names the exact value. The magnitudes of a bf16
 task vector have no low bits (the first pass notes whether any entry has), so for them the
 first pass is exact and the second is skipped: 5-6 of the 17-19 s a 1.05G-entry cut took.
-Memory: two histograms of 65,536 int64 counts, whatever the tensor's size. Besides the value it gives how many entries lie
-strictly beyond it and how many equal it, which says whether the entries tied at the cut need
-the tie order of torch's sort (sort_replay) or are all kept.
+Memory: two histograms of 65,536 int64 counts, whatever the tensor's size. Besides the value
+it gives how many entries lie strictly beyond it and how many equal it, which says whether the
+entries tied at the cut need the tie order of torch's sort (sort_replay) or are all kept.
 
 NaN sorts beyond +inf (its bits are larger), as torch's sort puts it; `Rank.finite` says
 whether any inf or NaN was seen (the tie-order replay takes no NaN).
@@ -67,17 +67,15 @@ def kth_magnitude(
         high += torch.bincount(bits >> 16, minlength=BINS)
         low_bits = low_bits or bool(torch.any(bits & 0xFFFF))
     top, before = _locate(high, k, largest)
+    bottom, equal = 0, int(high[top])  # no low bits: every entry of the bin is one value
     if low_bits:
         low = torch.zeros(BINS, dtype=torch.int64)
         for block in blocks():
             bits = _bits(block)
             low += torch.bincount(bits[(bits >> 16) == top] & 0xFFFF, minlength=BINS)
         bottom, before_low = _locate(low, k - before, largest)
-    else:  # every entry of the bin is the same value: the first pass was exact
-        low = torch.zeros(BINS, dtype=torch.int64)
-        low[0] = high[top]
-        bottom, before_low = 0, 0
+        before, equal = before + before_low, int(low[bottom])
     pattern = torch.tensor([(top << 16) | bottom], dtype=torch.int32)
     finite = not bool(high[INF_BITS >> 16 :].any())
     value = float(pattern.view(torch.float32))
-    return Rank(value, before + before_low, int(low[bottom]), finite)
+    return Rank(value, before, equal, finite)

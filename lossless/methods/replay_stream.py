@@ -75,7 +75,7 @@ class Partition:
         return keys
 
     def _swap_count(self) -> int:
-        """As sort_replay._swap_count: max over j of min(left stops <= j, right stops > j)."""
+        """As sort_replay_scans.swap_count: max over j of min(left stops <= j, right stops > j)."""
         before, after = self.left_before, self.right_from
         b = int(np.argmax(before[1:] >= after[1:]))
         keys = self._block(b)

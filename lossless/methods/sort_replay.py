@@ -9,8 +9,8 @@ pairs compared by key only: an introsort (median-of-three quicksort partitions d
 
 Only the partitions that contain position k decide which entries end up before it, so
 `replay_top_k` replays exactly those partition steps, moving keys the way the sort does, one
-64K block at a time with numpy. That is a quickselect, O(n) instead of the sort's O(n log n),
-with no int64 index per entry. `replay_agrees()` checks the replay against torch.argsort once
+64K block at a time with numpy (the scans' stops: sort_replay_scans.py). That is a
+quickselect, O(n) instead of the sort's O(n log n), with no int64 index per entry. `replay_agrees()` checks the replay against torch.argsort once
 per process; callers use the real sort when it disagrees (another torch build or C++ library)
 or when a range would need the introsort's heap-sort fallback, which is not replayed.
 """
@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 
+from lossless.methods import sort_replay_scans as scans
 from lossless.methods.blocks import KERNELS
 
 SMALL = 16  # libstdc++'s _S_threshold: ranges this small wait for the final insertion sort
-BLOCK = 1 << 16  # keys per numpy call: big enough to amortise the call, small enough for cache
-SUB = 1 << 10  # keys per count when a partition's swap count is narrowed down inside a block
 COMPILED = KERNELS  # the in-memory replay compiled (sort_replay_kernel.py); tests switch it here
 
 
@@ -68,109 +65,6 @@ def _first_step_range(lo: int, hi: int, swapped: int, dtype: type) -> np.ndarray
         if lo <= i < hi:
             ids[i - lo] = j
     return ids
-
-
-def _block_counts(keys: np.ndarray, lo: int, hi: int, pivot: float) -> tuple[np.ndarray, ...]:
-    """Per block of keys[lo:hi]: how many the left scan stops at (key <= pivot) and how many the
-    right scan stops at (key >= pivot)."""
-    starts = range(lo, hi, BLOCK)
-    le = np.empty(len(starts), dtype=np.int64)
-    ge = np.empty(len(starts), dtype=np.int64)
-    scratch = np.empty(BLOCK, dtype=bool)
-    for b, start in enumerate(starts):
-        block = keys[start : min(start + BLOCK, hi)]
-        flags = scratch[: block.size]
-        le[b] = np.count_nonzero(np.less_equal(block, pivot, out=flags))
-        ge[b] = np.count_nonzero(np.greater_equal(block, pivot, out=flags))
-    return le, ge
-
-
-def _stops(keys: np.ndarray, start: int, stop: int, pivot: float, left: bool) -> np.ndarray:
-    block = keys[start:stop]
-    stops = np.flatnonzero(block <= pivot if left else block >= pivot)
-    stops += start
-    return stops
-
-
-def _swap_count(
-    keys: np.ndarray, lo: int, hi: int, pivot: float, le: np.ndarray, ge: np.ndarray
-) -> int:
-    """How many swaps Hoare's partition of keys[lo:hi] makes: the i-th left stop is swapped with
-    the i-th right stop while it lies left of it, so the count is max over j of
-    min(left stops in [lo, j], right stops in (j, hi)). That maximum is where the two counts
-    cross: found block by block, then SUB entries by SUB entries inside the block, and only
-    there entry by entry (a cumulative sum over SUB entries, not a whole block)."""
-    before, after, b = _crossing(le, ge, 0, int(ge.sum()))
-    start = lo + b * BLOCK
-    block = keys[start : min(start + BLOCK, hi)]
-    left_stops, right_stops = block <= pivot, block >= pivot
-    edges = np.arange(0, block.size, SUB)
-    before, after, c = _crossing(
-        np.add.reduceat(left_stops, edges, dtype=np.int64),
-        np.add.reduceat(right_stops, edges, dtype=np.int64),
-        before,
-        after,
-    )
-    part = slice(c * SUB, (c + 1) * SUB)
-    left = before + np.cumsum(left_stops[part])
-    right = after - np.cumsum(right_stops[part])
-    return max(min(before, after), int(np.minimum(left, right).max()))
-
-
-def _crossing(le: np.ndarray, ge: np.ndarray, before: int, after: int) -> tuple[int, int, int]:
-    """The first of consecutive ranges (`le`/`ge` stops each) at whose end the left stops so
-    far have caught up with the right stops still ahead, as (left stops before it, right stops
-    from it on, its index); `before` and `after` count the stops outside these ranges."""
-    before_le = before + np.concatenate(([0], np.cumsum(le)))
-    after_ge = after - np.concatenate(([0], np.cumsum(ge)))
-    i = int(np.argmax(before_le[1:] >= after_ge[1:]))
-    return int(before_le[i]), int(after_ge[i]), i
-
-
-def _nth_stop(
-    keys: np.ndarray, lo: int, hi: int, pivot: float, counts: np.ndarray, nth: int, left: bool
-) -> int | None:
-    """Position of the nth (1-based) left stop counted from lo, or right stop counted from hi."""
-    order = range(len(counts)) if left else range(len(counts) - 1, -1, -1)
-    for b in order:
-        if nth <= counts[b]:
-            start = lo + b * BLOCK
-            stops = _stops(keys, start, min(start + BLOCK, hi), pivot, left)
-            return int(stops[nth - 1] if left else stops[-nth])
-        nth -= int(counts[b])
-    return None
-
-
-def _stop_stream(
-    keys: np.ndarray, lo: int, hi: int, pivot: float, counts: np.ndarray, total: int, left: bool
-) -> Iterator[np.ndarray]:
-    """The first `total` left stops in ascending order, or right stops in descending order."""
-    order = range(len(counts)) if left else range(len(counts) - 1, -1, -1)
-    for b in order:
-        if total <= 0:
-            return
-        if counts[b]:
-            start = lo + b * BLOCK
-            stops = _stops(keys, start, min(start + BLOCK, hi), pivot, left)
-            stops = stops[:total] if left else stops[::-1][:total]
-            total -= stops.size
-            yield stops
-
-
-def _pairs(left: Iterator[np.ndarray], right: Iterator[np.ndarray]) -> Iterator[tuple[Any, Any]]:
-    """Zip two streams of position chunks into equally long chunks (the swapped pairs)."""
-    lbuf: np.ndarray | None = np.empty(0, dtype=np.int64)
-    rbuf: np.ndarray | None = lbuf
-    while True:
-        if lbuf is not None and not lbuf.size:
-            lbuf = next(left, None)
-        if rbuf is not None and not rbuf.size:
-            rbuf = next(right, None)
-        if lbuf is None or rbuf is None:
-            return
-        n = min(lbuf.size, rbuf.size)
-        yield lbuf[:n], rbuf[:n]
-        lbuf, rbuf = lbuf[n:], rbuf[n:]
 
 
 def index_type(n: int) -> type:
@@ -306,17 +200,17 @@ def replay_top_k(
         keys[0], keys[chosen] = keys[chosen], keys[0]
         ids.pivot_swap(chosen)
         pivot = float(keys[0])
-        le, ge = _block_counts(keys, 1, size, pivot)
-        swaps = _swap_count(keys, 1, size, pivot, le, ge)
+        le, ge = scans.block_counts(keys, 1, size, pivot)
+        swaps = scans.swap_count(keys, 1, size, pivot, le, ge)
         # the left scan ends at the next left stop, or at the last right stop, which now holds
         # a key <= pivot; that position starts the right part
-        ends = [_nth_stop(keys, 1, size, pivot, le, swaps + 1, left=True)]
+        ends = [scans.nth_stop(keys, 1, size, pivot, le, swaps + 1, left=True)]
         if swaps:
-            ends.append(_nth_stop(keys, 1, size, pivot, ge, swaps, left=False))
+            ends.append(scans.nth_stop(keys, 1, size, pivot, ge, swaps, left=False))
         cut = min(e for e in ends if e is not None)
-        pairs = _pairs(
-            _stop_stream(keys, 1, size, pivot, le, swaps, left=True),
-            _stop_stream(keys, 1, size, pivot, ge, swaps, left=False),
+        pairs = scans.pairs(
+            scans.stop_stream(keys, 1, size, pivot, le, swaps, left=True),
+            scans.stop_stream(keys, 1, size, pivot, ge, swaps, left=False),
         )
         if k < cut:  # go on in the left part; only its side of each swap matters
             ids.begin(0, cut)

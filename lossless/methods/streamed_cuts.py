@@ -2,8 +2,9 @@
 
 A TIES task vector whose bits and an index per entry fit the replay's memory is gathered once
 and cut as a whole tensor's is (top_cut.replay_bits_first). Otherwise the cut value and the
-counts beyond and at it come from a radix select (radix.py, two passes). When every entry tied at the cut is kept, the mask is `|delta| >= cut` (or `<=`). When only
-some are, torch's sort order decides which: replay_stream.py replays it without holding the
+counts beyond and at it come from a radix select (radix.py: one pass for bf16, two for
+float32). When every entry tied at the cut is kept, the mask is `|delta| >= cut` (or `<=`).
+When only some are, torch's sort order decides which: replay_stream.py replays it without holding the
 task vector, in the memory it is given. A cut at 0 needs no replay for the top-k: a kept or
 dropped ±0 entry multiplies to the same ±0, so keeping all of them changes no bit.
 
@@ -98,17 +99,17 @@ def _held_cut(vector: TaskVector, k: int, dtype: torch.dtype) -> TopCut | None:
     replay's memory: one pass over the inputs and the compiled replay, in place of the radix
     select's two passes, the streamed replay's and its finish in numpy (a 28672 × 8192 MLP
     matrix of a 70B merge at --memory 4G: 2-5 s against 10-11 s, beside a second worker).
-    None where it does not fit or
-    cannot be made (a NaN, the depth limit, an uncompiled replay): the streamed cut decides."""
+    None where it does not fit or cannot be made (a NaN, the depth limit, an uncompiled
+    replay): the streamed cut decides."""
     index = np.dtype(sort_replay.index_type(vector.count)).itemsize
     if dtype not in KINDS or vector.count * (dtype.itemsize + index) > vector.memory:
         return None
-    if not sort_replay.COMPILED or not sort_replay.replay_agrees():
-        return None
     delta = torch.empty(vector.count, dtype=dtype)
+    if not replays_bits(delta, k):  # asked before the pass over the inputs
+        return None
     for start, block in vector.deltas():
         delta[start : start + block.numel()] = block.reshape(-1)
-    return replay_bits_first(delta, k, scramble=True) if replays_bits(delta, k) else None
+    return replay_bits_first(delta, k, scramble=True)
 
 
 def _filled(value: float) -> sparsify.Selector:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lossless.methods import sort_replay, sparsify, top_cut
+from lossless.methods import sort_replay, sort_replay_scans, sparsify, top_cut
 
 
 @pytest.fixture(autouse=True, params=["compiled", "numpy"])
@@ -46,7 +46,7 @@ def tie_heavy(n: int, distinct: int, seed: int, order: str = "random") -> torch.
     return keys
 
 
-@pytest.mark.parametrize("block", [8, 64, sort_replay.BLOCK])
+@pytest.mark.parametrize("block", [8, 64, sort_replay_scans.BLOCK])
 @pytest.mark.parametrize(
     ("n", "distinct", "order"),
     [
@@ -63,15 +63,15 @@ def tie_heavy(n: int, distinct: int, seed: int, order: str = "random") -> torch.
 def test_replay_picks_what_argsort_picks(block: int, n: int, distinct: int, order: str) -> None:
     # small blocks put every partition's scans across many blocks, with odd tails; small
     # sub-blocks put the swap count's crossing across several of them
-    saved = sort_replay.BLOCK, sort_replay.SUB
-    sort_replay.BLOCK, sort_replay.SUB = block, max(1, block // 8)
+    saved = sort_replay_scans.BLOCK, sort_replay_scans.SUB
+    sort_replay_scans.BLOCK, sort_replay_scans.SUB = block, max(1, block // 8)
     try:
         keys = tie_heavy(n, distinct, seed=n + distinct, order=order)
         for k in sorted({1, 2, 16, n // 3, n // 2, n - 17, n - 1}):
             if 0 < k < n:
                 assert torch.equal(replayed_first_k(keys, k), argsort_first_k(keys, k)), k
     finally:
-        sort_replay.BLOCK, sort_replay.SUB = saved
+        sort_replay_scans.BLOCK, sort_replay_scans.SUB = saved
 
 
 def test_bf16_like_deltas_many_equal_magnitudes_at_the_cut() -> None:

@@ -214,11 +214,11 @@ def _bits(x: torch.Tensor) -> torch.Tensor:
 def test_block_by_block_equals_the_whole_tensor_bit_for_bit(
     name: str, models: int, infinite: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lossless.methods import blocks, sort_replay
+    from lossless.methods import blocks, sort_replay_scans
 
     # blocks of 64 entries over a 37×29 tensor: 17 blocks, the last one partial
     monkeypatch.setattr(blocks, "BLOCK", 64)
-    monkeypatch.setattr(sort_replay, "BLOCK", 8)
+    monkeypatch.setattr(sort_replay_scans, "BLOCK", 8)
     generator = torch.Generator().manual_seed(models)
     base = (torch.randn(37, 29, generator=generator) * 4).round() / 8
     base.view(-1)[::5] = -0.0
