@@ -48,7 +48,7 @@ def test_the_block_partition_swaps_what_the_scalar_loop_swaps(size: int, distinc
         ids = np.arange(keys.size, dtype=np.int32)
         want_keys, want_ids = keys.copy(), ids.copy()
         want = hoare(want_keys, want_ids, lo, hi)
-        stops = np.empty(sort_replay_kernel.BLOCK, dtype=np.int64)
+        stops = np.empty(sort_replay_kernel.BLOCK, dtype=sort_replay_kernel.STOP)
         got = sort_replay_kernel._partition(keys, ids, lo, hi, stops, stops.copy())
         assert got == want
         assert np.array_equal(keys, want_keys) and np.array_equal(ids, want_ids)
