@@ -11,11 +11,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import numba
 import numpy as np
 from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic, overload
+
+from lossless.methods.jit import intrinsic, numba, overload, types
 
 
 def _llvm(signature: Any, emit: Any) -> Any:

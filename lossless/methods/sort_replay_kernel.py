@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
+
+from lossless.methods.jit import numba
 
 BLOCK = 256  # keys a branchless scan gathers the stops of at a time
 STOP = np.uint8  # a stop's offset into its block

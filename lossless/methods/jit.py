@@ -1,0 +1,32 @@
+"""numba for the merge kernels, loaded without the BLAS probe its numpy support makes.
+
+Why: numba's numpy support (numba/np/arraymath.py) imports `scipy.linalg.cython_blas` to learn
+whether `np.dot` can be compiled. Where scipy is installed that import takes 0.14 s here,
+more than a tenth of a 336M-parameter linear merge, and starts OpenBLAS's thread pool, whose
+threads spin beside the merge's workers. No lossless kernel calls BLAS, so while numba loads,
+the probe finds no BLAS (np.dot in a jitted function would then fail with numba's own error).
+A process that has already imported scipy's BLAS keeps it, and numba finds it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+_PROBE = "scipy.linalg.cython_blas"
+
+if _PROBE in sys.modules:
+    import numba
+    import numba.np.arraymath
+else:
+    sys.modules[_PROBE] = None  # type: ignore[assignment]  # `import` of it raises ImportError
+    try:
+        import numba
+        import numba.np.arraymath  # the module that probes, loaded now
+    finally:
+        if _PROBE in sys.modules and sys.modules[_PROBE] is None:
+            del sys.modules[_PROBE]
+
+from numba import types  # noqa: E402  # after the probe is answered
+from numba.extending import intrinsic, overload  # noqa: E402
+
+__all__ = ["intrinsic", "numba", "overload", "types"]
