@@ -227,8 +227,12 @@ class ChildFailed(Exception):
 
 def timed(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
     """Run `cmd`: (wall seconds, its own peak RSS in GiB, stdout). `os.wait4` gives that
-    process's rusage alone. A failure raises ChildFailed (mergekit may run out of memory)."""
+    process's rusage alone. A failure raises ChildFailed (mergekit may run out of memory).
+    The children may cache their bytecode, as an installed package has it (pip compiles
+    mergekit's on install; an editable lossless under PYTHONDONTWRITEBYTECODE would compile
+    its 110 modules from source at every start, 0.14 s here)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if not USE_GPU:  # a CPU benchmark: neither tool may find a GPU
         env["CUDA_VISIBLE_DEVICES"] = ""
     out_file, err_file = cwd / "child.out", cwd / "child.err"
