@@ -22,8 +22,8 @@ CHILD = """
 import json, sys
 from lossless.cli import main
 code = main(sys.argv[1:])
-blas = "scipy.linalg" in sys.modules  # numba's BLAS probe (methods/jit.py) answered without it
-print(json.dumps({"code": code, "torch": "torch" in sys.modules, "scipy_blas": blas}))
+linalg = "scipy.linalg" in sys.modules  # numba's BLAS probe (methods/jit.py) answered without it
+print(json.dumps({"code": code, "torch": "torch" in sys.modules, "scipy_linalg": linalg}))
 """
 
 
@@ -90,7 +90,7 @@ def test_no_torch_and_the_torch_paths_bytes(config: str, models: Path, tmp_path:
     direct = merge(text, tmp_path / "direct")
     assert direct["code"] == 0, direct["stderr"]
     assert direct["torch"] is False
-    assert direct["scipy_blas"] is False
+    assert direct["scipy_linalg"] is False
     by_torch = merge(text, tmp_path / "torch", fused=False)
     assert by_torch["code"] == 0 and by_torch["torch"] is True, by_torch["stderr"]
     got, want = read_tensors(tmp_path / "direct"), read_tensors(tmp_path / "torch")

@@ -14,17 +14,15 @@ import sys
 
 _PROBE = "scipy.linalg.cython_blas"
 
-if _PROBE in sys.modules:
-    import numba
-    import numba.np.arraymath
-else:
+_hidden = _PROBE not in sys.modules
+if _hidden:
     sys.modules[_PROBE] = None  # type: ignore[assignment]  # `import` of it raises ImportError
-    try:
-        import numba
-        import numba.np.arraymath  # the module that probes, loaded now
-    finally:
-        if _PROBE in sys.modules and sys.modules[_PROBE] is None:
-            del sys.modules[_PROBE]
+try:
+    import numba
+    import numba.np.arraymath  # the module that probes, loaded now
+finally:
+    if _hidden:
+        del sys.modules[_PROBE]
 
 from numba import types  # noqa: E402  # after the probe is answered
 from numba.extending import intrinsic, overload  # noqa: E402

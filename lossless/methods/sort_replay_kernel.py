@@ -25,7 +25,7 @@ STOP = np.uint8  # a stop's offset into its block
 
 
 @numba.njit(inline="always")
-def _swap(keys: Any, ids: Any, i: int, j: int) -> None:
+def _swap(keys: Any, ids: Any, i: Any, j: Any) -> None:  # positions: signed or unsigned
     keys[i], keys[j] = keys[j], keys[i]
     ids[i], ids[j] = ids[j], ids[i]
 
@@ -77,12 +77,10 @@ def _partition(keys: Any, ids: Any, lo: int, hi: int, left_stops: Any, right_sto
             rights = right_stops[used_right : used_right + pairs]
             for t in range(pairs):
                 i, j = np.uint64(left_block + lefts[t]), np.uint64(right_block - rights[t])
-                keys[i], keys[j] = keys[j], keys[i]
-                ids[i], ids[j] = ids[j], ids[i]
+                _swap(keys, ids, i, j)
             used_left += pairs
             used_right += pairs
-            swapped_left = left_block + left_stops[used_left - 1]
-            swapped_right = right_block - right_stops[used_right - 1]
+            swapped_left, swapped_right = left_block + lefts[-1], right_block - rights[-1]
     # the scalar loop from just after the last swap (gathered, unswapped stops are met again)
     left, right = swapped_left + 1, swapped_right
     while True:
