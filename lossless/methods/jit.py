@@ -11,6 +11,7 @@ A process that has already imported scipy's BLAS keeps it, and numba finds it.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 _PROBE = "scipy.linalg.cython_blas"
 
@@ -25,6 +26,9 @@ finally:
         del sys.modules[_PROBE]
 
 from numba import types  # noqa: E402  # after the probe is answered
+from numba.cpython.unsafe.numbers import trailing_zeros as _cttz  # noqa: E402
 from numba.extending import intrinsic, overload  # noqa: E402
 
-__all__ = ["intrinsic", "numba", "overload", "types"]
+trailing_zeros: Any = _cttz  # LLVM's cttz, in compiled code only (untyped for mypy)
+
+__all__ = ["intrinsic", "numba", "overload", "trailing_zeros", "types"]

@@ -3,8 +3,8 @@ literally, moving each key with its original index, on the range that holds posi
 
 Why compiled: in numpy the replay counts and gathers stops over 64K blocks, about twenty
 calls a block that take the GIL again each time, so beside a second merge thread it ran
-40-45 % slower; here each partition runs outside the GIL (numba, nogil), its stops gathered
-a block at a time without branches (`_partition`). It
+40-45 % slower; here each partition runs outside the GIL (numba, nogil), its stops found
+64 keys at a time as the bits of a mask (`_partition`). It
 moves the keys the way the sort does (the numpy replay only follows where they go), so it
 holds every key's index (4 bytes a key, as the numpy replay's first step may). Only the
 in-memory replay (`tied` None) runs here; replay_agrees() still checks it against
@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from lossless.methods.jit import numba
+from lossless.methods.jit import numba, trailing_zeros
 
-BLOCK = 256  # keys a branchless scan gathers the stops of at a time
-STOP = np.uint8  # a stop's offset into its block
+BLOCK = 64  # keys a scan classifies at a time: one bit each in a 64-bit mask
+_ONE = np.uint64(1)
 
 
 @numba.njit(inline="always")
@@ -30,69 +30,72 @@ def _swap(keys: Any, ids: Any, i: Any, j: Any) -> None:  # positions: signed or 
     ids[i], ids[j] = ids[j], ids[i]
 
 
+@numba.njit(inline="always")
+def _stops(block: Any, pivot: Any, left: bool) -> Any:
+    """Bit t set where the scan stops at the t-th key it meets in `block`: a left scan meets
+    it from the front and stops at key <= pivot, a right scan from the back at key >= pivot.
+    One compare per key and no branch, so LLVM makes it a few vector compares."""
+    mask = np.uint64(0)
+    for t in range(BLOCK):
+        stop = block[t] <= pivot if left else block[BLOCK - 1 - t] >= pivot
+        mask |= np.uint64(stop) << np.uint64(t)
+    return mask
+
+
 @numba.njit(nogil=True, cache=True)
-def _partition(keys: Any, ids: Any, lo: int, hi: int, left_stops: Any, right_stops: Any) -> int:
+def _partition(keys: Any, ids: Any, lo: int, hi: int) -> int:
     """libstdc++'s `__unguarded_partition` of [lo + 1, hi) around the pivot at `lo` (left scan
     stops at key <= pivot, right scan at key >= pivot, `comp = a > b`): the same swaps in the
     same order, so the same arrangement; returns where the left scan ends (the cut).
 
     Hoare's loop swaps the i-th left stop with the i-th right stop (counted from the end)
-    until they cross. While BLOCK keys remain unscanned on each side, the stops of a block are
-    gathered without a branch (an offset into the block is written at every key, and the
-    count moves on at a stop: BlockQuicksort's trick), and paired in that order; the scalar
-    loop, resumed after the last swap, finishes the middle. Branchless, it runs ~3x faster on
-    random keys, whose scan branches a CPU cannot predict. The scans read slices of the block
-    and the swaps index with unsigned positions, so no access pays numba's check for a
-    negative index (half the instructions of the loops, and half their time).
+    until they cross. While BLOCK keys remain unscanned on each side, a block's stops are
+    found at once, as the set bits of a mask (`_stops`), and paired lowest bit first (count
+    trailing zeros, clear the lowest bit); the scalar loop, resumed after the last swap,
+    finishes the middle. A scan one key at a time branches at every key, which a CPU cannot
+    predict on random keys; gathering each stop's offset without a branch (BlockQuicksort's
+    trick, before the masks) still stored a byte per key. The positions are unsigned, so no
+    access pays numba's check for a negative index.
     """
     pivot = keys[lo]
     left, right = lo + 1, hi - 1  # the next key each scan reads (right: inclusive)
-    gathered_left = used_left = gathered_right = used_right = 0
-    left_block = right_block = 0  # the first key of the left block, the last of the right
-    swapped_left, swapped_right = lo, hi  # the last pair swapped (none yet)
+    left_mask = right_mask = np.uint64(0)  # the stops of each side's block not yet swapped
+    left_block = right_block = np.uint64(0)  # the left block's first key, the right's last
+    swapped_left, swapped_right = np.int64(lo), np.int64(hi)  # the last pair swapped (none yet)
     while True:
-        if used_left == gathered_left:
+        if left_mask == 0:
             if left + BLOCK - 1 > right:
                 break
-            gathered_left = used_left = 0
-            block = keys[left : left + BLOCK]
-            for t in range(BLOCK):
-                left_stops[gathered_left] = t
-                gathered_left += block[t] <= pivot
-            left_block = left
+            left_mask = _stops(keys[left : left + BLOCK], pivot, True)
+            left_block = np.uint64(left)
             left += BLOCK
-        if used_right == gathered_right:
+        if right_mask == 0:
             if right - BLOCK + 1 < left:
                 break
-            gathered_right = used_right = 0
-            block = keys[right - BLOCK + 1 : right + 1]
-            for t in range(BLOCK):
-                right_stops[gathered_right] = t
-                gathered_right += block[BLOCK - 1 - t] >= pivot
-            right_block = right
+            right_mask = _stops(keys[right - BLOCK + 1 : right + 1], pivot, False)
+            right_block = np.uint64(right)
             right -= BLOCK
-        pairs = min(gathered_left - used_left, gathered_right - used_right)
-        if pairs:
-            lefts = left_stops[used_left : used_left + pairs]
-            rights = right_stops[used_right : used_right + pairs]
-            for t in range(pairs):
-                i, j = np.uint64(left_block + lefts[t]), np.uint64(right_block - rights[t])
+        if left_mask != 0 and right_mask != 0:
+            i = j = np.uint64(0)
+            while left_mask != 0 and right_mask != 0:
+                i = left_block + np.uint64(trailing_zeros(left_mask))
+                j = right_block - np.uint64(trailing_zeros(right_mask))
                 _swap(keys, ids, i, j)
-            used_left += pairs
-            used_right += pairs
-            swapped_left, swapped_right = left_block + lefts[-1], right_block - rights[-1]
-    # the scalar loop from just after the last swap (gathered, unswapped stops are met again)
-    left, right = swapped_left + 1, swapped_right
+                left_mask &= left_mask - _ONE
+                right_mask &= right_mask - _ONE
+            swapped_left, swapped_right = np.int64(i), np.int64(j)
+    # the scalar loop from just after the last swap (found, unswapped stops are met again)
+    first, last = swapped_left + 1, swapped_right
     while True:
-        while keys[left] > pivot:
-            left += 1
-        right -= 1
-        while pivot > keys[right]:
-            right -= 1
-        if not left < right:
-            return left
-        _swap(keys, ids, left, right)
-        left += 1
+        while keys[first] > pivot:
+            first += 1
+        last -= 1
+        while pivot > keys[last]:
+            last -= 1
+        if not first < last:
+            return int(first)
+        _swap(keys, ids, first, last)
+        first += 1
 
 
 @numba.njit(nogil=True, cache=True)
@@ -107,8 +110,6 @@ def replay(keys: Any, ids: Any, k: int, small: int, depth: int) -> Any:
     """
     lo, hi = 0, keys.size
     pivot = keys[0]  # any key of this type: set by the first partition or the insertion sort
-    left_stops = np.empty(BLOCK, dtype=STOP)
-    right_stops = np.empty(BLOCK, dtype=STOP)
     while hi - lo > small and lo < k < hi:
         if depth == 0:
             return False, pivot, np.empty(0, dtype=np.int64)
@@ -123,7 +124,7 @@ def replay(keys: Any, ids: Any, k: int, small: int, depth: int) -> Any:
             chosen = last if b > c else mid
         _swap(keys, ids, lo, chosen)
         pivot = keys[lo]
-        left = _partition(keys, ids, lo, hi, left_stops, right_stops)
+        left = _partition(keys, ids, lo, hi)
         if k < left:
             hi = left
         else:

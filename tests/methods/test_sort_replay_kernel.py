@@ -30,14 +30,17 @@ def hoare(keys: np.ndarray, ids: np.ndarray, lo: int, hi: int) -> int:
         left += 1
 
 
-@pytest.mark.parametrize("distinct", [1, 2, 5, 1000, 2**31])
-@pytest.mark.parametrize("size", [3, 511, 512, 513, 1024, 1025, 2000, 4099])
-def test_the_block_partition_swaps_what_the_scalar_loop_swaps(size: int, distinct: int) -> None:
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])  # a test's keys, a bf16 delta's bits
+@pytest.mark.parametrize("distinct", [1, 2, 5, 1000, 2**15 - 1])
+@pytest.mark.parametrize("size", [3, 63, 64, 65, 127, 128, 129, 130, 1000, 4099])
+def test_the_block_partition_swaps_what_the_scalar_loop_swaps(
+    size: int, distinct: int, dtype: type
+) -> None:
     from lossless.methods import sort_replay_kernel
 
     rng = np.random.default_rng(size * 7 + distinct)
     for trial in range(6):
-        keys = rng.integers(0, distinct, size + 2).astype(np.float32)
+        keys = rng.integers(0, distinct, size + 2).astype(dtype)
         if trial == 1:
             keys.sort()
         elif trial == 2:
@@ -48,8 +51,7 @@ def test_the_block_partition_swaps_what_the_scalar_loop_swaps(size: int, distinc
         ids = np.arange(keys.size, dtype=np.int32)
         want_keys, want_ids = keys.copy(), ids.copy()
         want = hoare(want_keys, want_ids, lo, hi)
-        stops = np.empty(sort_replay_kernel.BLOCK, dtype=sort_replay_kernel.STOP)
-        got = sort_replay_kernel._partition(keys, ids, lo, hi, stops, stops.copy())
+        got = sort_replay_kernel._partition(keys, ids, lo, hi)
         assert got == want
         assert np.array_equal(keys, want_keys) and np.array_equal(ids, want_ids)
 
