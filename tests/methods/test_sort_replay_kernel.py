@@ -30,7 +30,7 @@ def hoare(keys: np.ndarray, ids: np.ndarray, lo: int, hi: int) -> int:
         left += 1
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.int16])  # a test's keys, a bf16 delta's bits
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.int32])  # floats; bf16 and f32 bits
 @pytest.mark.parametrize("distinct", [1, 2, 5, 1000, 2**15 - 1])
 @pytest.mark.parametrize("size", [3, 63, 64, 65, 127, 128, 129, 130, 1000, 4099])
 def test_the_block_partition_swaps_what_the_scalar_loop_swaps(
