@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -24,22 +24,14 @@ T = TypeVar("T")
 SIZES = {"2.9M": 2_883_584, "32M": 32_768_000}  # an MLP matrix and an embedding of the 336M preset
 
 
-def bf16_bits(values: np.ndarray) -> np.ndarray:
-    """float32 → bf16 bits (int16), rounded to nearest even."""
-    bits = values.astype(np.float32).view(np.uint32)
-    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-    return rounded.astype(np.uint16).view(np.int16)
+def task_vector(n: int, seed: int = 0) -> Any:
+    """A bf16 torch tensor: a fine-tune's difference from its base, made in bf16."""
+    import torch
 
-
-def as_float(bits: np.ndarray) -> np.ndarray:
-    return (bits.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
-
-
-def task_vector(n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    base = bf16_bits(rng.normal(0, 0.02, n))
-    tuned = bf16_bits(as_float(base) + rng.normal(0, 0.001, n).astype(np.float32))
-    return bf16_bits(as_float(tuned) - as_float(base))
+    generator = torch.Generator().manual_seed(seed)
+    base = (torch.randn(n, generator=generator) * 0.02).bfloat16()
+    tuned = (base.float() + torch.randn(n, generator=generator) * 0.001).bfloat16()
+    return tuned - base
 
 
 def fastest(repeat: int, run: Callable[[], T]) -> tuple[float, T]:
@@ -58,7 +50,8 @@ def measure(size: str, repeat: int) -> str:
 
     from lossless.methods import sort_replay_kernel
 
-    delta = task_vector(SIZES[size])
+    vector = task_vector(SIZES[size])
+    delta = vector.view(torch.int16).numpy()  # the bits the merge's cut ranks
     n, k = delta.size, delta.size // 2
     keys = np.empty_like(delta)
     sort_replay_kernel.cut_of_magnitudes(delta[:1024], keys[:1024], 512)  # load the kernel
@@ -68,7 +61,7 @@ def measure(size: str, repeat: int) -> str:
         assert found is not None, "a NaN or the depth limit: not a fine-tune's delta"
         return found
 
-    magnitudes = torch.from_numpy(delta).view(torch.bfloat16).abs()  # as mergekit ranks them
+    magnitudes = vector.abs()  # as mergekit ranks them
 
     def argsort() -> np.ndarray:
         kept = torch.zeros(n, dtype=torch.bool)
@@ -76,7 +69,7 @@ def measure(size: str, repeat: int) -> str:
         return kept.numpy()
 
     replay_s, (threshold, tied) = fastest(repeat, replay)
-    replay_kept = np.abs(as_float(delta)) > threshold
+    replay_kept = (magnitudes.float() > threshold).numpy()
     replay_kept[tied] = True
     sort_s, sort_kept = fastest(max(1, repeat // 2), argsort)
     same = bool(np.array_equal(replay_kept, sort_kept))

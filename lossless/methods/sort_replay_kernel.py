@@ -75,15 +75,13 @@ def _partition(keys: Any, ids: Any, lo: int, hi: int) -> int:
             right_mask = _stops(keys[right - BLOCK + 1 : right + 1], pivot, False)
             right_block = np.uint64(right)
             right -= BLOCK
-        if left_mask != 0 and right_mask != 0:
-            i = j = np.uint64(0)
-            while left_mask != 0 and right_mask != 0:
-                i = left_block + np.uint64(trailing_zeros(left_mask))
-                j = right_block - np.uint64(trailing_zeros(right_mask))
-                _swap(keys, ids, i, j)
-                left_mask &= left_mask - _ONE
-                right_mask &= right_mask - _ONE
+        while left_mask != 0 and right_mask != 0:
+            i = left_block + np.uint64(trailing_zeros(left_mask))
+            j = right_block - np.uint64(trailing_zeros(right_mask))
+            _swap(keys, ids, i, j)
             swapped_left, swapped_right = np.int64(i), np.int64(j)
+            left_mask &= left_mask - _ONE
+            right_mask &= right_mask - _ONE
     # the scalar loop from just after the last swap (found, unswapped stops are met again)
     first, last = swapped_left + 1, swapped_right
     while True:
