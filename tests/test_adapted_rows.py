@@ -219,7 +219,7 @@ def test_a_tensor_saved_whole_is_read_by_the_rows_asked_for(
 
 
 def test_chunks_divide_the_streamed_row_alignment() -> None:
-    from lossless.methods.streamed import row_alignment
+    from lossless.methods.blocks import row_alignment
 
     assert chunk_rows((128256, 8192)) == 8  # the 64K entries of one aligned block
     assert chunk_rows((10, 4097)) == 32  # odd columns: 256K / 4097 = 63 → 32 rows

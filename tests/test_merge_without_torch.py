@@ -35,14 +35,24 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def merge(config: str, out: Path, fused: bool = True) -> dict[str, object]:
+def merge(config: str, out: Path, fused: bool = True, *args: str) -> dict[str, object]:
     recipe = out.parent / f"{out.name}.yml"
     recipe.write_text(config)
     # a cache of this test's own: whether the replay's self-check is remembered is up to it
     cache = out.parent / "cache"
     env = {**os.environ, "LOSSLESS_FUSED": "1" if fused else "0", "LOSSLESS_CACHE": str(cache)}
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, "run", "-q", "--no-copy-tokenizer", str(recipe), str(out)],
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            "run",
+            "-q",
+            "--no-copy-tokenizer",
+            str(recipe),
+            str(out),
+            *args,
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -112,6 +122,80 @@ def test_a_nan_input_is_named_as_before(models: Path, tmp_path: Path) -> None:
     save_file(tensors, file, metadata={"format": "pt"})
     text = LINEAR.format(root=models).replace(f"{models}/b", str(broken))
     report = merge(text, tmp_path / "out")
+    assert report["code"] == 1
+    assert f"tensor {name!r}" in str(report["stderr"]) and "1 NaN" in str(report["stderr"])
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Models whose embeddings and lm_head (4096 × 32) a 1M budget streams by row blocks."""
+    root = tmp_path_factory.mktemp("wide-models")
+    for i, name in enumerate(("base", "a", "b")):
+        make_model(root / name, seed=i, dtype="bfloat16", tokenizer=False, vocab_size=4096)
+    return root
+
+
+@pytest.mark.parametrize("config", [LINEAR, TIES], ids=["linear", "ties"])
+def test_streamed_tensors_merge_by_blocks_without_torch(
+    config: str, wide: Path, tmp_path: Path
+) -> None:
+    """An entrywise merge of tensors too large for the budget runs a block of rows at a
+    time on the fused kernels (torch never imported), with the bytes of the whole-tensor
+    kernels and of torch's own streamed path."""
+    text = config.format(root=wide)
+    blocks = merge(text, tmp_path / "blocks", True, "--memory", "1M")
+    assert blocks["code"] == 0 and blocks["torch"] is False, blocks["stderr"]
+    whole = merge(text, tmp_path / "whole")
+    assert whole["code"] == 0, whole["stderr"]
+    by_torch = merge(text, tmp_path / "torch", False, "--memory", "1M")
+    assert by_torch["code"] == 0 and by_torch["torch"] is True, by_torch["stderr"]
+    got = read_tensors(tmp_path / "blocks")
+    assert got["model.embed_tokens.weight"].shape == (4096, 32)
+    for other in ("whole", "torch"):
+        want = read_tensors(tmp_path / other)
+        assert sorted(got) == sorted(want)
+        for name, tensor in want.items():
+            assert got[name].view(torch.int16).equal(tensor.view(torch.int16)), (other, name)
+
+
+def test_a_streamed_block_that_overflows_is_merged_by_torch(wide: Path, tmp_path: Path) -> None:
+    """A block whose kernel result is not finite (finite inputs whose weighted sum overflows)
+    is computed by torch for those rows alone: the output holds torch's infinity there, and
+    every byte is the torch path's."""
+    large = tmp_path / "large"
+    make_model(large, seed=1, dtype="bfloat16", tokenizer=False, vocab_size=4096)
+    file = large / "model.safetensors"
+    tensors = load_file(file)
+    tensors["model.embed_tokens.weight"][3000, 5] = 3.3e38  # finite in bf16; doubled, not
+    save_file(tensors, file, metadata={"format": "pt"})
+    text = (
+        LINEAR.format(root=wide)
+        .replace(f"{wide}/a", str(large))
+        .replace("0.7", "2.0")
+        .replace("0.45", "1.0")
+    ) + "parameters: {normalize: false}\n"
+    blocks = merge(text, tmp_path / "blocks", True, "--memory", "1M")
+    assert blocks["code"] == 0 and blocks["torch"] is True, blocks["stderr"]
+    by_torch = merge(text, tmp_path / "torch", False, "--memory", "1M")
+    assert by_torch["code"] == 0, by_torch["stderr"]
+    got, want = read_tensors(tmp_path / "blocks"), read_tensors(tmp_path / "torch")
+    embed = got["model.embed_tokens.weight"].float()
+    assert embed[3000, 5] == float("inf") and int(embed.isinf().sum()) == 1
+    for name, tensor in want.items():
+        assert got[name].view(torch.int16).equal(tensor.view(torch.int16)), name
+
+
+def test_a_nan_in_a_streamed_tensor_is_named(wide: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    make_model(broken, seed=5, dtype="bfloat16", tokenizer=False, vocab_size=4096)
+    file = broken / "model.safetensors"
+    tensors = load_file(file)
+    name = "model.embed_tokens.weight"
+    tensors[name][3000, 4] = float("nan")  # in the second block of rows
+    save_file(tensors, file, metadata={"format": "pt"})
+    text = LINEAR.format(root=wide).replace(f"{wide}/b", str(broken))
+    report = merge(text, tmp_path / "out", True, "--memory", "1M")
     assert report["code"] == 1
     assert f"tensor {name!r}" in str(report["stderr"]) and "1 NaN" in str(report["stderr"])
     assert not (tmp_path / "out" / "model.safetensors").exists()

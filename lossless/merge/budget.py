@@ -168,8 +168,8 @@ def held_bytes(job: TensorJob, shape: tuple[int, ...], share: int) -> int:
 def block_rows(job: TensorJob, sources: Mapping[str, TensorSource], share: int) -> int:
     """Rows per block for a streamed job so that the blocks in flight (`streamed_bytes`) and
     what the job holds besides fit `share` bytes; at least one 64K-aligned block
-    (streamed.row_alignment), at most the whole tensor."""
-    from lossless.methods.streamed import row_alignment
+    (blocks.row_alignment), at most the whole tensor."""
+    from lossless.methods.blocks import row_alignment
 
     shape = job_shape(job, sources)
     align = row_alignment(shape)
@@ -201,19 +201,19 @@ def replay_bytes(job: TensorJob, share: int, shape: tuple[int, ...]) -> int:
 def drawn_mask_bytes(job: TensorJob, shape: tuple[int, ...], share: int) -> int:
     """A streamed random drop's masks (dare, della), packed 8 to a byte and kept from the first
     pass to the merge, when every model's fit a quarter of the share (else 0: drawn again)."""
-    from lossless.methods.streamed import packed_mask_bytes
-
     if _sparsifier(job) not in ("random", "rank_random"):
         return 0
+    from lossless.methods.streamed import packed_mask_bytes  # imports torch
+
     total = len(job.model_params) * packed_mask_bytes(math.prod(shape))
     return total if total <= share // 4 else 0
 
 
 def _sparsifier(job: TensorJob) -> str | None:
     """The task-arithmetic family's sparsifier when some model is sparsified, else None."""
+    if all(float(p.get("density", 1.0)) >= 1 for p in job.model_params):
+        return None  # known before the method's module (and torch) is loaded
     family = getattr(METHODS[job.method].load(), "family", None)
     if family is None or family.sparsifier is None:
-        return None
-    if all(float(p.get("density", 1.0)) >= 1 for p in job.model_params):
         return None
     return str(family.sparsifier)

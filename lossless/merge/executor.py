@@ -1,22 +1,24 @@
 """Run a MergePlan: compute each output tensor from its sources and write it into shards.
 
-Data flow, per tensor: `source.get` (a safetensors memory map) → cast to the job's compute dtype →
-the method's pure function → shape check → cast to the output dtype → written at its place in
-its shard (tensors/output_shards.py), then dropped. A tensor that methods/direct.py covers
-(linear; task arithmetic and TIES keeping every entry; bf16 or float32) skips torch: its
-inputs' bits are mapped into numpy and merged by the fused kernels (merge/direct_jobs.py),
-so a merge of such tensors alone never imports torch (1.4 s). Worker threads (the math
-releases the GIL) each compute a tensor and write it themselves, so a finished tensor never
-waits for an earlier one and memory holds only the tensors being computed. Tensors far larger than the
-typical one (an embedding, the lm_head) start first, so none is left computing alone at the
-end; the rest start in file order as workers and memory come free.
+Each tensor is computed by torch (merge/torch_jobs.py: `source.get` → cast to the compute
+dtype → the method's pure function → cast to the output dtype) or, where methods/direct.py
+covers it (linear; task arithmetic and TIES, a magnitude cut included; bf16 or float32),
+without torch: its inputs' bits are mapped into numpy and merged by the fused kernels
+(merge/direct_jobs.py), so a merge of such tensors alone never imports torch (1.4 s). Either
+way it is written at its place in its shard (tensors/output_shards.py), then dropped. Worker
+threads (the math releases the GIL) each compute a tensor and write it themselves, so a
+finished tensor never waits for an earlier one and memory holds only the tensors being
+computed. Tensors far larger than the typical one (an embedding, the lm_head) start first, so
+none is left computing alone at the end; the rest start in file order as workers and memory
+come free.
 
 Memory budget (`memory`, `--memory 4G`): the tensors in flight are kept under it; there are as
 many workers as cores, or fewer when the budget would give each less than budget.MIN_SHARE. A
 tensor whose whole-tensor math would not fit a worker's share is streamed instead, when its
 method can be (MethodSpec.streams: every method):
-its rows are read, merged and written a block at a time (methods/streamed.py), with block
-rows chosen so the block's working set fits, and the same bytes as the whole-tensor math. A
+its rows are read, merged and written a block at a time (methods/streamed.py; by the fused
+kernels where each entry merges alone: linear, task arithmetic, TIES keeping every entry), with
+block rows chosen so the block's working set fits, and the same bytes as the whole-tensor math. A
 magnitude cut (TIES, breadcrumbs) decided first may hold most of the share for its tie-order
 replay (methods/replay_stream.py). The other methods hold their tensor whole, however large.
 A streamed tensor whose bytes may differ from the whole-tensor math (sce's rare case) gets a
@@ -31,7 +33,6 @@ same bytes as one that ran straight through.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections import Counter
@@ -53,9 +54,10 @@ from lossless.merge.budget import (
     worker_count,
 )
 from lossless.merge.device import CPU, MergeDevice, device_memory
-from lossless.merge.direct_jobs import compute_direct, direct_math
-from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
+from lossless.merge.direct_jobs import compute_direct, direct_math, write_direct_blocks
+from lossless.merge.jobs import MergePlan, TensorJob
 from lossless.merge.journal import JOURNAL, append_journal, plan_digest, resume
+from lossless.merge.torch_jobs import compute_tensor, tensor_seed, write_streamed
 from lossless.methods.table import METHODS
 from lossless.tensors.output_shards import OutputShards
 from lossless.tensors.source import TensorSource
@@ -66,104 +68,6 @@ if TYPE_CHECKING:
     import torch
 
 EARLY_FACTOR = 4  # a job over this many times the median job's bytes starts first
-
-
-def tensor_seed(seed: int | None, name: str) -> int:
-    """A per-tensor seed from the run seed and the output name, independent of job order.
-    No seed means seed 0: a lossless merge is reproducible by default."""
-    digest = hashlib.sha256(f"{seed or 0}\0{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1  # torch wants a non-negative int64
-
-
-def _compute(
-    job: TensorJob,
-    sources: Mapping[str, TensorSource],
-    shape: tuple[int, ...],
-    seed: int | None,
-    device: MergeDevice = CPU,
-) -> torch.Tensor:
-    import torch
-
-    spec = METHODS[job.method]
-    fn = spec.load()
-    compute, out_dtype = getattr(torch, job.compute_dtype), getattr(torch, job.out_dtype)
-    target = device.torch()
-
-    def read(ref: TensorRef) -> torch.Tensor:
-        """The input on the device, moved in its stored dtype (bf16: 2 bytes an entry), cast
-        there, unless the method casts block by block itself."""
-        tensor = sources[ref.model].get(ref.tensor)
-        if not device.is_cpu:
-            tensor = tensor.to(target)
-        return tensor if spec.casts_inputs else tensor.to(compute)
-
-    tensors = [read(r) for r in job.sources]
-    base = None if job.base is None else read(job.base)
-    kwargs: dict[str, Any] = {}
-    if spec.randomised:
-        kwargs["generator"] = torch.Generator().manual_seed(tensor_seed(seed, job.output))
-    if spec.casts_inputs:
-        kwargs.update(dtype=compute, out_dtype=out_dtype)
-    out = fn(tensors, base, list(job.model_params), dict(job.params), **kwargs)
-    if tuple(out.shape) != shape:
-        raise LosslessError(
-            f"merge method {job.method!r} gave {job.output!r} shape {tuple(out.shape)}, "
-            f"expected {shape}",
-            hint="the inputs' shapes differ; check the models are the same architecture",
-        )
-    return out.to(out_dtype).cpu()
-
-
-def _write_streamed(
-    out: OutputShards,
-    job: TensorJob,
-    sources: Mapping[str, TensorSource],
-    shape: tuple[int, ...],
-    seed: int | None,
-    rows: int,
-    replay: int,
-    stop: threading.Event,
-    device: MergeDevice = CPU,
-) -> list[str]:
-    """Merge a streamed job block by block, each block written at its place as it comes;
-    returns what the method noted of the tensor (streamed.stream's `note`)."""
-    import torch
-
-    from lossless.merge.rows import JobRows
-    from lossless.methods.streamed import stream
-
-    generator = None
-    if METHODS[job.method].randomised:
-        generator = torch.Generator().manual_seed(tensor_seed(seed, job.output))
-    notes: list[str] = []
-    job_rows = JobRows(job, sources, shape, device=None if device.is_cpu else device.torch())
-    try:
-        parts = stream(
-            job.method,
-            job_rows,
-            list(job.model_params),
-            dict(job.params),
-            block_rows=rows,
-            dtype=getattr(torch, job.compute_dtype),
-            out_dtype=getattr(torch, job.out_dtype),
-            generator=generator,
-            replay_memory=replay,
-            note=notes.append,
-        )
-        first = 0
-        for part in parts:
-            if stop.is_set():  # another job failed: the merge is over
-                break
-            out.write(job.output, part.cpu(), first_row=first)
-            first += part.shape[0]
-        else:
-            if first != shape[0]:
-                raise LosslessError(
-                    f"output tensor {job.output!r}: {first} rows merged, expected {shape}"
-                )
-    finally:
-        job_rows.close()
-    return notes
 
 
 def _run_jobs(
@@ -200,9 +104,10 @@ def _run_jobs(
         return max(streamed_bytes(job, sources, shape, rows, share), replay), rows, replay
 
     costs = [plan(job) for job in jobs]
-    directs = [
-        None if rows else direct_math(job, sources, shapes[job.output], device)
-        for job, (_, rows, _) in zip(jobs, costs, strict=True)
+    directs = [direct_math(job, sources, shapes[job.output], device) for job in jobs]
+    directs = [  # a streamed job's blocks merge without torch when its entries merge alone
+        None if merge is None or (rows and not merge.entrywise) else merge
+        for merge, (_, rows, _) in zip(directs, costs, strict=True)
     ]
     early = _early_jobs(costs, usable)
     order = early + sorted(set(range(len(jobs))) - set(early))
@@ -211,6 +116,14 @@ def _run_jobs(
     def run(i: int) -> list[str]:
         job, (_, rows, replay), merge = jobs[i], costs[i], directs[i]
         shape = shapes[job.output]
+        if merge is not None and rows:
+
+            def torch_rows(lo: int, hi: int) -> torch.Tensor:
+                torch_ready()
+                return compute_tensor(job, sources, shape, seed, device, rows=(lo, hi))
+
+            write_direct_blocks(out, job, sources, shape, merge, rows, torch_rows, stop)
+            return []
         if merge is not None:
             bits = compute_direct(job, sources, shape, merge)
             if bits is not None:
@@ -218,8 +131,8 @@ def _run_jobs(
                 return []
         torch_ready()
         if rows:
-            return _write_streamed(out, job, sources, shape, seed, rows, replay, stop, device)
-        tensor = _compute(job, sources, shape, seed, device)
+            return write_streamed(out, job, sources, shape, seed, rows, replay, stop, device)
+        tensor = compute_tensor(job, sources, shape, seed, device)
         out.write(job.output, tensor)
         return []
 

@@ -9,6 +9,7 @@ the same order as on the whole tensor (tests/methods check this bit for bit).
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -18,6 +19,13 @@ from typing import Any
 KERNELS = importlib.util.find_spec("numba") is not None and os.environ.get("LOSSLESS_FUSED") != "0"
 BLOCK = 1 << 16  # entries per block
 LANE = 1 << 12  # entries one thread sums in lane_sums: under torch's parallel grain (32768)
+
+
+def row_alignment(shape: Sequence[int]) -> int:
+    """The fewest rows whose entries are a whole number of 64K blocks (8192 columns → 8): a
+    streamed tensor's blocks of rows are multiples of it (methods/streamed.py)."""
+    row = math.prod(shape[1:])
+    return BLOCK // math.gcd(row, BLOCK) if row else 1
 
 
 def block_slices(count: int) -> Iterator[slice]:

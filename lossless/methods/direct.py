@@ -63,6 +63,12 @@ class DirectMath:
     like: np.ndarray  # an empty array of the compute dtype's integer type
     densities: tuple[float, ...] = ()  # the TIES cut's per model (1: every entry kept)
 
+    @property
+    def entrywise(self) -> bool:
+        """Each output entry depends on the inputs' same entry alone (no magnitude cut over the
+        tensor), so a block of rows merges alone (merge/direct_jobs.py)."""
+        return self.linear or not self.densities
+
     def run(self, tensors: Sequence[np.ndarray], base: np.ndarray | None, out: np.ndarray) -> bool:
         """The merged bits into `out` (flat, the output dtype's integer type); False, with
         nothing promised in `out`, when an entry of the result is not finite."""

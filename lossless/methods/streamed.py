@@ -36,7 +36,6 @@ from lossless.methods import (
     streamed_sce,
     streamed_vectors,
 )
-from lossless.methods.blocks import BLOCK
 from lossless.methods.linear import linear
 from lossless.methods.table import METHODS
 from lossless.methods.task_arithmetic import Family, combine, task_vector
@@ -106,12 +105,6 @@ def stream(
     return stream_task_arithmetic(
         family, rows, model_params, params, replay_memory=replay_memory, **kwargs
     )
-
-
-def row_alignment(shape: Sequence[int]) -> int:
-    """The fewest rows whose entries are a whole number of 64K blocks (8192 columns → 8)."""
-    row = math.prod(shape[1:])
-    return BLOCK // math.gcd(row, BLOCK) if row else 1
 
 
 def row_blocks(rows: int, block_rows: int) -> list[tuple[int, int]]:

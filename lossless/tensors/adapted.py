@@ -10,7 +10,7 @@ An adapted tensor is computed in canonical row chunks, whoever asks: `get` fills
 chunk by chunk, `get_rows(lo, hi)` computes the chunks covering [lo, hi) and keeps its rows. A
 BLAS product of a few rows does not always give the bits of the same rows of the whole product
 (a 1-row B·A takes a matrix-vector kernel), so only one chunking makes a streamed merge write
-the bytes of a whole one. Chunks are a power of two rows that divides streamed.row_alignment,
+the bytes of a whole one. Chunks are a power of two rows that divides blocks.row_alignment,
 so the row blocks of a streamed merge never split one, and hold about CHUNK_ENTRIES entries:
 the float32 work of an adapted tensor is a few chunks, never the whole tensor (a LoRA on the
 128256 × 8192 embedding of a 70B model costs 8-row chunks, not 4 GiB of float32).
@@ -42,7 +42,7 @@ RowReader = Callable[[int, int], "torch.Tensor | None"]
 
 def chunk_rows(shape: Sequence[int]) -> int:
     """Rows per canonical chunk of a tensor of `shape` (8192 columns → 8 rows)."""
-    from lossless.methods.streamed import row_alignment
+    from lossless.methods.blocks import row_alignment
 
     fit = max(1, CHUNK_ENTRIES // max(1, math.prod(shape[1:])))
     return min(row_alignment(shape), 1 << (fit.bit_length() - 1))

@@ -215,10 +215,12 @@ class Checkpoint:
             check_finite(tensor, f"{self._label}: tensor {name!r} ({self.path / shard})")
         return tensor
 
-    def read_bits(self, name: str, kinds: Mapping[str, Any]) -> np.ndarray | None:
-        """The tensor's entries, flat, as numpy integers of the dtype's width (`kinds`: its
-        safetensors dtype → that numpy type), with no torch; None for a pickle checkpoint or
-        a dtype not in `kinds`. Not checked for NaN or Inf: the caller checks the result
+    def read_bits(
+        self, name: str, kinds: Mapping[str, Any], rows: tuple[int, int] | None = None
+    ) -> np.ndarray | None:
+        """The tensor's entries (or those of its rows [lo, hi) along the first dimension),
+        flat, as numpy integers of the dtype's width (`kinds`: its safetensors dtype → that
+        numpy type), with no torch; None for a pickle checkpoint or a dtype not in `kinds`. Not checked for NaN or Inf: the caller checks the result
         (methods/direct.py), and reads the tensor with `get` where it is not finite.
 
         A private map of the file's pages rather than a copy (`_map_entry`): the merge then
@@ -229,6 +231,8 @@ class Checkpoint:
         if self._pickle or kind is None:
             return None
         shard = self._where[name]
+        if rows is not None:
+            entry = rows_entry(entry, *rows)
         return _map_entry(self._open(shard), self.path / shard, entry, kind)
 
     def get_rows(self, name: str, lo: int, hi: int) -> torch.Tensor | None:

@@ -102,17 +102,25 @@ class OutputShards:
         raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
         self._put(shard, slot, raw, first_row, shape[0] if shape else 1)
 
-    def write_bits(self, name: str, bits: np.ndarray) -> None:
-        """The whole of output tensor `name` as its flat entries' bits (numpy integers of the
-        dtype's width: methods/direct.py), written without torch."""
+    def write_bits(self, name: str, bits: np.ndarray, first_row: int | None = None) -> None:
+        """Output tensor `name` (`first_row` None), or its rows from `first_row`, as the flat
+        entries' bits (numpy integers of the dtype's width: methods/direct.py), without torch."""
         shard, slot = self._slots[name]
         count = math.prod(slot.shape)
-        if bits.ndim != 1 or bits.size != count or bits.itemsize != DTYPE_BYTES[slot.dtype]:
+        row = math.prod(slot.shape[1:]) if first_row is not None and slot.shape else count
+        rows = bits.size // row if row else 0
+        if (
+            bits.ndim != 1
+            or bits.itemsize != DTYPE_BYTES[slot.dtype]
+            or (first_row is None and bits.size != count)
+            or (first_row is not None and (bits.size % row or first_row + rows > slot.shape[0]))
+        ):
+            at = "" if first_row is None else f" (rows from {first_row})"
             raise LosslessError(
-                f"output tensor {name!r}: {bits.size} entries of {bits.itemsize} bytes, "
-                f"the plan said {count} {slot.dtype} entries"
+                f"output tensor {name!r}{at}: {bits.size} entries of {bits.itemsize} bytes, "
+                f"the plan said {slot.shape} {slot.dtype}"
             )
-        self._put(shard, slot, bits.view("uint8"), None, 1)
+        self._put(shard, slot, bits.view("uint8"), first_row, max(rows, 1))
 
     def _put(
         self, shard: _Shard, slot: TensorSlot, raw: Any, first_row: int | None, rows: int

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from lossless.methods import radix, replay_stream, streamed
+from lossless.methods import blocks, radix, replay_stream, streamed
 from lossless.methods.table import METHODS
 
 ROWS, COLS = 40, 4096  # 2.5 blocks of 64K entries; 16 rows = one block
@@ -178,10 +178,10 @@ def test_radix_select_finds_value_and_counts_at_the_cut(kind) -> None:
 
 
 def test_row_alignment_makes_blocks_of_whole_64k_blocks() -> None:
-    assert streamed.row_alignment((128256, 8192)) == 8
-    assert streamed.row_alignment((10, 3000)) == 8192  # gcd(3000, 64K) = 8
-    assert streamed.row_alignment((28672, 8192)) * 8192 % (1 << 16) == 0
-    assert streamed.row_alignment((5, 3)) == 1 << 16
+    assert blocks.row_alignment((128256, 8192)) == 8
+    assert blocks.row_alignment((10, 3000)) == 8192  # gcd(3000, 64K) = 8
+    assert blocks.row_alignment((28672, 8192)) * 8192 % (1 << 16) == 0
+    assert blocks.row_alignment((5, 3)) == 1 << 16
 
 
 @pytest.mark.parametrize(("method", "extra"), [("ties", {}), ("breadcrumbs_ties", {"gamma": 0.05})])

@@ -9,7 +9,7 @@ import torch
 
 from lossless.merge.executor import execute
 from lossless.merge.jobs import MergePlan, TensorJob, TensorRef
-from lossless.methods import arcee_fusion, slerp, streamed
+from lossless.methods import arcee_fusion, blocks, slerp, streamed
 from lossless.methods.table import METHODS
 from tests.factories import make_model, read_tensors
 from tests.methods.test_streamed import COLS, ROWS, _smooth, streamed_bf16
@@ -130,7 +130,7 @@ def test_importance_of_a_row_block_is_the_whole_tensors_rows(dtype, shape) -> No
     try:
         torch.set_num_threads(2)
         whole = arcee_fusion.importance(other, base)
-        align = streamed.row_alignment(shape)
+        align = blocks.row_alignment(shape)
         for count in (1, 2):
             torch.set_num_threads(count)
             for block_rows in sorted({align, 2 * align, shape[0]}):
