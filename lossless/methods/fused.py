@@ -68,6 +68,34 @@ def linear_into(
     )
 
 
+def magnitudes(tensor: torch.Tensor, base: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """|tensor − base| in `dtype`, flat, in float32 (ranking_magnitudes of task_vector's
+    entries, the same bits) in one pass; None where the kernels do not cover these tensors
+    (the caller runs torch)."""
+    if not (available(tensor, base) and dtype in _KINDS and tensor.numel() == base.numel()):
+        return None
+    from lossless.methods import fused_kernels
+
+    out = torch.empty(tensor.numel(), dtype=torch.float32)
+    fused_kernels.magnitudes(_bits(tensor), _bits(base), _like(dtype), out.numpy())
+    return out
+
+
+def add_magnitude_histogram(
+    tensor: torch.Tensor, base: torch.Tensor, dtype: torch.dtype, high: torch.Tensor
+) -> bool | None:
+    """Count the high 16 bits of `magnitudes(tensor, base, dtype)` into `high` (65,536 int64),
+    in one pass that makes no keys; whether some key has low bits. None, with nothing counted,
+    where the kernels do not cover these tensors."""
+    if not (available(tensor, base) and dtype in _KINDS and tensor.numel() == base.numel()):
+        return None
+    from lossless.methods import fused_kernels
+
+    return bool(
+        fused_kernels.magnitude_histogram(_bits(tensor), _bits(base), _like(dtype), high.numpy())
+    )
+
+
 def combine_into(
     tensors: Sequence[torch.Tensor],
     base: torch.Tensor,

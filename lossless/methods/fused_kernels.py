@@ -122,6 +122,28 @@ def task_vector(model: Any, base: Any, like: Any, out: Any) -> None:
         _store(out, j, _to(_load(model, j), like) - _to(_load(base, j), like))
 
 
+@numba.njit(nogil=True, cache=True)
+def magnitudes(model: Any, base: Any, like: Any, out: Any) -> None:
+    """|model − base| in the compute dtype (`like`'s) into `out` (float32): the keys a TIES
+    cut ranks (top_cut.ranking_magnitudes of task_vector's entries), in one pass."""
+    for j in range(out.shape[0]):
+        out[j] = abs(_to(_to(_load(model, j), like) - _to(_load(base, j), like), like))
+
+
+@numba.njit(nogil=True, cache=True)
+def magnitude_histogram(model: Any, base: Any, like: Any, high: Any) -> bool:
+    """Adds to `high` (65,536 int64 counts) the high 16 bits of each float32 |model − base|
+    in the compute dtype (`magnitudes`' keys): radix.kth_magnitude's first pass, without the
+    keys. True when some key has low bits too (never for a bf16 compute dtype)."""
+    low = np.uint32(0)
+    for j in range(model.shape[0]):
+        delta = _to(_to(_load(model, j), like) - _to(_load(base, j), like), like)
+        bits = _bits_of_f32(abs(delta))
+        high[bits >> np.uint32(16)] += 1
+        low |= bits & np.uint32(0xFFFF)
+    return low != 0
+
+
 @numba.njit(inline="always")
 def _task_row(
     model: Any, anchor: Any, weight: Any, cut: Any, forced: Any, like: Any, j: int

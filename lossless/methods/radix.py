@@ -55,17 +55,25 @@ def _locate(hist: torch.Tensor, k: int, largest: bool) -> tuple[int, int]:
 
 
 def kth_magnitude(
-    blocks: Callable[[], Iterable[torch.Tensor]], k: int, *, largest: bool = True
+    blocks: Callable[[], Iterable[torch.Tensor]],
+    k: int,
+    *,
+    largest: bool = True,
+    high_pass: Callable[[torch.Tensor], bool | None] | None = None,
 ) -> Rank:
     """The k-th (1-based) largest, or smallest, of the float32 magnitudes that `blocks()` yields
     (called twice, or once when no entry has low bits: each call must yield the same numbers;
-    each block flat, non-negative)."""
+    each block flat, non-negative). `high_pass(high)`, where given, makes the first pass
+    itself: it counts the high 16 bits of those magnitudes into `high` and says whether any
+    has low bits (None, with nothing counted: `blocks()` then makes it)."""
     high = torch.zeros(BINS, dtype=torch.int64)
-    low_bits = False  # whether any entry has low bits: never for the magnitudes of bf16
-    for block in blocks():
-        bits = _bits(block)
-        high += torch.bincount(bits >> 16, minlength=BINS)
-        low_bits = low_bits or bool(torch.any(bits & 0xFFFF))
+    low_bits = high_pass(high) if high_pass is not None else None
+    if low_bits is None:  # whether any entry has low bits: never for the magnitudes of bf16
+        low_bits = False
+        for block in blocks():
+            bits = _bits(block)
+            high += torch.bincount(bits >> 16, minlength=BINS)
+            low_bits = low_bits or bool(torch.any(bits & 0xFFFF))
     top, before = _locate(high, k, largest)
     bottom, equal = 0, int(high[top])  # no low bits: every entry of the bin is one value
     if low_bits:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from lossless.methods import (
+    fused,
     replay_stream,
     sparsify,
     streamed_cuts,
@@ -39,6 +40,7 @@ from lossless.methods import (
 from lossless.methods.linear import linear
 from lossless.methods.table import METHODS
 from lossless.methods.task_arithmetic import Family, combine, task_vector
+from lossless.methods.top_cut import ranking_magnitudes
 
 
 class Rows(Protocol):
@@ -155,16 +157,41 @@ def stream_task_arithmetic(
         for lo, hi in blocks:
             yield lo * row, task_vector(rows.model(i, lo, hi), rows.base(lo, hi), dtype).cpu()
 
-    def flat(i: int, lo: int, hi: int) -> torch.Tensor:
-        """Entries [lo, hi) of model i's flat task vector, from the rows holding them."""
+    def magnitudes(i: int, lo: int, hi: int) -> torch.Tensor:
+        """|delta| of entries [lo, hi) of model i's flat task vector, in float32, from the
+        rows holding them: one pass of the fused kernels where they cover the rows (on the
+        CPU), else torch's task vector and magnitudes (the same bits)."""
         first, last = lo // row, -(-hi // row)
-        delta = task_vector(rows.model(i, first, last), rows.base(first, last), dtype).cpu()
-        return delta.reshape(-1)[lo - first * row : hi - first * row]
+        model, base = rows.model(i, first, last), rows.base(first, last)
+        keys = fused.magnitudes(model, base, dtype)
+        if keys is None:
+            keys = ranking_magnitudes(task_vector(model, base, dtype).cpu())
+        return keys[lo - first * row : hi - first * row]
+
+    def high_pass(i: int, high: torch.Tensor) -> bool | None:
+        """Model i's magnitudes' high 16 bits counted into `high` by the fused kernels, block
+        by block (radix.kth_magnitude's first pass); None where they do not cover the rows."""
+        low_bits = False
+        for n, (lo, hi) in enumerate(blocks):
+            counted = fused.add_magnitude_histogram(
+                rows.model(i, lo, hi), rows.base(lo, hi), dtype, high
+            )
+            if counted is None:
+                assert n == 0  # every block's rows are of the same dtypes, on the same device
+                return None
+            low_bits = low_bits or counted
+        return low_bits
 
     chunk = max(1, 4 * replay_stream.GRID // row) * row  # whole rows, ~256K entries a read
     vectors = [
         streamed_cuts.TaskVector(
-            functools.partial(deltas, i), functools.partial(flat, i), count, chunk, replay_memory
+            functools.partial(deltas, i),
+            functools.partial(magnitudes, i),
+            count,
+            chunk,
+            replay_memory,
+            step=block_rows * row,
+            high_pass=functools.partial(high_pass, i),
         )
         for i in range(models)
     ]

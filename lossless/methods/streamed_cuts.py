@@ -40,14 +40,20 @@ class TaskVector:
     """One model's task vector as the streamed merge can read it."""
 
     deltas: Deltas  # every block in order
-    read: Callable[[int, int], torch.Tensor]  # flat entries [lo, hi), recomputed from the inputs
+    # |delta| of flat entries [lo, hi) in float32 (ranking_magnitudes' keys), recomputed from
+    # the inputs
+    magnitudes_at: Callable[[int, int], torch.Tensor]
     count: int
     chunk: int  # entries per read of a replay pass (whole rows)
     memory: int  # bytes the tie-order replay may hold
+    step: int  # entries per block of `deltas` (whole rows)
+    # the radix select's first pass made by the fused kernels (radix.kth_magnitude's
+    # `high_pass`), or None where they do not cover the inputs
+    high_pass: Callable[[torch.Tensor], bool | None] | None = None
 
     def magnitudes(self) -> Iterator[torch.Tensor]:
-        for _, delta in self.deltas():
-            yield ranking_magnitudes(delta)
+        for lo in range(0, self.count, self.step):
+            yield self.magnitudes_at(lo, min(lo + self.step, self.count))
 
     def whole_magnitudes(self) -> torch.Tensor:
         """Every |delta| in one float32 tensor (the fallback's whole-tensor decision)."""
@@ -60,7 +66,7 @@ class TaskVector:
         """The float32 magnitudes the sort ranks, negated for an ascending sort."""
 
         def read(lo: int, hi: int) -> np.ndarray:
-            keys = ranking_magnitudes(self.read(lo, hi)).numpy()
+            keys = self.magnitudes_at(lo, hi).numpy()
             return np.negative(keys, out=keys) if ascending else keys
 
         return replay_stream.Source(read, self.count, self.chunk)
@@ -81,7 +87,7 @@ def _first(
 ) -> sparsify.Selector | None:
     """The first k (0 < k < count) of a descending (`largest`) or ascending sort of |delta|,
     as torch's CPU sort orders them; None where only the whole tensor can decide."""
-    rank = radix.kth_magnitude(vector.magnitudes, k, largest=largest)
+    rank = radix.kth_magnitude(vector.magnitudes, k, largest=largest, high_pass=vector.high_pass)
     if rank.all_tied_kept(k) or (zero_cut_keeps_all and rank.value == 0):
         return _beyond_or_at(rank.value, largest)
     if not rank.finite or not sort_replay.replay_agrees():

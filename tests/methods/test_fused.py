@@ -192,6 +192,37 @@ def test_ties_trim_has_torchs_bits(
     assert torch.equal(bits(whole()), bits(torch_chain(monkeypatch, whole)))
 
 
+@pytest.mark.parametrize("compute", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("stored", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("kind", ["small", "ties", "wide"])
+def test_magnitudes_have_torchs_bits(kind: str, stored: torch.dtype, compute: torch.dtype) -> None:
+    """The streamed TIES cut's keys (methods/streamed.py): |model − base| in the compute dtype,
+    as float32, equal bit for bit to torch's task vector and ranking_magnitudes, -0 deltas
+    and subnormals included."""
+    base, (model,) = inputs(kind, 1, stored)
+    got = fused.magnitudes(model, base, compute)
+    want = top_cut.ranking_magnitudes(task_arithmetic.task_vector(model, base, compute))
+    assert got is not None and got.dtype == torch.float32 and want.dtype == torch.float32
+    assert got.view(torch.int32).equal(want.view(torch.int32))
+    assert fused.magnitudes(model.half(), base.half(), compute) is None  # torch's to make
+
+
+@pytest.mark.parametrize("compute", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("kind", ["small", "ties", "wide"])
+def test_the_magnitude_histogram_counts_what_torch_counts(kind: str, compute: torch.dtype) -> None:
+    """The radix select's first pass by the kernels (streamed TIES cuts): the high 16 bits
+    of torch's magnitudes counted, added to what `high` held, and whether any has low bits."""
+    base, (model,) = inputs(kind, 1, torch.bfloat16)
+    keys = top_cut.ranking_magnitudes(task_arithmetic.task_vector(model, base, compute))
+    high = torch.full((1 << 16,), 3, dtype=torch.int64)
+    low_bits = fused.add_magnitude_histogram(model, base, compute, high)
+    want = torch.bincount(keys.view(torch.int32) >> 16, minlength=1 << 16) + 3
+    assert high.equal(want)
+    assert low_bits is bool(torch.any(keys.view(torch.int32) & 0xFFFF))
+    assert low_bits is (compute == torch.float32 and kind != "ties")
+    assert fused.add_magnitude_histogram(model.half(), base.half(), compute, high) is None
+
+
 def test_a_non_finite_result_is_left_to_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     base, models = inputs("small", 3, torch.bfloat16)
     models[1][100] = float("inf")
