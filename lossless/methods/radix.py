@@ -34,6 +34,7 @@ class Rank:
     beyond: int  # entries strictly before it in the sort (larger, or smaller when ascending)
     equal: int  # entries equal to it, itself included
     finite: bool = True  # no inf or NaN among the magnitudes
+    high_bits_only: bool = False  # no magnitude has low bits (those of a bf16 task vector)
 
     def all_tied_kept(self, k: int) -> bool:
         """Whether the first k of the sort are exactly the entries up to and at the value."""
@@ -86,4 +87,4 @@ def kth_magnitude(
     pattern = torch.tensor([(top << 16) | bottom], dtype=torch.int32)
     finite = not bool(high[INF_BITS >> 16 :].any())
     value = float(pattern.view(torch.float32))
-    return Rank(value, before, equal, finite)
+    return Rank(value, before, equal, finite, high_bits_only=not low_bits)

@@ -238,17 +238,29 @@ class View(Level):
 
 
 def replay_top_k(
-    source: Source, k: int, threshold: float, memory: int, small: int = sort_replay.SMALL
+    source: Source,
+    k: int,
+    threshold: float,
+    memory: int,
+    small: int = sort_replay.SMALL,
+    *,
+    high_bits_only: bool = False,
 ) -> np.ndarray | None:
     """The ids (sorted) of the keys equal to `threshold` (the k-th largest key, known from
     radix.py) among the first k of a descending `torch.argsort` of `source`'s keys (`small`:
     sort_replay's, e.g. 3 for torch.topk), holding about `memory` bytes of keys (4 a key) at
-    most. None where sort_replay would give up."""
+    most. None where sort_replay would give up.
+
+    `high_bits_only`: every key is a non-negative float32 whose low 16 bits are zero (the
+    magnitudes of a bf16 task vector: radix.Rank.high_bits_only). The range that fits is
+    then held as the keys' high halves, 2 bytes a key: the same order, so the same steps, and
+    a range twice as long fits, which spares a streamed partition and the deepest view."""
     level: Level = source
     depth = sort_replay.depth_limit(source.size)
     picked: list[np.ndarray] = []
+    key_bytes = 2 if high_bits_only else 4
     while level.size > small and 0 < k < level.size:
-        if level.size * 4 <= memory:
+        if level.size * key_bytes <= memory:
             break
         if depth == 0:
             return None
@@ -262,26 +274,39 @@ def replay_top_k(
             level = View(partition, left=False)
             k -= partition.cut
     if k > 0:
-        keys, tied = _gather(level, threshold)
-        replay = sort_replay.replay_top_k(
-            keys, k, tied=(*tied, threshold), depth=depth, small=small
-        )
+        keys, tied = _gather(level, threshold, high_bits_only)
+        held = _high_half(threshold) if high_bits_only else threshold
+        replay = sort_replay.replay_top_k(keys, k, tied=(*tied, held), depth=depth, small=small)
         if replay is None:
             return None
         found, ids = replay
-        assert found == threshold, (found, threshold)
+        assert found == held, (found, held)
         picked.append(ids)
     return np.sort(np.concatenate(picked).astype(np.int64)) if picked else EMPTY_IDS
 
 
-def _gather(level: Level, threshold: float) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """The level's keys in one array, and the positions and ids of those equal to `threshold`."""
-    keys = np.empty(level.size, dtype=np.float32)
+def _high_halves(keys: np.ndarray) -> np.ndarray:
+    """Float32 keys with no low bits as their high 16 bits (uint16): the same order."""
+    return (keys.view(np.uint32) >> np.uint32(16)).astype(np.uint16)
+
+
+def _high_half(key: float) -> float:
+    return float(_high_halves(np.array([key], dtype=np.float32))[0])
+
+
+def _gather(
+    level: Level, threshold: float, high_bits_only: bool = False
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The level's keys in one array (float32, or their high halves: `replay_top_k`), and the
+    positions and ids of those equal to `threshold`."""
+    keys = np.empty(level.size, dtype=np.uint16 if high_bits_only else np.float32)
     positions, ids = [], []
     pos = 0
     for chunk_keys, chunk_ids in level.stream(True, 0, ids=True):
         assert chunk_ids is not None
-        keys[pos : pos + chunk_keys.size] = chunk_keys
+        keys[pos : pos + chunk_keys.size] = (
+            _high_halves(chunk_keys) if high_bits_only else chunk_keys
+        )
         at = np.flatnonzero(chunk_keys == threshold)
         positions.append(at + pos)
         ids.append(chunk_ids[at])

@@ -232,7 +232,7 @@ def replay_top_k(
             ids.end(cut, size)
             keys, k = keys[cut:], k - cut
     if k > 0:  # k falls in a range of at most `small`: the final insertion sort is stable
-        take = np.argsort(-keys, kind="stable")[:k]
+        take = np.argsort(-keys.astype(np.float64), kind="stable")[:k]  # uint16 keys too
         threshold = float(keys[take[-1]])
         picked.append((threshold, ids.at(take[keys[take] == threshold])))
     else:  # k is a partition cut: the last left part ends with its pivot

@@ -93,7 +93,13 @@ def _first(
     if not rank.finite or not sort_replay.replay_agrees():
         return None
     threshold = rank.value if largest else -rank.value
-    tied = replay_stream.replay_top_k(vector.keys(not largest), k, threshold, vector.memory)
+    tied = replay_stream.replay_top_k(
+        vector.keys(not largest),
+        k,
+        threshold,
+        vector.memory,
+        high_bits_only=largest and rank.high_bits_only,  # an ascending sort's keys are negated
+    )
     if tied is None:
         return None
     return TopCut(rank.value, tied, ascending=not largest)

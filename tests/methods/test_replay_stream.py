@@ -87,3 +87,21 @@ def test_bf16_deltas_and_an_ascending_sort(small_grid) -> None:
         negated = Counting(-magnitudes, 300)
         got_low = replay_stream.replay_top_k(negated, k, -low, 4 * 30000 // 6)
         assert got_low is not None and np.array_equal(got_low, expected_low)
+
+
+def test_keys_without_low_bits_are_held_as_their_high_halves(small_grid) -> None:
+    """bf16 magnitudes (no low bits) held 2 bytes a key: the same picks as argsort's, ties at
+    the cut included, and a range twice as long held, so fewer passes over the source."""
+    g = torch.Generator().manual_seed(1)
+    a, b = (torch.randn(30000, generator=g).bfloat16() for _ in range(2))
+    magnitudes = (a - b).abs().float()  # bf16 subtraction: every key is a bf16 value
+    assert not bool(torch.any(magnitudes.view(torch.int32) & 0xFFFF))
+    memory = 4 * 30000 // 3  # the float32 keys do not fit; their halves do
+    for k in (1, 1000, 15000, 29999):
+        threshold, expected = argsort_tied(magnitudes, k)
+        plain, halves = Counting(magnitudes, 300), Counting(magnitudes, 300)
+        got = replay_stream.replay_top_k(plain, k, threshold, memory)
+        got_halves = replay_stream.replay_top_k(halves, k, threshold, memory, high_bits_only=True)
+        assert got is not None and np.array_equal(got, expected), k
+        assert got_halves is not None and np.array_equal(got_halves, expected), k
+        assert halves.reads < plain.reads, k
