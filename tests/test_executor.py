@@ -438,6 +438,6 @@ def test_workers_are_fewer_when_the_budget_is_small() -> None:
     from lossless.merge.budget import MIN_SHARE, GiB, worker_count
 
     assert worker_count(2, 4 * GiB) == 2
-    assert worker_count(16, 4 * GiB) == 7  # 3.5 GiB usable, half a GiB each at least
+    assert worker_count(16, 4 * GiB) == 6  # 3 GiB usable, half a GiB each at least
     assert worker_count(2, GiB) == 1
     assert worker_count(4, MIN_SHARE) == 1  # never none
