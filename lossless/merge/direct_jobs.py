@@ -2,7 +2,7 @@
 bits, from the checkpoints' mapped pages (Checkpoint.read_bits).
 
 A job qualifies when methods/direct.py covers its method, parameters and dtypes, it runs on
-the CPU, and every input is a checkpoint's own tensor of the output's shape (not a LoRA-applied
+the CPU, and every input is a safetensors checkpoint's own tensor of the output's shape (not a LoRA-applied
 one, nor rows aligned to another vocabulary). A job too large for a worker's share of the
 memory qualifies when its merge is entrywise (no magnitude cut): it is merged a block of rows
 at a time, each block from its rows' own mapped pages. Anything else, and a job whose result is not
@@ -38,8 +38,9 @@ def direct_math(
 ) -> direct.DirectMath | None:
     """How to merge `job` without torch, or None where it does not qualify."""
     refs = [*job.sources, *([job.base] if job.base is not None else [])]
-    if not device.is_cpu or not all(isinstance(sources[r.model], Checkpoint) for r in refs):
-        return None
+    readers = [sources[r.model] for r in refs]
+    if not device.is_cpu or not all(isinstance(s, Checkpoint) and s.maps_bits for s in readers):
+        return None  # a pickle's bits cannot be mapped: each block would fall to torch
     if any(sources[r.model].shape(r.tensor) != shape for r in refs):
         return None  # the torch path says what differs
     if (job.method == "linear") != (job.base is None):
@@ -65,7 +66,7 @@ def compute_direct(
 ) -> np.ndarray | None:
     """The output tensor's flat bits (those of its rows [lo, hi) with `rows`, for an
     `entrywise` merge), or None: a result not finite, or an input not readable as bits (a
-    pickle checkpoint); the torch path then computes them."""
+    dtype the kernels do not take); the torch path then computes them."""
 
     def bits(model: str, tensor: str) -> np.ndarray | None:
         source = sources[model]

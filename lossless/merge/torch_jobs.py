@@ -52,11 +52,12 @@ def compute_tensor(
         """The input on the device, moved in its stored dtype (bf16: 2 bytes an entry), cast
         there, unless the method casts block by block itself."""
         source = sources[ref.model]
-        reader = getattr(source, "get_rows", None) if rows is not None else None
-        tensor = reader(ref.tensor, *rows) if reader is not None and rows is not None else None
-        if tensor is None:  # whole (a pickle checkpoint cannot read rows alone)
+        if rows is None:
             tensor = source.get(ref.tensor)
-            tensor = tensor if rows is None else tensor[rows[0] : rows[1]]
+        else:  # a checkpoint reads those rows' bytes alone (merge/rows.py)
+            reader = getattr(source, "get_rows", None)
+            part = reader(ref.tensor, *rows) if reader is not None else None
+            tensor = source.get(ref.tensor)[rows[0] : rows[1]] if part is None else part
         if not device.is_cpu:
             tensor = tensor.to(target)
         return tensor if spec.casts_inputs else tensor.to(compute)

@@ -68,11 +68,16 @@ def linear_into(
     )
 
 
+def _covers_delta(tensor: torch.Tensor, base: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether the kernels make `tensor − base` in `dtype` (the task vector's magnitudes)."""
+    return available(tensor, base) and dtype in _KINDS and tensor.numel() == base.numel()
+
+
 def magnitudes(tensor: torch.Tensor, base: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
     """|tensor − base| in `dtype`, flat, in float32 (ranking_magnitudes of task_vector's
     entries, the same bits) in one pass; None where the kernels do not cover these tensors
     (the caller runs torch)."""
-    if not (available(tensor, base) and dtype in _KINDS and tensor.numel() == base.numel()):
+    if not _covers_delta(tensor, base, dtype):
         return None
     from lossless.methods import fused_kernels
 
@@ -87,7 +92,7 @@ def add_magnitude_histogram(
     """Count the high 16 bits of `magnitudes(tensor, base, dtype)` into `high` (65,536 int64),
     in one pass that makes no keys; whether some key has low bits. None, with nothing counted,
     where the kernels do not cover these tensors."""
-    if not (available(tensor, base) and dtype in _KINDS and tensor.numel() == base.numel()):
+    if not _covers_delta(tensor, base, dtype):
         return None
     from lossless.methods import fused_kernels
 

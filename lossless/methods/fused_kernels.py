@@ -114,12 +114,18 @@ def linear(models: Any, weights: Any, divisor: Any, like: Any, out: Any) -> bool
     return worst != _NOT_FINITE
 
 
+@numba.njit(inline="always")
+def _delta(model: Any, base: Any, like: Any, j: int) -> Any:
+    """Entry j of model − base in the compute dtype (`like`'s), unrounded: float32."""
+    return _to(_load(model, j), like) - _to(_load(base, j), like)
+
+
 @numba.njit(nogil=True, cache=True)
 def task_vector(model: Any, base: Any, like: Any, out: Any) -> None:
     """model − base in the compute dtype (`like`'s) into `out` (its integer type): the task
     vector a TIES cut ranks, each entry as _task_row makes it before the trim."""
     for j in range(out.shape[0]):
-        _store(out, j, _to(_load(model, j), like) - _to(_load(base, j), like))
+        _store(out, j, _delta(model, base, like, j))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -127,7 +133,7 @@ def magnitudes(model: Any, base: Any, like: Any, out: Any) -> None:
     """|model − base| in the compute dtype (`like`'s) into `out` (float32): the keys a TIES
     cut ranks (top_cut.ranking_magnitudes of task_vector's entries), in one pass."""
     for j in range(out.shape[0]):
-        out[j] = abs(_to(_to(_load(model, j), like) - _to(_load(base, j), like), like))
+        out[j] = abs(_to(_delta(model, base, like, j), like))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -137,8 +143,7 @@ def magnitude_histogram(model: Any, base: Any, like: Any, high: Any) -> bool:
     keys. True when some key has low bits too (never for a bf16 compute dtype)."""
     low = np.uint32(0)
     for j in range(model.shape[0]):
-        delta = _to(_to(_load(model, j), like) - _to(_load(base, j), like), like)
-        bits = _bits_of_f32(abs(delta))
+        bits = _bits_of_f32(abs(_to(_delta(model, base, like, j), like)))
         high[bits >> np.uint32(16)] += 1
         low |= bits & np.uint32(0xFFFF)
     return low != 0

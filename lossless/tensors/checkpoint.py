@@ -215,6 +215,11 @@ class Checkpoint:
             check_finite(tensor, f"{self._label}: tensor {name!r} ({self.path / shard})")
         return tensor
 
+    @property
+    def maps_bits(self) -> bool:
+        """Whether `read_bits` can map its tensors (a safetensors checkpoint, not a pickle)."""
+        return not self._pickle
+
     def read_bits(
         self, name: str, kinds: Mapping[str, Any], rows: tuple[int, int] | None = None
     ) -> np.ndarray | None:
