@@ -177,6 +177,24 @@ def test_chat_template_needs_a_tokenizer(models: dict[str, Path], tmp_path: Path
     assert not list(tmp_path.iterdir())  # refused before merging anything
 
 
+def test_a_tokenizer_dir_without_a_tokenizer_stops_before_merging(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def merged(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a tensor was merged before the tokenizer was checked")
+
+    monkeypatch.setattr("lossless.merge.output.execute", merged)
+    weights_only = tmp_path / "weights-only"
+    weights_only.mkdir()
+    (weights_only / "tokenizer.json").write_text("{}")  # no tokenizer_config.json beside it
+    with pytest.raises(
+        LosslessError, match=r"no tokenizer in .*weights-only \(no tokenizer_config\.json\)"
+    ) as e:
+        build(models, tmp_path / "m", tokenizer_dir=weights_only, chat_template=None)
+    assert "--no-copy-tokenizer" in (e.value.hint or "")
+    assert [p.name for p in tmp_path.iterdir()] == ["weights-only"]
+
+
 def test_replaces_an_older_output(models: dict[str, Path], tmp_path: Path) -> None:
     target = tmp_path / "merged"
     target.mkdir()

@@ -66,7 +66,7 @@ def build_output(
     check_not_input(out_dir, [*input_dirs, *([tokenizer_dir] if tokenizer_dir else [])])
     if out_dir.exists() and not out_dir.is_dir():
         raise LosslessError(f"output path {out_dir} exists and is not a directory")
-    _check_tokenizer_for_template(options.get("chat_template"), tokenizer_dir)
+    _tokenizer_files(options.get("chat_template"), tokenizer_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = open_partial(out_dir, fingerprint)
     options.setdefault("name", out_dir.name)
@@ -102,8 +102,7 @@ def assemble_output(
     `resolve_chat_template`); `tokenizer_dir` is the directory whose tokenizer files are copied
     (None: no tokenizer); `name` is the output's name, for the model card; `lineage` what it derives
     from (hub/cards.py; None: `base_models` and the plan's models, by name)."""
-    _check_tokenizer_for_template(chat_template, tokenizer_dir)
-
+    tokenizer_files = _tokenizer_files(chat_template, tokenizer_dir)
     execute(
         plan,
         sources,
@@ -129,7 +128,7 @@ def assemble_output(
     if src_dir and (Path(src_dir) / "generation_config.json").is_file():
         shutil.copyfile(Path(src_dir) / "generation_config.json", tmp / "generation_config.json")
     if tokenizer_dir:
-        _copy_tokenizer(Path(tokenizer_dir), tmp)
+        _copy_tokenizer(Path(tokenizer_dir), tmp, tokenizer_files)
     if chat_template:
         _set_chat_template(tmp, chat_template)
     (tmp / RECIPE_FILE).write_text(recipe_text)
@@ -152,12 +151,24 @@ def assemble_output(
     return known
 
 
-def _check_tokenizer_for_template(chat_template: str | None, tokenizer_dir: Path | None) -> None:
+def _tokenizer_files(chat_template: str | None, tokenizer_dir: Path | None) -> list[str]:
+    """The tokenizer files to copy, checked before any tensor is merged: a merge of many
+    minutes must not end in an error a glance at the inputs could give."""
     if chat_template and not tokenizer_dir:
         raise LosslessError(
             "a chat_template was given but no tokenizer is copied to the output",
             hint="set tokenizer_source (or pass --copy-tokenizer) so the template has a tokenizer",
         )
+    if not tokenizer_dir:
+        return []
+    copied = [name for name in TOKENIZER_FILES if (Path(tokenizer_dir) / name).is_file()]
+    if "tokenizer_config.json" not in copied:
+        raise LosslessError(
+            f"no tokenizer in {tokenizer_dir} (no tokenizer_config.json) to copy to the output",
+            hint="set tokenizer_source to a model that ships a tokenizer, "
+            "or pass --no-copy-tokenizer to write the merge without one",
+        )
+    return copied
 
 
 def _output_dtype(plan: MergePlan) -> str | None:
@@ -168,13 +179,7 @@ def _output_dtype(plan: MergePlan) -> str | None:
     return max(counts, key=lambda d: counts[d]) if counts else None
 
 
-def _copy_tokenizer(src: Path, dst: Path) -> None:
-    copied = [name for name in TOKENIZER_FILES if (src / name).is_file()]
-    if "tokenizer_config.json" not in copied:
-        raise LosslessError(
-            f"no tokenizer in {src} (no tokenizer_config.json)",
-            hint="set tokenizer_source to a model that ships a tokenizer",
-        )
+def _copy_tokenizer(src: Path, dst: Path, copied: Sequence[str]) -> None:
     for name in copied:
         shutil.copyfile(src / name, dst / name)
     if (src / "chat_templates").is_dir():
