@@ -2,12 +2,12 @@
 bits, from the checkpoints' mapped pages (Checkpoint.read_bits).
 
 A job qualifies when methods/direct.py covers its method, parameters and dtypes, it runs on
-the CPU, and every input is a safetensors checkpoint's own tensor of the output's shape (not a LoRA-applied
-one, nor rows aligned to another vocabulary). A job too large for a worker's share of the
-memory qualifies when its merge is entrywise (no magnitude cut): it is merged a block of rows
-at a time, each block from its rows' own mapped pages. Anything else, and a job whose result is not
-finite (whose inputs the torch path then checks, naming the tensor), is left to the executor's
-torch path.
+the CPU, and every input is a safetensors checkpoint's own tensor of the output's shape (not a
+LoRA-applied one, nor rows aligned to another vocabulary). A job too large for a worker's share
+of the memory qualifies when its merge is entrywise (no magnitude cut): it is merged a block of
+rows at a time, each block from its rows' own mapped pages. Anything else, and a job whose
+result is not finite (whose inputs the torch path then checks, naming the tensor), is left to
+the executor's torch path.
 """
 
 from __future__ import annotations

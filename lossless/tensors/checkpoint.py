@@ -225,8 +225,9 @@ class Checkpoint:
     ) -> np.ndarray | None:
         """The tensor's entries (or those of its rows [lo, hi) along the first dimension),
         flat, as numpy integers of the dtype's width (`kinds`: its safetensors dtype → that
-        numpy type), with no torch; None for a pickle checkpoint or a dtype not in `kinds`. Not checked for NaN or Inf: the caller checks the result
-        (methods/direct.py), and reads the tensor with `get` where it is not finite.
+        numpy type), with no torch; None for a pickle checkpoint or a dtype not in `kinds`.
+        Not checked for NaN or Inf: the caller checks the result (methods/direct.py), and
+        reads the tensor with `get` where it is not finite.
 
         A private map of the file's pages rather than a copy (`_map_entry`): the merge then
         reads the page cache itself, and both its copy and the fresh pages' faults are saved
